@@ -1,0 +1,314 @@
+//! The end-to-end test harness: one lab per test run shared by every test, a
+//! Kubernetes namespace per test, waits with clear timeout messages, probes
+//! from the client namespace (ping, arping with the MACs that answered),
+//! processes in node namespaces, and cutting a node's link.
+//!
+//! Everything a test creates is removed when its guard drops, also when the
+//! test fails; `cargo lab down` removes whatever an interrupted run left.
+//!
+//! Without root or built tools the tests skip (with a message), unless
+//! `FERROLB_E2E` is set, as `cargo lab test` does: then they must run.
+
+use std::fs::File;
+use std::future::Future;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
+use kube::api::{Api, PostParams};
+use tokio::sync::OnceCell;
+
+use crate::command;
+use crate::lab::{self, DEFAULT_NODES, Lab};
+use crate::lan::{self, Host};
+use crate::process;
+use crate::tools;
+
+/// Set to make the end-to-end tests mandatory (no skipping).
+pub const MANDATORY_ENV: &str = "FERROLB_E2E";
+
+static LAB: OnceCell<Lab> = OnceCell::const_new();
+
+/// The shared lab, brought up on first use (and left up for the next test and
+/// the next run; `cargo lab test` takes it down at the end). `None` means the
+/// test should return early: it cannot run here and is not mandatory.
+pub async fn lab() -> Result<Option<&'static Lab>> {
+    if std::env::var_os(MANDATORY_ENV).is_none() {
+        if let Err(e) = lab::check_host() {
+            eprintln!("skipping end-to-end test: {e:#} (set {MANDATORY_ENV}=1 to require it)");
+            return Ok(None);
+        }
+        if !tools::built() && Lab::current().is_none() {
+            eprintln!(
+                "skipping end-to-end test: the lab tools are not built \
+                 (run `cargo lab test`, or set {MANDATORY_ENV}=1 to build them)"
+            );
+            return Ok(None);
+        }
+    }
+    let lab = LAB
+        .get_or_try_init(|| async {
+            match Lab::current() {
+                Some(l) => Ok(l),
+                None => Lab::up(DEFAULT_NODES).await,
+            }
+        })
+        .await
+        .context("cannot bring the lab up for the end-to-end tests")?;
+    Ok(Some(lab))
+}
+
+/// A Kubernetes namespace for one test, deleted when dropped.
+#[derive(Debug)]
+pub struct TestNamespace {
+    name: String,
+    kubectl: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl TestNamespace {
+    /// Creates `e2e-<prefix>-<unique suffix>`.
+    pub async fn create(lab: &Lab, client: &Client, prefix: &str) -> Result<Self> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or_default();
+        let name = format!(
+            "e2e-{prefix}-{:x}{:x}",
+            std::process::id() & 0xfff,
+            nanos & 0xfffff
+        );
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": name, "labels": { "ferrolb.io/e2e": "true" } }
+        }))
+        .context("cannot build a Namespace")?;
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .with_context(|| format!("cannot create namespace {name}"))?;
+        Ok(Self {
+            name,
+            kubectl: lab.tools().path("kubectl"),
+            kubeconfig: lab.kubeconfig(),
+        })
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Synchronous and not waited for: drop runs in async tests and on panics.
+        let _ = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["delete", "namespace", &self.name, "--wait=false"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Polls `check` until it yields `Some`, failing after `timeout` with a
+/// message that says what was awaited and what was last seen.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let start = Instant::now();
+    loop {
+        let last = match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => "condition not met".to_owned(),
+            Err(e) => format!("{e:#}"),
+        };
+        if start.elapsed() > timeout {
+            bail!("timed out after {timeout:?} waiting for {what}; last: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Runs a command in a lab namespace and returns its output.
+pub fn exec_in(host: &Host, program: &str, args: &[&str]) -> Result<std::process::Output> {
+    let mut all = vec!["netns", "exec", host.netns.as_str(), program];
+    all.extend_from_slice(args);
+    command::output("ip", &all)
+}
+
+/// Whether one ping from `from` to `to` gets an answer within two seconds.
+pub fn ping(from: &Host, to: IpAddr) -> Result<bool> {
+    let out = exec_in(from, "ping", &["-c", "1", "-W", "2", "-n", &to.to_string()])?;
+    Ok(out.status.success())
+}
+
+/// ARP-requests `target` `count` times from `from` and returns the distinct
+/// MAC addresses that answered (lowercase), in the order first seen.
+pub fn arping(from: &Host, target: std::net::Ipv4Addr, count: u32) -> Result<Vec<String>> {
+    let out = exec_in(
+        from,
+        "arping",
+        &[
+            "-c",
+            &count.to_string(),
+            "-w",
+            &(count + 2).to_string(),
+            "-i",
+            lan::INNER_IFACE,
+            &target.to_string(),
+        ],
+    )?;
+    Ok(parse_arping(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Parses `arping` output (Habets' "60 bytes from MAC (IP)" and iputils'
+/// "Unicast reply from IP [MAC]") into the distinct answering MACs.
+pub fn parse_arping(output: &str) -> Vec<String> {
+    let mut macs: Vec<String> = Vec::new();
+    for line in output.lines() {
+        if !(line.contains("bytes from") || line.contains("reply from")) {
+            continue;
+        }
+        let found = line
+            .split(|c: char| c.is_whitespace() || c == '[' || c == ']' || c == '(' || c == ')')
+            .find(|t| is_mac(t));
+        if let Some(mac) = found.map(str::to_lowercase)
+            && !macs.contains(&mac)
+        {
+            macs.push(mac);
+        }
+    }
+    macs
+}
+
+fn is_mac(token: &str) -> bool {
+    let parts: Vec<&str> = token.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// A process running in a lab namespace; killed when dropped.
+#[derive(Debug)]
+pub struct NodeProcess {
+    child: Child,
+    /// Its combined stdout and stderr.
+    pub log: PathBuf,
+}
+
+impl NodeProcess {
+    /// Starts `program args…` inside `host`'s namespace, output to a log file
+    /// under the lab's state directory.
+    pub fn start(lab: &Lab, host: &Host, program: &str, args: &[&str]) -> Result<Self> {
+        let dir = lab.state.join("logs");
+        std::fs::create_dir_all(&dir).context("cannot create the log directory")?;
+        let log = dir.join(format!(
+            "test-{}-{}-{}.log",
+            host.name,
+            program.rsplit('/').next().unwrap_or(program),
+            std::process::id()
+        ));
+        let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let err = out.try_clone().context("cannot duplicate a log file")?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &host.netns, program])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .with_context(|| format!("cannot start {program} in {}", host.netns))?;
+        Ok(Self { child, log })
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap_or(i32::MAX)
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Stops it gracefully (SIGTERM, SIGKILL after five seconds).
+    pub fn stop(mut self) {
+        process::stop(self.pid());
+        let _ = self.child.wait();
+    }
+
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub fn kill(mut self) {
+        process::kill_now(self.pid());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            process::kill_now(self.pid());
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A node whose LAN link is cut; reconnected when dropped.
+#[derive(Debug)]
+pub struct CutLink {
+    host: Host,
+}
+
+impl CutLink {
+    /// Cuts `host`'s link to the bridge.
+    pub fn cut(host: &Host) -> Result<Self> {
+        lan::set_link(host, false)?;
+        Ok(Self { host: host.clone() })
+    }
+}
+
+impl Drop for CutLink {
+    fn drop(&mut self) {
+        let _ = lan::set_link(&self.host, true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_habets_arping() {
+        let out = "ARPING 198.18.0.11\n\
+            60 bytes from 0a:58:c6:12:00:0b (198.18.0.11): index=0 time=1.1 msec\n\
+            60 bytes from 0A:58:C6:12:00:0C (198.18.0.11): index=1 time=1.2 msec\n\
+            60 bytes from 0a:58:c6:12:00:0b (198.18.0.11): index=2 time=1.0 msec\n\
+            \n--- 198.18.0.11 statistics ---\n3 packets transmitted, 3 packets received\n";
+        assert_eq!(
+            parse_arping(out),
+            vec!["0a:58:c6:12:00:0b", "0a:58:c6:12:00:0c"]
+        );
+    }
+
+    #[test]
+    fn parses_iputils_arping() {
+        let out = "ARPING 198.18.0.11 from 198.18.0.100 eth0\n\
+            Unicast reply from 198.18.0.11 [0A:58:C6:12:00:0B]  0.611ms\n\
+            Sent 1 probes (1 broadcast(s))\nReceived 1 response(s)\n";
+        assert_eq!(parse_arping(out), vec!["0a:58:c6:12:00:0b"]);
+    }
+
+    #[test]
+    fn no_answer_is_empty() {
+        assert!(parse_arping("ARPING 198.18.0.99\nTimeout\n").is_empty());
+    }
+}

@@ -1,0 +1,252 @@
+//! The lab as a whole: `up`, `down` and `status`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::control_plane::{self, ControlPlane};
+use crate::lan::{self, Host};
+use crate::process::{self, Supervisor};
+use crate::tools::{self, Tools};
+use crate::{command, nodes};
+
+/// The default number of node namespaces.
+pub const DEFAULT_NODES: u8 = 3;
+
+/// Where the lab keeps its state (pids, logs, PKI, kubeconfigs, etcd data):
+/// `FERROLB_LAB_STATE`, by default `/run/ferrolb-lab` (tmpfs, gone on reboot).
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("FERROLB_LAB_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/ferrolb-lab"))
+}
+
+/// What `up` records about the lab it made.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabRecord {
+    /// How many node namespaces there are.
+    pub nodes: u8,
+    /// The tools' directory.
+    pub tools: PathBuf,
+}
+
+/// A lab that is up.
+#[derive(Clone, Debug)]
+pub struct Lab {
+    /// Its state directory.
+    pub state: PathBuf,
+    /// What `up` recorded.
+    pub record: LabRecord,
+}
+
+fn record_path(state: &Path) -> PathBuf {
+    state.join("lab.json")
+}
+
+/// Fails unless the lab can run here: Linux, as root.
+pub fn check_host() -> Result<()> {
+    if !cfg!(target_os = "linux") {
+        bail!("the lab needs Linux (network namespaces)");
+    }
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!("the lab needs root (network namespaces, a bridge): run as root");
+    }
+    Ok(())
+}
+
+impl Lab {
+    /// The lab that is up, if any (its record exists and the API server runs).
+    pub fn current() -> Option<Self> {
+        let state = state_dir();
+        let record: LabRecord = std::fs::read(record_path(&state))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())?;
+        Supervisor::new(&state)
+            .running("kube-apiserver")
+            .then_some(Self { state, record })
+    }
+
+    /// Brings the lab up with `nodes` node namespaces, building the tools
+    /// first if needed. A lab already up with as many nodes is reused; debris
+    /// of a crashed lab is removed first.
+    pub async fn up(nodes: u8) -> Result<Self> {
+        check_host()?;
+        if !(1..=lan::MAX_NODES).contains(&nodes) {
+            bail!("--nodes must be between 1 and {}", lan::MAX_NODES);
+        }
+        if let Some(lab) = Self::current() {
+            if lab.record.nodes != nodes {
+                bail!(
+                    "the lab is up with {} nodes: run `cargo lab down` first",
+                    lab.record.nodes
+                );
+            }
+            return Ok(lab);
+        }
+        down()?;
+        let tools = tools::ensure_built()?;
+        let state = state_dir();
+        std::fs::create_dir_all(&state)
+            .with_context(|| format!("cannot create {}", state.display()))?;
+        let hosts = lan::hosts(nodes);
+        lan::create(&hosts)?;
+        let cp = ControlPlane::new(&state, tools.clone());
+        let sup = Supervisor::new(&state);
+        cp.start(&sup)?;
+        let client = nodes::client(&cp.admin_kubeconfig()).await?;
+        let node_hosts: Vec<&Host> = hosts.iter().filter(|h| h.name != "client").collect();
+        nodes::register(&client, &node_hosts).await?;
+        let record = LabRecord {
+            nodes,
+            tools: tools.dir().to_owned(),
+        };
+        let json = serde_json::to_vec_pretty(&record).context("cannot encode the lab record")?;
+        std::fs::write(record_path(&state), json).context("cannot write the lab record")?;
+        Ok(Self { state, record })
+    }
+
+    /// The admin kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.control_plane().admin_kubeconfig()
+    }
+
+    /// The control plane's files.
+    pub fn control_plane(&self) -> ControlPlane {
+        ControlPlane::new(&self.state, self.tools())
+    }
+
+    /// The tools the lab runs.
+    pub fn tools(&self) -> Tools {
+        Tools::at(&self.record.tools)
+    }
+
+    /// The node hosts.
+    pub fn nodes(&self) -> Vec<Host> {
+        (1..=self.record.nodes).map(Host::node).collect()
+    }
+
+    /// An admin client.
+    pub async fn client(&self) -> Result<kube::Client> {
+        nodes::client(&self.kubeconfig()).await
+    }
+}
+
+/// Removes everything the lab created: its processes (by pid file, then any
+/// process of the lab's tools still using its state), the processes left in
+/// its namespaces, the namespaces, the bridge and the state directory.
+/// Idempotent, and works after a crash.
+pub fn down() -> Result<()> {
+    check_host()?;
+    let state = state_dir();
+    let tools_root = tools::cache_dir().join("tools");
+    let marker = state.display().to_string();
+    let owned = |pid: i32| {
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+    };
+    Supervisor::new(&state).stop_all(owned)?;
+    for pid in process::find(&tools_root, &marker) {
+        process::stop(pid);
+    }
+    for ns in lan::existing_netns()? {
+        let pids = command::run("ip", &["netns", "pids", &ns]).unwrap_or_default();
+        for pid in pids.lines().filter_map(|p| p.trim().parse::<i32>().ok()) {
+            process::stop(pid);
+        }
+    }
+    lan::destroy()?;
+    if state.exists() {
+        std::fs::remove_dir_all(&state)
+            .with_context(|| format!("cannot remove {}", state.display()))?;
+    }
+    Ok(())
+}
+
+/// A human-readable report of what is running and which addresses exist.
+pub fn status() -> Result<String> {
+    use std::fmt::Write as _;
+    let state = state_dir();
+    let mut out = String::new();
+    let lab = Lab::current();
+    match &lab {
+        Some(l) => writeln!(
+            out,
+            "lab: up, {} nodes, state in {}",
+            l.record.nodes,
+            state.display()
+        ),
+        None => writeln!(out, "lab: down"),
+    }
+    .context("formatting")?;
+    let _ = writeln!(
+        out,
+        "tools: {}",
+        if tools::built() { "built" } else { "not built" }
+    );
+    let daemons = Supervisor::new(&state).status();
+    if !daemons.is_empty() {
+        let _ = writeln!(out, "\nprocesses:");
+        for d in daemons {
+            let pid = d.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+            let state = if d.running { "running" } else { "STOPPED" };
+            let _ = writeln!(
+                out,
+                "  {:<26} pid {:<8} {:<8} log {}",
+                d.name,
+                pid,
+                state,
+                d.log.display()
+            );
+        }
+    }
+    let netns = lan::existing_netns()?;
+    if !netns.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nLAN ({} {}/{}, {}/{}):",
+            lan::BRIDGE,
+            lan::GATEWAY_V4,
+            lan::PREFIX_V4,
+            lan::GATEWAY_V6,
+            lan::PREFIX_V6
+        );
+        for ns in netns {
+            let addrs = command::run("ip", &["-n", &ns, "-br", "addr", "show", lan::INNER_IFACE])
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  {:<12} {}",
+                ns,
+                addrs
+                    .split_whitespace()
+                    .skip(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+    }
+    if let Some(l) = lab {
+        let kubectl = l.tools().path("kubectl");
+        let nodes = command::run(
+            &kubectl.to_string_lossy(),
+            &[
+                "--kubeconfig",
+                &l.kubeconfig().to_string_lossy(),
+                "get",
+                "nodes",
+                "-o",
+                "wide",
+            ],
+        )
+        .unwrap_or_else(|e| format!("{e:#}\n"));
+        let _ = write!(out, "\nnodes:\n{nodes}");
+        let _ = writeln!(
+            out,
+            "\nAPI server: {} (kubeconfig {})",
+            control_plane::server_url(),
+            l.kubeconfig().display()
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,17 @@
+//! The FerroLB lab: a real Kubernetes control plane (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler built from source) and a LAN of
+//! network namespaces standing in for nodes, on one Linux machine.
+//!
+//! The `lab` binary drives it (`cargo lab up | down | status | …`); the
+//! [`harness`] module is what end-to-end tests use.
+
+pub mod command;
+pub mod control_plane;
+pub mod harness;
+pub mod kubeconfig;
+pub mod lab;
+pub mod lan;
+pub mod nodes;
+pub mod pki;
+pub mod process;
+pub mod tools;

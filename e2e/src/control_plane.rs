@@ -187,6 +187,14 @@ impl ControlPlane {
                 format!("--service-account-key-file={}", p(pki.sa_pub())),
                 format!("--service-account-signing-key-file={}", p(pki.sa_key())),
                 "--authorization-mode=Node,RBAC".into(),
+                // No aggregated API servers, but components expect the
+                // request-header CA to be published; no certificate carries
+                // the allowed name, so nobody can use it.
+                format!("--requestheader-client-ca-file={}", p(pki.ca_cert())),
+                "--requestheader-allowed-names=front-proxy-client".into(),
+                "--requestheader-username-headers=X-Remote-User".into(),
+                "--requestheader-group-headers=X-Remote-Group".into(),
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
                 format!("--service-cluster-ip-range={}", SERVICE_CIDRS.join(",")),
                 format!("--service-node-port-range={NODE_PORT_RANGE}"),
                 "--allow-privileged=true".into(),

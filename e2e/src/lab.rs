@@ -200,7 +200,8 @@ pub fn status() -> Result<String> {
             );
         }
     }
-    let netns = lan::existing_netns()?;
+    let mut netns = lan::existing_netns()?;
+    netns.sort_by_key(|n| (n.len(), n.clone()));
     if !netns.is_empty() {
         let _ = writeln!(
             out,

@@ -74,7 +74,9 @@ pub async fn register(client: &Client, nodes: &[&Host]) -> Result<()> {
                 },
             },
         });
-        api.patch_status(&host.name, &params, &Patch::Apply(&status))
+        // A merge patch: server-side apply rejects the two InternalIP
+        // entries (addresses are keyed by type in the apply schema).
+        api.patch_status(&host.name, &PatchParams::default(), &Patch::Merge(&status))
             .await
             .with_context(|| format!("cannot set the status of Node {}", host.name))?;
     }

@@ -1,0 +1,12 @@
+//! Wire formats the speaker receives and sends: ARP over Ethernet for IPv4
+//! ([`arp`]) and neighbor discovery over ICMPv6 for IPv6 ([`ndp`]).
+//!
+//! Everything here is pure: bytes in, typed values or bytes out. Decoders
+//! never panic on hostile input (they are fuzzed, see `speaker/fuzz/`);
+//! anything the responder must not answer is a typed [`Error`](crate::Error).
+
+pub mod arp;
+pub mod ndp;
+
+/// An Ethernet (EUI-48) hardware address.
+pub use pnet_base::MacAddr;

@@ -1,0 +1,600 @@
+//! When to send gratuitous ARP and unsolicited neighbor advertisements: a
+//! state machine over explicit time, with no clock and no sleeping.
+//!
+//! On becoming owner of an IP ([`Schedule::take_over`]) the first packet is
+//! due at once; then come paced repeats, because a single packet can be lost
+//! (a switch still learning the port, a busy receiver) and a client that
+//! missed it keeps sending to the dead node until its neighbour entry
+//! expires. The default repeats follow the first packet by 250 ms, 500 ms,
+//! 1 s, 2 s and 4 s: dense while clients are most likely to hold the stale
+//! entry, done after 4 s. An optional periodic refresh (off by default)
+//! re-announces owned IPs forever, for networks whose caches outlive that.
+//!
+//! A global token bucket caps the rate, so that taking over many IPs at once
+//! does not trip a switch's ARP policer. Under the cap, **first packets go
+//! before any repeat**: after a takeover of 1,000 IPs every IP is announced
+//! once before any is announced twice. The default (1,000 per second, burst
+//! of 1,000) lets the first packets of 1,000 IPs out at once.
+//!
+//! The unit is an announcement of one IP. The announcer turns it into
+//! packets: for IPv4 both gratuitous ARP forms, on each announcing interface.
+//! Size the cap with that in mind.
+//!
+//! The driver calls [`Schedule::due`] with the current time, sends what it
+//! returns, and sleeps until [`Schedule::next_wakeup`] (or until ownership
+//! changes).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::{Duration, Instant};
+
+/// How announcements are paced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleConfig {
+    /// When repeats follow the first announcement, as offsets from it, in
+    /// ascending order.
+    pub repeats: Vec<Duration>,
+    /// Period of the re-announcement after the last repeat; `None` (the
+    /// default) stops after the repeats.
+    pub refresh: Option<Duration>,
+    /// Sustained cap on announcements per second, over all IPs.
+    pub per_second: NonZeroU32,
+    /// How many announcements may go out back to back after a quiet period.
+    pub burst: NonZeroU32,
+}
+
+/// The default cap: sustained announcements per second and burst.
+const DEFAULT_RATE: NonZeroU32 = match NonZeroU32::new(1000) {
+    Some(rate) => rate,
+    None => NonZeroU32::MIN,
+};
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            repeats: [250, 500, 1000, 2000, 4000]
+                .into_iter()
+                .map(Duration::from_millis)
+                .collect(),
+            refresh: None,
+            per_second: DEFAULT_RATE,
+            burst: DEFAULT_RATE,
+        }
+    }
+}
+
+/// One announcement to send now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Announcement {
+    /// The IP to announce.
+    pub ip: IpAddr,
+    /// Where it stands in the IP's schedule.
+    pub kind: AnnouncementKind,
+}
+
+/// Which announcement of an IP this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AnnouncementKind {
+    /// The first one after taking the IP over.
+    First,
+    /// A repeat; `0` is the first repeat.
+    Repeat(usize),
+    /// A periodic refresh after all repeats.
+    Refresh,
+}
+
+/// Announcement state of every IP this node owns.
+#[derive(Debug)]
+pub struct Schedule {
+    config: ScheduleConfig,
+    bucket: TokenBucket,
+    owned: HashMap<IpAddr, Entry>,
+    /// IPs waiting for their first announcement, in takeover order.
+    firsts: VecDeque<IpAddr>,
+    /// Later announcements by due time; the sequence number keeps equal
+    /// times in the order they were scheduled.
+    timers: BTreeMap<(Instant, u64), IpAddr>,
+    next_sequence: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// When the first announcement went out; `None` while it waits.
+    first_sent: Option<Instant>,
+    /// The pending timer, if any, and what it will send.
+    timer: Option<((Instant, u64), AnnouncementKind)>,
+}
+
+impl Schedule {
+    /// An empty schedule with a full token bucket.
+    #[must_use]
+    pub fn new(config: ScheduleConfig) -> Self {
+        let bucket = TokenBucket::new(config.per_second, config.burst);
+        Self {
+            config,
+            bucket,
+            owned: HashMap::new(),
+            firsts: VecDeque::new(),
+            timers: BTreeMap::new(),
+            next_sequence: 0,
+        }
+    }
+
+    /// The configuration in use.
+    #[must_use]
+    pub fn config(&self) -> &ScheduleConfig {
+        &self.config
+    }
+
+    /// Starts announcing `ip`, which this node now owns: its first
+    /// announcement is due at once. Returns `false`, changing nothing, when
+    /// the IP is already owned.
+    pub fn take_over(&mut self, ip: IpAddr, now: Instant) -> bool {
+        if self.owned.contains_key(&ip) {
+            return false;
+        }
+        // Start the bucket's clock so next_wakeup can answer right away.
+        self.bucket.refill(now);
+        self.owned.insert(
+            ip,
+            Entry {
+                first_sent: None,
+                timer: None,
+            },
+        );
+        self.firsts.push_back(ip);
+        true
+    }
+
+    /// Stops announcing `ip`, which this node no longer owns; nothing more
+    /// is sent for it. Returns `false` when it was not owned.
+    pub fn release(&mut self, ip: IpAddr) -> bool {
+        let Some(entry) = self.owned.remove(&ip) else {
+            return false;
+        };
+        match entry.timer {
+            Some((key, _)) => {
+                self.timers.remove(&key);
+            }
+            None if entry.first_sent.is_none() => self.firsts.retain(|waiting| *waiting != ip),
+            None => {}
+        }
+        true
+    }
+
+    /// Whether `ip` is owned (taken over and not released).
+    #[must_use]
+    pub fn is_owned(&self, ip: &IpAddr) -> bool {
+        self.owned.contains_key(ip)
+    }
+
+    /// The owned IPs, in no particular order.
+    pub fn owned(&self) -> impl Iterator<Item = &IpAddr> {
+        self.owned.keys()
+    }
+
+    /// The announcements to send at `now`, first announcements first, then
+    /// due repeats and refreshes by due time, as many as the cap allows.
+    pub fn due(&mut self, now: Instant) -> Vec<Announcement> {
+        self.bucket.refill(now);
+        let mut out = Vec::new();
+        while let Some(&ip) = self.firsts.front() {
+            if !self.bucket.try_take() {
+                // Repeats wait until every first announcement is out.
+                return out;
+            }
+            self.firsts.pop_front();
+            if let Some(entry) = self.owned.get_mut(&ip) {
+                entry.first_sent = Some(now);
+            }
+            out.push(Announcement {
+                ip,
+                kind: AnnouncementKind::First,
+            });
+            self.schedule_after(ip, AnnouncementKind::First, now);
+        }
+        while let Some((&(at, sequence), &ip)) = self.timers.first_key_value() {
+            if at > now || !self.bucket.try_take() {
+                break;
+            }
+            self.timers.remove(&(at, sequence));
+            let kind = self
+                .owned
+                .get_mut(&ip)
+                .and_then(|entry| entry.timer.take())
+                .map(|(_, kind)| kind);
+            if let Some(kind) = kind {
+                out.push(Announcement { ip, kind });
+                self.schedule_after(ip, kind, now);
+            }
+        }
+        out
+    }
+
+    /// When [`due`](Self::due) will next have something to return, if ever
+    /// without new takeovers. May be in the past: call `due` at once then.
+    #[must_use]
+    pub fn next_wakeup(&self) -> Option<Instant> {
+        let token = self.bucket.next_token()?;
+        if !self.firsts.is_empty() {
+            return Some(token);
+        }
+        let (&(at, _), _) = self.timers.first_key_value()?;
+        Some(at.max(token))
+    }
+
+    /// Arms the timer for what follows `sent`, sent at `now`.
+    fn schedule_after(&mut self, ip: IpAddr, sent: AnnouncementKind, now: Instant) {
+        let Some(entry) = self.owned.get_mut(&ip) else {
+            return;
+        };
+        let next_repeat = match sent {
+            AnnouncementKind::First => 0,
+            AnnouncementKind::Repeat(n) => n + 1,
+            AnnouncementKind::Refresh => usize::MAX,
+        };
+        let next = match (self.config.repeats.get(next_repeat), entry.first_sent) {
+            // Offsets count from the first announcement; a repeat the cap
+            // delayed past the next one's time makes that one due at once.
+            (Some(offset), Some(first)) => Some((
+                (first + *offset).max(now),
+                AnnouncementKind::Repeat(next_repeat),
+            )),
+            _ => self
+                .config
+                .refresh
+                .map(|period| (now + period, AnnouncementKind::Refresh)),
+        };
+        entry.timer = next.map(|(at, kind)| {
+            let key = (at, self.next_sequence);
+            self.next_sequence += 1;
+            self.timers.insert(key, ip);
+            (key, kind)
+        });
+    }
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self::new(ScheduleConfig::default())
+    }
+}
+
+/// Nanoseconds in a second: one token is this many units of bucket level,
+/// so that refilling is exact integer arithmetic (`rate` units per ns).
+const UNITS_PER_TOKEN: u128 = 1_000_000_000;
+
+/// A token bucket over explicit time, starting full.
+#[derive(Debug)]
+struct TokenBucket {
+    per_second: u128,
+    capacity: u128,
+    level: u128,
+    updated: Option<Instant>,
+}
+
+impl TokenBucket {
+    fn new(per_second: NonZeroU32, burst: NonZeroU32) -> Self {
+        let capacity = u128::from(burst.get()) * UNITS_PER_TOKEN;
+        Self {
+            per_second: u128::from(per_second.get()),
+            capacity,
+            level: capacity,
+            updated: None,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if let Some(updated) = self.updated {
+            // A `now` earlier than the last one adds nothing.
+            let elapsed = now.saturating_duration_since(updated).as_nanos();
+            self.level = self
+                .level
+                .saturating_add(elapsed.saturating_mul(self.per_second))
+                .min(self.capacity);
+            self.updated = Some(updated.max(now));
+        } else {
+            self.updated = Some(now);
+        }
+    }
+
+    fn try_take(&mut self) -> bool {
+        if self.level >= UNITS_PER_TOKEN {
+            self.level -= UNITS_PER_TOKEN;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// When the next token is available; `None` before the first refill.
+    fn next_token(&self) -> Option<Instant> {
+        let updated = self.updated?;
+        let missing = UNITS_PER_TOKEN.saturating_sub(self.level);
+        let nanos = missing.div_ceil(self.per_second);
+        Some(updated + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn ip(n: u32) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::from(0xc612_0000 + n))
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn config(per_second: u32, burst: u32) -> ScheduleConfig {
+        ScheduleConfig {
+            per_second: NonZeroU32::new(per_second).unwrap(),
+            burst: NonZeroU32::new(burst).unwrap(),
+            ..ScheduleConfig::default()
+        }
+    }
+
+    /// Runs the schedule from `start` by following `next_wakeup` until it
+    /// returns nothing or `until`; returns every announcement with its time.
+    fn drive(
+        schedule: &mut Schedule,
+        start: Instant,
+        until: Instant,
+    ) -> Vec<(Instant, Announcement)> {
+        let mut out = Vec::new();
+        let mut now = start;
+        while now <= until {
+            for a in schedule.due(now) {
+                out.push((now, a));
+            }
+            match schedule.next_wakeup() {
+                Some(next) => now = next.max(now + Duration::from_nanos(1)),
+                None => break,
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn default_schedule_of_one_ip() {
+        let t0 = Instant::now();
+        let mut schedule = Schedule::default();
+        assert!(schedule.take_over(ip(1), t0));
+        assert_eq!(schedule.next_wakeup(), Some(t0));
+        let sent = drive(&mut schedule, t0, t0 + Duration::from_secs(60));
+        let expected = [
+            (0, AnnouncementKind::First),
+            (250, AnnouncementKind::Repeat(0)),
+            (500, AnnouncementKind::Repeat(1)),
+            (1000, AnnouncementKind::Repeat(2)),
+            (2000, AnnouncementKind::Repeat(3)),
+            (4000, AnnouncementKind::Repeat(4)),
+        ];
+        let got: Vec<(Duration, AnnouncementKind)> =
+            sent.iter().map(|(t, a)| (*t - t0, a.kind)).collect();
+        let want: Vec<(Duration, AnnouncementKind)> =
+            expected.iter().map(|(m, k)| (ms(*m), *k)).collect();
+        assert_eq!(got, want);
+        assert_eq!(schedule.next_wakeup(), None);
+        assert!(schedule.is_owned(&ip(1)));
+    }
+
+    #[test]
+    fn refresh_follows_the_repeats_forever() {
+        let t0 = Instant::now();
+        let mut schedule = Schedule::new(ScheduleConfig {
+            repeats: vec![ms(100)],
+            refresh: Some(Duration::from_secs(30)),
+            ..ScheduleConfig::default()
+        });
+        schedule.take_over(ip(1), t0);
+        let sent = drive(&mut schedule, t0, t0 + Duration::from_secs(91));
+        let got: Vec<(Duration, AnnouncementKind)> =
+            sent.iter().map(|(t, a)| (*t - t0, a.kind)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (ms(0), AnnouncementKind::First),
+                (ms(100), AnnouncementKind::Repeat(0)),
+                (ms(30_100), AnnouncementKind::Refresh),
+                (ms(60_100), AnnouncementKind::Refresh),
+                (ms(90_100), AnnouncementKind::Refresh),
+            ]
+        );
+        assert!(schedule.next_wakeup().is_some());
+    }
+
+    #[test]
+    fn release_cancels_everything() {
+        let t0 = Instant::now();
+        let mut schedule = Schedule::default();
+        schedule.take_over(ip(1), t0);
+        schedule.take_over(ip(2), t0);
+        assert_eq!(schedule.due(t0).len(), 2);
+        assert!(schedule.release(ip(1)));
+        assert!(!schedule.release(ip(1)));
+        let sent = drive(&mut schedule, t0, t0 + Duration::from_secs(10));
+        assert!(sent.iter().all(|(_, a)| a.ip == ip(2)));
+        assert_eq!(sent.len(), 5);
+        assert!(!schedule.is_owned(&ip(1)));
+    }
+
+    #[test]
+    fn release_before_the_first_announcement_sends_nothing() {
+        let t0 = Instant::now();
+        let mut schedule = Schedule::default();
+        schedule.take_over(ip(1), t0);
+        schedule.release(ip(1));
+        assert_eq!(schedule.next_wakeup(), None);
+        assert!(schedule.due(t0).is_empty());
+    }
+
+    #[test]
+    fn taking_over_twice_keeps_the_schedule() {
+        let t0 = Instant::now();
+        let mut schedule = Schedule::default();
+        assert!(schedule.take_over(ip(1), t0));
+        schedule.due(t0);
+        assert!(!schedule.take_over(ip(1), t0 + ms(10)));
+        assert!(schedule.due(t0 + ms(10)).is_empty());
+        assert_eq!(schedule.next_wakeup(), Some(t0 + ms(250)));
+    }
+
+    #[test]
+    fn taking_over_again_after_release_starts_afresh() {
+        let t0 = Instant::now();
+        let mut schedule = Schedule::default();
+        schedule.take_over(ip(1), t0);
+        schedule.due(t0);
+        schedule.release(ip(1));
+        schedule.take_over(ip(1), t0 + ms(100));
+        let sent = schedule.due(t0 + ms(100));
+        assert_eq!(
+            sent,
+            vec![Announcement {
+                ip: ip(1),
+                kind: AnnouncementKind::First
+            }]
+        );
+        assert_eq!(schedule.next_wakeup(), Some(t0 + ms(350)));
+    }
+
+    #[test]
+    fn thousand_ips_announced_at_once_with_defaults() {
+        let t0 = Instant::now();
+        let mut schedule = Schedule::default();
+        for n in 0..1000 {
+            schedule.take_over(ip(n), t0);
+        }
+        let first = schedule.due(t0);
+        assert_eq!(first.len(), 1000);
+        assert!(first.iter().all(|a| a.kind == AnnouncementKind::First));
+        let order: Vec<IpAddr> = first.iter().map(|a| a.ip).collect();
+        assert_eq!(order, (0..1000).map(ip).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn thousand_ips_under_a_tight_cap_get_first_packets_before_repeats() {
+        let (per_second, burst) = (2000_u32, 100_u32);
+        let t0 = Instant::now();
+        let mut schedule = Schedule::new(config(per_second, burst));
+        for n in 0..1000 {
+            schedule.take_over(ip(n), t0);
+        }
+        let sent = drive(&mut schedule, t0, t0 + Duration::from_secs(10));
+        assert_eq!(sent.len(), 1000 * 6);
+        // First announcements, in takeover order, before any repeat.
+        let firsts: Vec<IpAddr> = sent[..1000].iter().map(|(_, a)| a.ip).collect();
+        assert_eq!(firsts, (0..1000).map(ip).collect::<Vec<_>>());
+        assert!(
+            sent[..1000]
+                .iter()
+                .all(|(_, a)| a.kind == AnnouncementKind::First)
+        );
+        assert!(
+            sent[1000..]
+                .iter()
+                .all(|(_, a)| a.kind != AnnouncementKind::First)
+        );
+        // 100 at once, then 2 per ms: the last first packet leaves at 450 ms.
+        assert_eq!(sent[99].0, t0);
+        assert_eq!(sent[999].0 - t0, ms(450));
+        assert_within_cap(&sent, t0, per_second, burst);
+    }
+
+    fn assert_within_cap(
+        sent: &[(Instant, Announcement)],
+        t0: Instant,
+        per_second: u32,
+        burst: u32,
+    ) {
+        // Over any window starting at a send time, at most burst + rate × span.
+        for (i, (start, _)) in sent.iter().enumerate() {
+            for (j, (end, _)) in sent.iter().enumerate().skip(i) {
+                let span = (*end - *start).as_nanos();
+                let allowed = u128::from(burst) + span * u128::from(per_second) / 1_000_000_000;
+                assert!(
+                    (j - i + 1) as u128 <= allowed,
+                    "{} sends between {:?} and {:?}",
+                    j - i + 1,
+                    *start - t0,
+                    *end - t0
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ipv6_and_ipv4_are_scheduled_alike() {
+        let t0 = Instant::now();
+        let mut schedule = Schedule::default();
+        let v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xc8));
+        schedule.take_over(ip(1), t0);
+        schedule.take_over(v6, t0);
+        let ips: Vec<IpAddr> = schedule.due(t0).iter().map(|a| a.ip).collect();
+        assert_eq!(ips, vec![ip(1), v6]);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        TakeOver(u32),
+        Release(u32),
+        Advance(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0_u32..30).prop_map(Op::TakeOver),
+            (0_u32..30).prop_map(Op::Release),
+            (0_u64..3000).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn only_owned_ips_are_announced_within_the_cap(
+            ops in proptest::collection::vec(op(), 1..200),
+            per_second in 1_u32..50,
+            burst in 1_u32..10,
+        ) {
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut schedule = Schedule::new(config(per_second, burst));
+            let mut owned: HashSet<IpAddr> = HashSet::new();
+            let mut announced_first: HashSet<IpAddr> = HashSet::new();
+            let mut sent = Vec::new();
+            for op in ops {
+                match op {
+                    Op::TakeOver(n) => {
+                        prop_assert_eq!(schedule.take_over(ip(n), now), owned.insert(ip(n)));
+                    }
+                    Op::Release(n) => {
+                        prop_assert_eq!(schedule.release(ip(n)), owned.remove(&ip(n)));
+                        announced_first.remove(&ip(n));
+                    }
+                    Op::Advance(millis) => now += ms(millis),
+                }
+                for a in schedule.due(now) {
+                    prop_assert!(owned.contains(&a.ip));
+                    if a.kind == AnnouncementKind::First {
+                        prop_assert!(announced_first.insert(a.ip));
+                    } else {
+                        prop_assert!(announced_first.contains(&a.ip));
+                    }
+                    sent.push((now, a));
+                }
+                // After `due` has sent all it could, the next wakeup is later.
+                prop_assert!(schedule.next_wakeup().is_none_or(|wakeup| wakeup > now));
+            }
+            assert_within_cap(&sent, t0, per_second, burst);
+        }
+    }
+}

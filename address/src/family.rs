@@ -69,7 +69,14 @@ mod tests {
 
     #[test]
     fn bits_round_trip() {
-        for s in ["0.0.0.0", "198.18.0.1", "255.255.255.255", "::", "2001:db8::1", "ffff::"] {
+        for s in [
+            "0.0.0.0",
+            "198.18.0.1",
+            "255.255.255.255",
+            "::",
+            "2001:db8::1",
+            "ffff::",
+        ] {
             let ip: IpAddr = s.parse().unwrap();
             let (family, bits) = to_bits(ip);
             assert_eq!(from_bits(family, bits), ip);

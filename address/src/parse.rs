@@ -96,10 +96,13 @@ mod tests {
     #[test]
     fn rejects_with_the_offending_entry() {
         use AddressError as E;
-        let cases: &[(&str, fn(&AddressError) -> bool)] = &[
+        type Check = fn(&AddressError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("", |e| matches!(e, E::EmptyEntry)),
             ("  ", |e| matches!(e, E::EmptyEntry)),
-            ("198.18.0.1 - 198.18.0.5", |e| matches!(e, E::Whitespace { .. })),
+            ("198.18.0.1 - 198.18.0.5", |e| {
+                matches!(e, E::Whitespace { .. })
+            }),
             ("fe80::1%eth0", |e| matches!(e, E::Zone { .. })),
             ("198.18.0.256", |e| matches!(e, E::NotAnAddress { .. })),
             ("198.018.0.1", |e| matches!(e, E::NotAnAddress { .. })),
@@ -108,17 +111,25 @@ mod tests {
             ("198.18.0.0/", |e| matches!(e, E::BadCidr { .. })),
             ("198.18.0.0/x", |e| matches!(e, E::BadCidr { .. })),
             ("2001:db8::/129", |e| matches!(e, E::BadCidr { .. })),
-            ("198.18.0.5/24", |e| {
-                matches!(e, E::HostBitsSet { suggestion, .. } if suggestion == "198.18.0.0/24")
+            (
+                "198.18.0.5/24",
+                |e| matches!(e, E::HostBitsSet { suggestion, .. } if suggestion == "198.18.0.0/24"),
+            ),
+            ("198.18.0.1-2001:db8::1", |e| {
+                matches!(e, E::MixedFamilies { .. })
             }),
-            ("198.18.0.1-2001:db8::1", |e| matches!(e, E::MixedFamilies { .. })),
-            ("198.18.0.9-198.18.0.1", |e| {
-                matches!(e, E::Reversed { suggestion, .. } if suggestion == "198.18.0.1-198.18.0.9")
+            (
+                "198.18.0.9-198.18.0.1",
+                |e| matches!(e, E::Reversed { suggestion, .. } if suggestion == "198.18.0.1-198.18.0.9"),
+            ),
+            ("2001:db8::9-2001:db8::1", |e| {
+                matches!(e, E::Reversed { .. })
             }),
-            ("2001:db8::9-2001:db8::1", |e| matches!(e, E::Reversed { .. })),
             ("198.18.0.1-", |e| matches!(e, E::NotAnAddress { .. })),
             ("-198.18.0.1", |e| matches!(e, E::NotAnAddress { .. })),
-            ("198.18.0.1-198.18.0.2-198.18.0.3", |e| matches!(e, E::NotAnAddress { .. })),
+            ("198.18.0.1-198.18.0.2-198.18.0.3", |e| {
+                matches!(e, E::NotAnAddress { .. })
+            }),
             ("::ffff:198.18.0.1", |e| matches!(e, E::Ipv4Mapped { .. })),
             ("::/0", |e| matches!(e, E::WholeSpace { .. })),
             ("::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", |e| {
@@ -129,7 +140,10 @@ mod tests {
             let err = parse_entry(entry).expect_err(entry);
             assert!(expected(&err), "{entry:?} gave {err:?}");
             if !entry.trim().is_empty() {
-                assert!(err.to_string().contains(entry.trim()), "{err} names {entry:?}");
+                assert!(
+                    err.to_string().contains(entry.trim()),
+                    "{err} names {entry:?}"
+                );
             }
         }
     }

@@ -112,7 +112,7 @@ impl IpRange {
     /// The prefix length when the range is exactly one CIDR block.
     fn prefix_len(&self) -> Option<u8> {
         let size = self.size();
-        if !size.is_power_of_two() || self.first % size != 0 {
+        if !size.is_power_of_two() || !self.first.is_multiple_of(size) {
             return None;
         }
         // size = 2^(bits - len); trailing_zeros fits in u8 as it is at most 127.

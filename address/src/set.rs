@@ -128,7 +128,12 @@ mod tests {
 
     #[test]
     fn merges_overlapping_and_adjacent_entries() {
-        let s = set(&["198.18.0.8-198.18.0.20", "198.18.0.0/28", "198.18.0.21", "2001:db8::/64"]);
+        let s = set(&[
+            "198.18.0.8-198.18.0.20",
+            "198.18.0.0/28",
+            "198.18.0.21",
+            "2001:db8::/64",
+        ]);
         let shown: Vec<String> = s.ranges().iter().map(ToString::to_string).collect();
         assert_eq!(shown, ["198.18.0.0-198.18.0.21", "2001:db8::/64"]);
         assert_eq!(s.size(Family::V4), 22);

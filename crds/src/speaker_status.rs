@@ -1,0 +1,62 @@
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The health of the FerroLB speaker on one node; the object is named after the node.
+///
+/// `kubectl get speakerstatuses` shows at a glance which speakers are ready, how many
+/// peers each sees, how many IPs each announces and whether the node's ARP settings
+/// are safe (`STRICTARP`; see the strictARP documentation).
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "ferrolb.io",
+    version = "v1beta1",
+    kind = "SpeakerStatus",
+    plural = "speakerstatuses",
+    shortname = "spks",
+    category = "ferrolb",
+    status = "SpeakerStatusStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    printcolumn = r#"{"name":"Node","type":"string","jsonPath":".spec.nodeName"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"StrictARP","type":"string","jsonPath":".status.conditions[?(@.type==\"StrictARP\")].status"}"#,
+    printcolumn = r#"{"name":"Peers","type":"integer","jsonPath":".status.peerCount"}"#,
+    printcolumn = r#"{"name":"Announcing","type":"integer","jsonPath":".status.announcing"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    doc = "The health of the FerroLB speaker on one node."
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SpeakerStatusSpec {
+    /// The node the speaker runs on.
+    pub node_name: String,
+}
+
+/// A speaker's view of itself and its peers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SpeakerStatusStatus {
+    /// Nodes whose speakers this speaker sees alive, itself included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
+    /// Number of live peers, itself included.
+    #[serde(default)]
+    pub peer_count: u32,
+    /// The gossip address other speakers reach this one at (`ip:port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gossip_address: Option<String>,
+    /// Interfaces the speaker announces on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<String>,
+    /// Number of IPs this node currently announces.
+    #[serde(default)]
+    pub announcing: u32,
+    /// The speaker's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `Ready` and `StrictARP` (True when the node's ARP settings are safe for layer-2
+    /// announcements; the message says exactly what to change when False).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}

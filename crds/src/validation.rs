@@ -1,0 +1,155 @@
+//! CEL validation rules embedded in the CRDs (`x-kubernetes-validations`).
+//!
+//! They reject, at admission, everything a single object can get wrong, each with a
+//! message that says what is wrong and shows a valid example, so FerroLB needs no
+//! validating webhook. The rules use the Kubernetes CEL IP/CIDR library (`isIP`, `ip`,
+//! `isCIDR`, `cidr`), available since Kubernetes 1.31.
+//!
+//! The address rules accept exactly what `ferrolb_address::parse_entry` accepts, except
+//! one corner: a range covering the entire IPv6 space passes CEL and is then reported by
+//! the controller as an `Invalid` pool condition.
+
+use serde_json::{Value, json};
+
+/// Longest pool address entry: two full IPv6 addresses and a dash.
+pub const MAX_ADDRESS_LEN: u32 = 100;
+/// Most entries in one pool's `spec.addresses`.
+pub const MAX_ADDRESSES: u32 = 256;
+/// Most items in the name lists of a pool or an advertisement.
+pub const MAX_NAMES: u32 = 128;
+/// Longest Linux interface name (IFNAMSIZ - 1).
+pub const MAX_INTERFACE_LEN: u32 = 15;
+
+const START: &str = "self.split('-')[0]";
+const END: &str = "self.split('-')[1]";
+
+fn rule(rule: impl Into<String>, message: &str) -> Value {
+    json!({ "rule": rule.into(), "message": message })
+}
+
+fn rule_with_expression(rule: impl Into<String>, message: &str, expression: &str) -> Value {
+    json!({ "rule": rule.into(), "message": message, "messageExpression": expression })
+}
+
+/// `self` is a `start-end` pair of IP addresses (of any families).
+fn is_range_of_ips() -> String {
+    format!("self.split('-').size() == 2 && isIP({START}) && isIP({END})")
+}
+
+/// `start <= end` for two IPs of one family, without integer conversion (CEL has no
+/// 128-bit integers): either they are equal, or at the first bit where they differ
+/// (the longest prefix of `start` that still contains `end`) `start` has a 0.
+fn range_is_ascending() -> String {
+    let bits: Vec<String> = (0..128).map(|b| b.to_string()).collect();
+    let prefix = |len: &str| format!("cidr({START} + '/' + string({len}))");
+    format!(
+        "ip({START}) == ip({END}) || [{bits}].exists(p, \
+         p < (ip({START}).family() == 4 ? 32 : 128) && \
+         {p0}.containsIP(ip({END})) && !{p1}.containsIP(ip({END})) && \
+         {p1}.masked().ip() == {p0}.masked().ip())",
+        bits = bits.join(","),
+        p0 = prefix("p"),
+        p1 = prefix("p + 1"),
+    )
+}
+
+/// The rules of one pool address entry (`self` is the string).
+pub fn address_rules() -> Value {
+    let range = is_range_of_ips();
+    json!([
+        rule(
+            "size(self) > 0",
+            "an address entry is empty; use a CIDR (198.18.0.0/28), a range (198.18.0.10-198.18.0.20) or a single IP (198.18.0.7)",
+        ),
+        rule_with_expression(
+            "!self.matches('[[:space:]]')",
+            "an address entry contains whitespace; write it without spaces, e.g. 198.18.0.10-198.18.0.20",
+            "'\"' + self + '\" contains whitespace; write it without spaces, e.g. 198.18.0.10-198.18.0.20'",
+        ),
+        rule_with_expression(
+            "!self.contains('%')",
+            "IPv6 zones (%eth0) are not allowed in pools: a zone only means something on one host; write e.g. 2001:db8::10",
+            "'\"' + self + '\" has an IPv6 zone (%...); zones only mean something on one host, write e.g. 2001:db8::10'",
+        ),
+        rule_with_expression(
+            format!("isIP(self) || isCIDR(self) || ({range})"),
+            "an address entry must be a CIDR (198.18.0.0/28, 2001:db8::/120), a range of one family (198.18.0.10-198.18.0.20) or a single IP (198.18.0.7)",
+            "'\"' + self + '\" is not a CIDR (198.18.0.0/28, 2001:db8::/120), a range of one family (198.18.0.10-198.18.0.20) or a single IP (198.18.0.7)'",
+        ),
+        rule_with_expression(
+            "!isCIDR(self) || cidr(self).ip() == cidr(self).masked().ip()",
+            "a CIDR has host bits set below its prefix; use the network address, e.g. 198.18.0.0/24 rather than 198.18.0.5/24",
+            "'\"' + self + '\" has host bits set below its prefix; did you mean ' + string(cidr(self).masked()) + '?'",
+        ),
+        rule(
+            "!isCIDR(self) || cidr(self).prefixLength() > 0 || cidr(self).ip().family() == 4",
+            "::/0 covers the entire IPv6 address space; a pool must be smaller, e.g. 2001:db8::/64",
+        ),
+        rule_with_expression(
+            format!("!({range}) || ip({START}).family() == ip({END}).family()"),
+            "a range mixes IPv4 and IPv6; both ends must be of one family, e.g. 198.18.0.10-198.18.0.20 or 2001:db8::10-2001:db8::20",
+            "'\"' + self + '\" mixes IPv4 and IPv6; both ends must be of one family, e.g. 198.18.0.10-198.18.0.20'",
+        ),
+        rule_with_expression(
+            format!(
+                "!({range}) || ip({START}).family() != ip({END}).family() || {}",
+                range_is_ascending()
+            ),
+            "a range starts after it ends; write the lower address first, e.g. 198.18.0.10-198.18.0.20",
+            &format!("'\"' + self + '\" starts after it ends; write ' + {END} + '-' + {START}"),
+        ),
+    ])
+}
+
+/// The rules of a pool spec (`self` is `spec`).
+pub fn pool_spec_rules() -> Value {
+    json!([rule(
+        "size(self.addresses) > 0",
+        "spec.addresses lists no addresses; add at least one entry, e.g. addresses: [198.18.0.10-198.18.0.20]",
+    )])
+}
+
+/// The rules of a pool's `serviceAllocation`.
+pub fn service_allocation_rules() -> Value {
+    json!([rule(
+        "!has(self.priority) || self.priority >= 0",
+        "serviceAllocation.priority must not be negative; lower numbers are tried first, e.g. priority: 10",
+    )])
+}
+
+/// The rules of a namespace name (`self` is the string).
+pub fn namespace_name_rules() -> Value {
+    json!([rule_with_expression(
+        "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
+        "a namespace name is a DNS label: lower-case letters, digits and '-', starting and ending with a letter or digit, e.g. team-a",
+        "'\"' + self + '\" is not a namespace name: use lower-case letters, digits and -, starting and ending with a letter or digit, e.g. team-a'",
+    )])
+}
+
+/// The rules of an object name such as a pool name (`self` is the string).
+pub fn object_name_rules() -> Value {
+    json!([rule_with_expression(
+        "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",
+        "a pool name is a DNS subdomain: lower-case letters, digits, '-' and '.', e.g. production",
+        "'\"' + self + '\" is not a valid pool name: use lower-case letters, digits, - and ., e.g. production'",
+    )])
+}
+
+/// The rules of a network interface name (`self` is the string).
+pub fn interface_name_rules() -> Value {
+    json!([rule_with_expression(
+        "size(self) > 0 && self != '.' && self != '..' && !self.matches('[/:[:space:]]')",
+        "an interface name is 1 to 15 characters without '/', ':' or whitespace, e.g. eth0",
+        "'\"' + self + '\" is not an interface name: use 1 to 15 characters without /, : or whitespace, e.g. eth0'",
+    )])
+}
+
+/// The rules of a label selector (`self` is the selector object).
+pub fn selector_rules() -> Value {
+    json!([rule(
+        "!has(self.matchExpressions) || self.matchExpressions.all(e, \
+         e.operator in ['In', 'NotIn'] ? (has(e.values) && size(e.values) > 0) : \
+         (e.operator in ['Exists', 'DoesNotExist'] && (!has(e.values) || size(e.values) == 0)))",
+        "matchExpressions: operators In and NotIn need at least one value, Exists and DoesNotExist take none, and no other operator exists; e.g. {key: tier, operator: In, values: [web]}",
+    )])
+}

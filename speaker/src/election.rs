@@ -151,7 +151,9 @@ pub fn weight(node: &NodeName, key: &ElectionKey) -> u64 {
 pub fn owner<'a>(key: &ElectionKey, candidates: &'a [NodeName]) -> Option<&'a NodeName> {
     candidates
         .iter()
-        .max_by(|a, b| (weight(a, key), *a).cmp(&(weight(b, key), *b)))
+        .map(|node| (weight(node, key), node))
+        .max()
+        .map(|(_, node)| node)
 }
 
 /// Merges IP sets that share an IP into disjoint election units.

@@ -533,6 +533,32 @@ mod tests {
     }
 
     #[test]
+    fn a_new_takeover_goes_ahead_of_due_repeats() {
+        // One token at a time, ten per second.
+        let t0 = Instant::now();
+        let mut schedule = Schedule::new(config(10, 1));
+        schedule.take_over(ip(1), t0);
+        assert_eq!(schedule.due(t0).len(), 1);
+        // At 250 ms ip(1)'s first repeat is due, but ip(2) just arrived.
+        schedule.take_over(ip(2), t0 + ms(250));
+        assert_eq!(
+            schedule.due(t0 + ms(250)),
+            vec![Announcement {
+                ip: ip(2),
+                kind: AnnouncementKind::First
+            }]
+        );
+        assert_eq!(schedule.next_wakeup(), Some(t0 + ms(350)));
+        assert_eq!(
+            schedule.due(t0 + ms(350)),
+            vec![Announcement {
+                ip: ip(1),
+                kind: AnnouncementKind::Repeat(0)
+            }]
+        );
+    }
+
+    #[test]
     fn ipv6_and_ipv4_are_scheduled_alike() {
         let t0 = Instant::now();
         let mut schedule = Schedule::default();

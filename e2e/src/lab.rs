@@ -22,6 +22,25 @@ pub fn state_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/run/ferrolb-lab"))
 }
 
+/// Serialises `up` and `down` between processes (two test runs, a user and
+/// a test): an exclusive lock on a file beside, not inside, the state
+/// directory, released when the returned guard drops.
+fn exclusive() -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let state = state_dir();
+    let mut name = state.file_name().unwrap_or_default().to_owned();
+    name.push(".lock");
+    let path = state.with_file_name(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .with_context(|| format!("cannot lock {}", path.display()))
+}
+
 /// What `up` records about the lab it made.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LabRecord {
@@ -75,6 +94,7 @@ impl Lab {
         if !(1..=lan::MAX_NODES).contains(&nodes) {
             bail!("--nodes must be between 1 and {}", lan::MAX_NODES);
         }
+        let _lock = exclusive()?;
         if let Some(lab) = Self::current() {
             if lab.record.nodes != nodes {
                 bail!(
@@ -84,7 +104,7 @@ impl Lab {
             }
             return Ok(lab);
         }
-        down()?;
+        remove_everything()?;
         let tools = tools::ensure_built()?;
         let state = state_dir();
         std::fs::create_dir_all(&state)
@@ -138,6 +158,11 @@ impl Lab {
 /// Idempotent, and works after a crash.
 pub fn down() -> Result<()> {
     check_host()?;
+    let _lock = exclusive()?;
+    remove_everything()
+}
+
+fn remove_everything() -> Result<()> {
     let state = state_dir();
     let tools_root = tools::cache_dir().join("tools");
     let marker = state.display().to_string();

@@ -198,7 +198,16 @@ async fn a_process_runs_in_a_node_namespace_until_killed() -> Result<()> {
         let out = ferrolb_e2e::command::run("ip", &["netns", "pids", &node.netns])?;
         Ok(out.lines().any(|l| l.trim() == pid.to_string()))
     };
-    ensure!(in_node(pid)?, "pid {pid} is not in {}", node.netns);
+    // `ip netns exec` enters the namespace, then execs the program.
+    harness::wait_for(
+        &format!("pid {pid} to run in {}", node.netns),
+        Duration::from_secs(10),
+        || {
+            let found = in_node(pid);
+            async move { found.map(|f| f.then_some(())) }
+        },
+    )
+    .await?;
     assert!(process.running());
     process.kill();
     ensure!(!in_node(pid)?, "pid {pid} survived the kill");

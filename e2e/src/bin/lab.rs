@@ -125,8 +125,12 @@ async fn test(args: Vec<String>) -> Result<ExitCode> {
     let was_up = Lab::current().is_some();
     Lab::up(DEFAULT_NODES).await?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    // Ctrl-C reaches `cargo test` too; outlive it so the lab is still taken
+    // down. Listening for SIGINT replaces the default of dying on it.
+    let _interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot listen for SIGINT")?;
     let status = Command::new(cargo)
-        .args(["test", "--workspace"])
+        .args(["test", "--workspace", "--no-fail-fast"])
         .args(&args)
         .env(MANDATORY_ENV, "1")
         .status()

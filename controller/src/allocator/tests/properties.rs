@@ -89,27 +89,34 @@ fn arb_request() -> impl Strategy<Value = ServiceRequest> {
         prop_oneof![Just(None), Just(Some("x")), Just(Some("y"))],
         prop_oneof![3 => Just(None), 1 => (0..REQUESTABLE.len()).prop_map(Some)],
         prop_oneof![3 => Just(None), 1 => (0..POOL_NAMES.len()).prop_map(Some)],
+        prop_oneof![3 => Just(None), 1 => (0..REQUESTABLE.len()).prop_map(Some)],
     )
-        .prop_map(|(s, ip_families, key, ports, local, requested, named)| {
-            let (ns, name) = SERVICES[s];
-            ServiceRequest {
-                key: ServiceKey::new(ns, name),
-                ip_families,
-                sharing_key: key.and_then(SharingKey::new),
-                ports: ports.into_iter().map(Port::tcp).collect(),
-                traffic_policy: match local {
-                    None => TrafficPolicy::Cluster,
-                    Some(app) => TrafficPolicy::Local {
-                        selector: labels(&[("app", app)]),
+        .prop_map(
+            |(s, ip_families, key, ports, local, requested, named, current)| {
+                let (ns, name) = SERVICES[s];
+                ServiceRequest {
+                    key: ServiceKey::new(ns, name),
+                    ip_families,
+                    sharing_key: key.and_then(SharingKey::new),
+                    ports: ports.into_iter().map(Port::tcp).collect(),
+                    traffic_policy: match local {
+                        None => TrafficPolicy::Cluster,
+                        Some(app) => TrafficPolicy::Local {
+                            selector: labels(&[("app", app)]),
+                        },
                     },
-                },
-                requested_ips: requested
-                    .map(|i| vec![ip(REQUESTABLE[i])])
-                    .unwrap_or_default(),
-                requested_pool: named.map(|n| POOL_NAMES[n].to_owned()),
-                ..svc(name)
-            }
-        })
+                    requested_ips: requested
+                        .map(|i| vec![ip(REQUESTABLE[i])])
+                        .unwrap_or_default(),
+                    requested_pool: named.map(|n| POOL_NAMES[n].to_owned()),
+                    // A status the allocator may not know about (first sight after start).
+                    current_ips: current
+                        .map(|i| vec![ip(REQUESTABLE[i])])
+                        .unwrap_or_default(),
+                    ..svc(name)
+                }
+            },
+        )
 }
 
 fn arb_op() -> impl Strategy<Value = Op> {

@@ -4,10 +4,9 @@
 //! The [`allocator`] is the pure core: plain data in, decisions out, no Kubernetes
 //! client and no async. The Kubernetes adapter (watchers, status writers, events)
 //! translates Services, Namespaces and pools into the allocator's types and writes back
-//! what it decides. [`class`] decides which Services are ours at all.
+//! what it decides.
 
 // Tests may panic on purpose; production code must not.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod allocator;
-pub mod class;

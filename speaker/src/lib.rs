@@ -13,5 +13,8 @@ pub mod election;
 mod error;
 pub mod packet;
 pub mod schedule;
+pub mod strictarp;
 
 pub use error::Error;
+pub mod eligibility;
+pub mod selector;

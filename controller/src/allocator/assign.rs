@@ -57,13 +57,22 @@ impl Allocator {
             // keep what its status shows when still valid, exactly like a restore.
             self.restore(request, &request.current_ips);
         }
-        match self.services.get(&request.key) {
+        let result = match self.services.get(&request.key) {
             Some(holding) => {
                 let pool = holding.allocation.pool.clone();
                 self.complete(request, &profile, &pool)
             }
             None if !request.requested_ips.is_empty() => self.assign_requested(request, &profile),
             None => self.assign_automatic(request, &profile),
+        };
+        self.mark_incomplete(request);
+        result
+    }
+
+    /// Records whether the Service holds fewer families than it asks for.
+    fn mark_incomplete(&mut self, request: &ServiceRequest) {
+        if let Some(holding) = self.services.get_mut(&request.key) {
+            holding.incomplete = !missing_families(request, &holding.allocation.ips).is_empty();
         }
     }
 
@@ -111,8 +120,10 @@ impl Allocator {
             Holding {
                 allocation: allocation.clone(),
                 profile,
+                incomplete: false,
             },
         );
+        self.mark_incomplete(request);
         Restored {
             allocation: Some(allocation),
             rejected,
@@ -287,24 +298,12 @@ impl Allocator {
         profile: &ShareProfile,
         pool: &str,
     ) -> Result<Allocation, AllocationError> {
-        let held: Vec<Family> = self
+        let policy = request.ip_families.policy;
+        let missing = self
             .services
             .get(&request.key)
-            .map(|h| h.allocation.ips.iter().map(|ip| Family::of(*ip)).collect())
+            .map(|h| missing_families(request, &h.allocation.ips))
             .unwrap_or_default();
-        let policy = request.ip_families.policy;
-        let missing: Vec<Family> = if policy == FamilyPolicy::SingleStack {
-            Vec::new()
-        } else {
-            request
-                .ip_families
-                .ordered()
-                .into_iter()
-                .filter(|f| !held.contains(f))
-                // With requested IPs the Service gets exactly those, nothing more.
-                .filter(|f| request.requested_ips.is_empty() || requested_of(request, *f).is_some())
-                .collect()
-        };
         if !missing.is_empty() {
             let picks = self.pools.get(pool).map(|entry| {
                 let overlap = entry.first_overlap().cloned();
@@ -692,6 +691,7 @@ impl Allocator {
                     ips: Vec::new(),
                 },
                 profile: profile.clone(),
+                incomplete: false,
             });
         holding.allocation.ips.extend(ips);
         holding.profile = profile.clone();
@@ -716,6 +716,21 @@ impl Allocator {
                     .unwrap_or(Family::V4),
             })
     }
+}
+
+/// The families a Service holding `ips` still lacks. A single-stack Service lacks
+/// nothing once it holds one IP; with requested IPs only their families count.
+fn missing_families(request: &ServiceRequest, ips: &[IpAddr]) -> Vec<Family> {
+    if request.ip_families.policy == FamilyPolicy::SingleStack && !ips.is_empty() {
+        return Vec::new();
+    }
+    request
+        .ip_families
+        .ordered()
+        .into_iter()
+        .filter(|f| !ips.iter().any(|ip| Family::of(*ip) == *f))
+        .filter(|f| request.requested_ips.is_empty() || requested_of(request, *f).is_some())
+        .collect()
 }
 
 /// The requested IP of `family`, if any.

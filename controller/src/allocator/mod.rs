@@ -97,6 +97,9 @@ struct PoolEntry {
 struct Holding {
     allocation: Allocation,
     profile: ShareProfile,
+    /// Holds fewer families than the Service asks for (PreferDualStack with one
+    /// family, or a failed RequireDualStack keeping its valid IP).
+    incomplete: bool,
 }
 
 #[derive(Debug)]
@@ -143,6 +146,8 @@ impl Allocator {
     /// on); the caller re-assigns exactly those. Every other assignment is untouched.
     ///
     /// Overlaps with other pools are recomputed; see [`Allocator::pool_health`].
+    /// Services that may now gain a missing family are listed by
+    /// [`Allocator::incomplete`].
     /// A pool whose addresses cannot be parsed never reaches the allocator: the
     /// adapter keeps the last valid version (or none) and reports it `Invalid`.
     pub fn upsert_pool(&mut self, pool: Pool) -> Vec<ServiceKey> {
@@ -362,6 +367,17 @@ impl Allocator {
     /// Every Service holding IPs, by key.
     pub fn allocations(&self) -> impl Iterator<Item = (&ServiceKey, &Allocation)> {
         self.services.iter().map(|(k, h)| (k, &h.allocation))
+    }
+
+    /// Services holding fewer families than they ask for, e.g. PreferDualStack
+    /// Services whose pool had no free address of the other family. After a pool
+    /// change, re-assign them (with the Services whose assignment failed) so they gain
+    /// the missing family; what they hold does not move.
+    pub fn incomplete(&self) -> impl Iterator<Item = &ServiceKey> {
+        self.services
+            .iter()
+            .filter(|(_, h)| h.incomplete)
+            .map(|(k, _)| k)
     }
 
     /// The Services holding `ip` (more than one only when they share it).

@@ -549,6 +549,7 @@ fn prefer_dual_stack_adds_the_missing_family_later_without_moving_the_first() {
         assigned(&mut a, &dual("a", FamilyPolicy::PreferDualStack)),
         ["198.18.0.0"]
     );
+    assert_eq!(a.incomplete().collect::<Vec<_>>(), [&key("a")]);
     assert!(
         a.upsert_pool(pool("p", &["198.18.0.0/28", "2001:db8::/120"]))
             .is_empty()
@@ -557,6 +558,7 @@ fn prefer_dual_stack_adds_the_missing_family_later_without_moving_the_first() {
         assigned(&mut a, &dual("a", FamilyPolicy::PreferDualStack)),
         ["198.18.0.0", "2001:db8::"]
     );
+    assert_eq!(a.incomplete().count(), 0);
 }
 
 #[test]

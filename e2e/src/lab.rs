@@ -23,13 +23,13 @@ pub fn state_dir() -> PathBuf {
 }
 
 /// Serialises `up` and `down` between processes (two test runs, a user and
-/// a test): an exclusive lock on a file beside, not inside, the state
-/// directory, released when the returned guard drops.
+/// a test): an exclusive lock on a file in the tools cache (which outlives
+/// the lab anyway), released when the returned guard drops.
 fn exclusive() -> Result<nix::fcntl::Flock<std::fs::File>> {
-    let state = state_dir();
-    let mut name = state.file_name().unwrap_or_default().to_owned();
-    name.push(".lock");
-    let path = state.with_file_name(name);
+    let cache = tools::cache_dir();
+    std::fs::create_dir_all(&cache)
+        .with_context(|| format!("cannot create {}", cache.display()))?;
+    let path = cache.join("lab.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)

@@ -57,6 +57,9 @@ pub async fn register(client: &Client, nodes: &[&Host]) -> Result<()> {
                     { "type": "InternalIP", "address": host.ipv6.to_string() },
                     { "type": "Hostname", "address": host.name },
                 ],
+                // Room for pods, so the scheduler binds them to lab nodes.
+                "capacity": { "cpu": "8", "memory": "16Gi", "pods": "110" },
+                "allocatable": { "cpu": "8", "memory": "16Gi", "pods": "110" },
                 "conditions": [{
                     "type": "Ready",
                     "status": "True",
@@ -79,6 +82,12 @@ pub async fn register(client: &Client, nodes: &[&Host]) -> Result<()> {
         api.patch_status(&host.name, &PatchParams::default(), &Patch::Merge(&status))
             .await
             .with_context(|| format!("cannot set the status of Node {}", host.name))?;
+        // Admission taints a new Node not-ready; the node lifecycle
+        // controller (off in the lab) would lift it once the node is Ready.
+        let untaint = json!({ "spec": { "taints": null } });
+        api.patch(&host.name, &PatchParams::default(), &Patch::Merge(&untaint))
+            .await
+            .with_context(|| format!("cannot lift the not-ready taint of Node {}", host.name))?;
     }
     Ok(())
 }

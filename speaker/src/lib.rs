@@ -18,3 +18,4 @@ pub mod strictarp;
 pub use error::Error;
 pub mod eligibility;
 pub mod selector;
+pub mod membership;

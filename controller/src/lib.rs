@@ -10,3 +10,14 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod allocator;
+pub mod cli;
+pub mod convert;
+pub mod events;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod pool;
+pub mod reconcile;
+pub mod runtime;
+pub mod service;
+pub mod status;

@@ -1,0 +1,129 @@
+//! Command-line flags, each with an environment variable, parsed once at start-up
+//! into a typed [`Cli`] that is passed down.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// FerroLB controller: assigns IPs from IPAddressPools to LoadBalancer Services.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ferrolb-controller", version, about)]
+pub struct Cli {
+    /// Address serving /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "FERROLB_METRICS_BIND_ADDRESS",
+        default_value = "0.0.0.0:7472"
+    )]
+    pub metrics_bind_address: SocketAddr,
+
+    /// Log format. The level filter comes from FERROLB_LOG (default `info`), e.g.
+    /// `FERROLB_LOG=ferrolb_controller=debug`.
+    #[arg(long, env = "FERROLB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Handle only Services with this spec.loadBalancerClass. Without it, only Services
+    /// without a class are handled.
+    #[arg(long, env = "FERROLB_LOAD_BALANCER_CLASS")]
+    pub load_balancer_class: Option<String>,
+
+    /// Namespace of the leader-election Lease (normally the controller's own).
+    #[arg(long, env = "FERROLB_NAMESPACE", default_value = "ferrolb-system")]
+    pub namespace: String,
+
+    /// This replica's identity in the Lease (default: the host name, which is the pod
+    /// name in Kubernetes).
+    #[arg(long, env = "FERROLB_POD_NAME")]
+    pub pod_name: Option<String>,
+
+    /// Name of the leader-election Lease.
+    #[arg(long, env = "FERROLB_LEASE_NAME", default_value = "ferrolb-controller")]
+    pub lease_name: String,
+
+    /// Elect a leader among replicas; only the leader writes. `false` runs as the only
+    /// writer (a single replica).
+    #[arg(long, env = "FERROLB_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+
+    /// How long the Lease holds without renewal, in seconds: the longest a crashed
+    /// leader blocks writes before the other replica takes over.
+    #[arg(long, env = "FERROLB_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+    pub lease_duration: u64,
+
+    /// What to run (default: the controller).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Print FerroLB resources equivalent to a MetalLB configuration: a ConfigMap with
+    /// a `config` key (address-pools) or IPAddressPool / L2Advertisement objects,
+    /// multi-document YAML. Warnings (BGP, unknown fields) go to stderr.
+    Convert {
+        /// The file to read, or `-` for standard input.
+        file: PathBuf,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Cli {
+    /// The Lease identity: `--pod-name`, else the host name.
+    pub fn identity(&self) -> String {
+        self.pod_name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| format!("ferrolb-controller-{}", std::process::id()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn every_flag_has_help_and_an_env_var() {
+        Cli::command().debug_assert();
+        for arg in Cli::command().get_arguments() {
+            if matches!(arg.get_id().as_str(), "help" | "version") {
+                continue;
+            }
+            assert!(arg.get_help().is_some(), "{} has no help", arg.get_id());
+            assert!(arg.get_env().is_some(), "{} has no env var", arg.get_id());
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_chart() {
+        let cli = Cli::try_parse_from(["ferrolb-controller"]).unwrap();
+        assert_eq!(cli.metrics_bind_address.to_string(), "0.0.0.0:7472");
+        assert_eq!(cli.namespace, "ferrolb-system");
+        assert_eq!(cli.lease_name, "ferrolb-controller");
+        assert!(cli.leader_elect);
+        let cli = Cli::try_parse_from([
+            "ferrolb-controller",
+            "--metrics-bind-address=0.0.0.0:9000",
+            "--log-format=json",
+            "--load-balancer-class=ferrolb.io/lb",
+            "--leader-elect=false",
+        ])
+        .unwrap();
+        assert_eq!(cli.log_format, LogFormat::Json);
+        assert_eq!(cli.load_balancer_class.as_deref(), Some("ferrolb.io/lb"));
+        assert!(!cli.leader_elect);
+    }
+}

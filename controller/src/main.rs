@@ -1,0 +1,139 @@
+//! `ferrolb-controller`: assigns IPs from IPAddressPools to LoadBalancer Services.
+//!
+//! Wiring only: flags, logs, the metrics endpoint, leader election and the runtime.
+//! Every decision lives in the library.
+
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use ferrolb_controller::cli::{Cli, Command, LogFormat};
+use ferrolb_controller::convert;
+use ferrolb_controller::events::Publisher;
+use ferrolb_controller::http::{self, Health};
+use ferrolb_controller::leader::{Election, LeaseConfig};
+use ferrolb_controller::metrics::Metrics;
+use ferrolb_controller::runtime::{self, Context};
+use prometheus_client::registry::Registry;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::Convert { file }) = &cli.command {
+        return run_convert(file);
+    }
+    init_logs(cli.log_format);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(run(cli))
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("FERROLB_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+// Printing the converted resources on stdout is the point of `convert`.
+#[allow(clippy::print_stdout)]
+fn run_convert(file: &std::path::Path) -> Result<()> {
+    let input = if file.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("cannot read standard input")?;
+        s
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    let conversion = convert::convert(&input)?;
+    let mut stderr = std::io::stderr();
+    for w in &conversion.warnings {
+        writeln!(stderr, "warning: {w}")?;
+    }
+    print!("{}", conversion.yaml);
+    Ok(())
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let identity = cli.identity();
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::register(&mut registry));
+    let ready = Arc::new(AtomicBool::new(false));
+    let health = Health {
+        registry: Arc::new(registry),
+        ready: ready.clone(),
+    };
+    let address = cli.metrics_bind_address;
+    let server = tokio::spawn(async move { http::serve(address, health).await });
+
+    let election = if cli.leader_elect {
+        Election::start(
+            client.clone(),
+            LeaseConfig {
+                namespace: cli.namespace.clone(),
+                name: cli.lease_name.clone(),
+                identity: identity.clone(),
+                duration: cli.lease_duration,
+            },
+            metrics.clone(),
+        )
+    } else {
+        metrics.set_leader(true);
+        Election::always()
+    };
+    tracing::info!(
+        identity = %identity,
+        class = ?cli.load_balancer_class,
+        leader_elect = cli.leader_elect,
+        "starting"
+    );
+    let ctx = Context {
+        events: Publisher::new(client.clone(), identity),
+        client,
+        metrics,
+        class: cli.load_balancer_class.clone(),
+        ready,
+    };
+    let controller = tokio::spawn(runtime::run(ctx, election.leading()));
+    tokio::select! {
+        result = server => {
+            result.context("the metrics server task failed")??;
+        }
+        result = controller => {
+            result.context("the controller task failed")?;
+        }
+        () = shutdown_signal() => {
+            tracing::info!("stopping: releasing the Lease");
+        }
+    }
+    election.resign().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGTERM; stop with Ctrl-C");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

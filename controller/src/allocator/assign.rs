@@ -305,22 +305,19 @@ impl Allocator {
             .map(|h| missing_families(request, &h.allocation.ips))
             .unwrap_or_default();
         if !missing.is_empty() {
-            let picks = self.pools.get(pool).map(|entry| {
-                let overlap = entry.first_overlap().cloned();
-                missing
-                    .iter()
-                    .map(|f| match &overlap {
-                        Some(other) => Err(AllocationError::PoolOverlapping {
-                            service: request.key.clone(),
-                            pool: pool.to_owned(),
-                            other: other.clone(),
-                        }),
-                        None => self.plan(request, profile, entry, *f),
-                    })
-                    .collect::<Vec<_>>()
-            });
+            // Held IPs stay whatever the pool's policy now says, but a new family
+            // comes only from a pool that still serves the Service and takes new
+            // allocations.
+            let usable = self.usable_pool(request, pool);
+            let picks: Vec<Result<Pick, AllocationError>> = missing
+                .iter()
+                .map(|f| match &usable {
+                    Ok(entry) => self.plan(request, profile, entry, *f),
+                    Err(e) => Err(e.clone()),
+                })
+                .collect();
             let mut chosen = Vec::new();
-            for (family, pick) in missing.iter().zip(picks.unwrap_or_default()) {
+            for (family, pick) in missing.iter().zip(picks) {
                 match pick {
                     Ok(p) => chosen.push(p),
                     // A requested IP that cannot be had is always an error; so is any

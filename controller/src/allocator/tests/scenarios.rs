@@ -861,3 +861,24 @@ fn restore_refuses_an_ip_another_service_holds_without_sharing() {
         AllocationError::IpInUse { .. }
     ));
 }
+
+#[test]
+fn a_missing_family_is_not_added_from_a_pool_that_now_overlaps_another() {
+    let mut a = allocator(&[("p", &["198.18.0.0/28"])]);
+    assigned(&mut a, &dual("s", FamilyPolicy::PreferDualStack));
+    a.upsert_pool(pool("p", &["198.18.0.0/28", "2001:db8::/120"]));
+    a.upsert_pool(pool("q", &["2001:db8::/124"]));
+    // The IPv4 address stays; no IPv6 comes from an overlapping pool.
+    assert_eq!(
+        assigned(&mut a, &dual("s", FamilyPolicy::PreferDualStack)),
+        ["198.18.0.0"]
+    );
+    let err = a
+        .assign(&dual("s", FamilyPolicy::RequireDualStack))
+        .unwrap_err();
+    assert!(
+        matches!(&err, AllocationError::PoolOverlapping { other, .. } if other == "q"),
+        "{err}"
+    );
+    assert_eq!(shown(&a.allocation(&key("s")).unwrap().ips), ["198.18.0.0"]);
+}

@@ -12,6 +12,7 @@ pub mod kubeconfig;
 pub mod lab;
 pub mod lan;
 pub mod nodes;
+pub mod objects;
 pub mod pki;
 pub mod process;
 pub mod tools;

@@ -16,6 +16,12 @@ pub mod schedule;
 pub mod strictarp;
 
 pub use error::Error;
+pub mod announcer;
 pub mod eligibility;
+pub mod interfaces;
+pub mod responder;
 pub mod selector;
+pub mod socket;
+
+pub use announcer::{Announcer, AnnouncerConfig, AnnouncerMetrics, InterfaceSelection};
 pub mod membership;

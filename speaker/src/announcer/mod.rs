@@ -1,0 +1,507 @@
+//! The speaker's data plane: given the IPs this node owns, announce them
+//! (gratuitous ARP, unsolicited neighbor advertisements, paced by
+//! [`Schedule`]) and answer for them ([`crate::responder`]) on every
+//! eligible interface, following interfaces as they come and go.
+//!
+//! One driver task owns the sockets and the schedule; it reacts to
+//! [`Announcer::set_owned`], to netlink link events and to the schedule's
+//! timer. The receive loops, one per interface for ARP and one for ICMPv6,
+//! read the shared [`Table`] on every request, which `set_owned` updates
+//! before returning: a released IP is not answered from the next request
+//! on.
+
+pub mod groups;
+pub mod metrics;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use self::groups::Memberships;
+pub use self::metrics::AnnouncerMetrics;
+use self::metrics::{AddressFamily, PacketLabels};
+use crate::Error;
+use crate::interfaces::netlink::{self, LinkEvent};
+use crate::interfaces::{EXCLUDED_PREFIXES, Link, eligibility};
+use crate::packet::arp::{build_gratuitous_reply, build_gratuitous_request};
+use crate::packet::ndp::{ALL_NODES, build_unsolicited_advertisement};
+use crate::responder::{AnnouncingLink, SharedTable, Table, serve_arp, serve_ndp};
+use crate::schedule::{Schedule, ScheduleConfig};
+use crate::socket::{ArpSocket, FrameIo, Icmpv6Io, NdpSocket};
+
+/// Where an owned IP is announced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InterfaceSelection {
+    /// On every eligible interface.
+    All,
+    /// On these interfaces only (by name), where they are eligible
+    /// (`L2Advertisement.interfaces`).
+    Only(BTreeSet<String>),
+}
+
+impl InterfaceSelection {
+    /// Whether the interface named `name` is selected.
+    #[must_use]
+    pub fn includes(&self, name: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(names) => names.contains(name),
+        }
+    }
+}
+
+/// How the announcer behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnouncerConfig {
+    /// Cap on gratuitous packets per second on each interface (a switch
+    /// polices ARP per port). An IPv4 announcement is two packets (both
+    /// gratuitous forms), an IPv6 one is one; the cap is applied as
+    /// `max_pps / 2` announcements per second, with a burst of as many.
+    pub max_pps: u32,
+    /// Period of re-announcement after the paced repeats; `None` (the
+    /// default) stops after them.
+    pub refresh: Option<Duration>,
+    /// Offsets of the repeats after the first announcement.
+    pub repeats: Vec<Duration>,
+    /// Interface name prefixes never announced on.
+    pub excluded_prefixes: Vec<String>,
+    /// Whether to open the ICMPv6 socket; without it IPv6 IPs are neither
+    /// announced nor answered.
+    pub ipv6: bool,
+}
+
+impl Default for AnnouncerConfig {
+    fn default() -> Self {
+        Self {
+            max_pps: 2000,
+            refresh: None,
+            repeats: ScheduleConfig::default().repeats,
+            excluded_prefixes: EXCLUDED_PREFIXES.iter().map(|p| (*p).to_owned()).collect(),
+            ipv6: true,
+        }
+    }
+}
+
+impl AnnouncerConfig {
+    fn schedule(&self) -> ScheduleConfig {
+        let rate = NonZeroU32::new(self.max_pps / 2).unwrap_or(NonZeroU32::MIN);
+        ScheduleConfig {
+            repeats: self.repeats.clone(),
+            refresh: self.refresh,
+            per_second: rate,
+            burst: rate,
+        }
+    }
+}
+
+enum Command {
+    SetOwned(BTreeMap<IpAddr, InterfaceSelection>),
+    Shutdown,
+}
+
+/// The running data plane. Dropping it stops it too, without waiting.
+#[derive(Debug)]
+pub struct Announcer {
+    commands: mpsc::UnboundedSender<Command>,
+    table: SharedTable,
+    driver: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::SetOwned(owned) => write!(f, "SetOwned({} IPs)", owned.len()),
+            Self::Shutdown => f.write_str("Shutdown"),
+        }
+    }
+}
+
+/// How long start-up waits for the kernel's list of links.
+const LINK_DUMP_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Announcer {
+    /// Starts the data plane: subscribes to netlink, opens the ICMPv6
+    /// socket (when enabled) and an ARP socket on every eligible interface.
+    /// Returns once the current interfaces are open.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Io`] when netlink or the ICMPv6 socket cannot be opened
+    /// (typically a missing `CAP_NET_RAW`). An interface whose socket
+    /// fails is logged and skipped, not fatal.
+    pub async fn start(config: AnnouncerConfig, metrics: AnnouncerMetrics) -> Result<Self, Error> {
+        let (links, watcher) = netlink::watch()
+            .map_err(|error| Error::io("subscribing to netlink link events", &error))?;
+        let table = SharedTable::default();
+        let ndp = if config.ipv6 {
+            let socket = NdpSocket::open()
+                .map_err(|error| Error::io("opening the raw ICMPv6 socket", &error))?;
+            let socket = Arc::new(socket);
+            let task = tokio::spawn(serve_ndp(socket.clone(), table.clone(), metrics.clone()));
+            Some((socket, task))
+        } else {
+            None
+        };
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (ready, ready_rx) = oneshot::channel();
+        let driver = Driver {
+            schedule: Schedule::new(config.schedule()),
+            config,
+            table: table.clone(),
+            metrics,
+            owned: BTreeMap::new(),
+            links: BTreeMap::new(),
+            arp: BTreeMap::new(),
+            ndp,
+            memberships: Memberships::default(),
+            watcher,
+        };
+        let driver = tokio::spawn(driver.run(command_rx, links, ready));
+        // The first event after the dump says the links are open; a
+        // timeout only means the dump was slow, and later events catch up.
+        let _ = tokio::time::timeout(LINK_DUMP_TIMEOUT, ready_rx).await;
+        Ok(Self {
+            commands,
+            table,
+            driver,
+        })
+    }
+
+    /// Sets the complete set of IPs this node owns now, each with where to
+    /// announce it. Compared with the previous set: new IPs get their first
+    /// gratuitous ARP / unsolicited NA at once, then the paced repeats;
+    /// removed IPs are not answered from the next request on.
+    pub fn set_owned(&self, owned: BTreeMap<IpAddr, InterfaceSelection>) {
+        self.table
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .owned
+            .clone_from(&owned);
+        // Fails only when the driver has stopped, and then there is nothing
+        // left to announce with.
+        let _ = self.commands.send(Command::SetOwned(owned));
+    }
+
+    /// The interfaces announced on now, by name.
+    #[must_use]
+    pub fn interfaces(&self) -> Vec<String> {
+        crate::responder::read(&self.table)
+            .links
+            .values()
+            .map(|link| link.name.clone())
+            .collect()
+    }
+
+    /// Stops announcing and answering, closes every socket and waits for
+    /// the driver to finish.
+    pub async fn shutdown(self) {
+        let _ = self.commands.send(Command::Shutdown);
+        let _ = self.driver.await;
+    }
+}
+
+/// An open ARP socket and the loop answering on it.
+struct OpenLink {
+    socket: Arc<ArpSocket>,
+    responder: JoinHandle<()>,
+}
+
+/// The state behind the [`Announcer`] handle.
+struct Driver {
+    config: AnnouncerConfig,
+    table: SharedTable,
+    metrics: AnnouncerMetrics,
+    schedule: Schedule,
+    /// Owned IPs as last applied to the schedule.
+    owned: BTreeMap<IpAddr, InterfaceSelection>,
+    /// Every link the kernel reported, eligible or not.
+    links: BTreeMap<u32, Link>,
+    /// Sockets of the eligible links.
+    arp: BTreeMap<u32, OpenLink>,
+    ndp: Option<(Arc<NdpSocket>, JoinHandle<()>)>,
+    memberships: Memberships,
+    watcher: JoinHandle<()>,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut links: mpsc::UnboundedReceiver<LinkEvent>,
+        ready: oneshot::Sender<()>,
+    ) {
+        let mut ready = Some(ready);
+        loop {
+            let wakeup = self.schedule.next_wakeup().map(Instant::from_std);
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(Command::SetOwned(owned)) => self.set_owned(owned),
+                    Some(Command::Shutdown) | None => break,
+                },
+                event = links.recv() => match event {
+                    Some(LinkEvent::Synced) => {
+                        if let Some(ready) = ready.take() {
+                            let _ = ready.send(());
+                        }
+                    }
+                    Some(event) => self.link_event(event),
+                    None => {
+                        tracing::error!("netlink link events stopped; interfaces are no longer followed");
+                        links.close();
+                        // Keep serving the interfaces we have.
+                        links = mpsc::unbounded_channel().1;
+                    }
+                },
+                () = sleep_until(wakeup) => {}
+            }
+            self.send_due();
+        }
+        self.stop();
+    }
+
+    fn set_owned(&mut self, owned: BTreeMap<IpAddr, InterfaceSelection>) {
+        let now = std::time::Instant::now();
+        for (ip, selection) in &self.owned {
+            if owned.get(ip) != Some(selection) {
+                self.schedule.release(*ip);
+            }
+        }
+        for ip in owned.keys() {
+            self.schedule.take_over(*ip, now);
+        }
+        self.metrics
+            .announced_ips
+            .set(i64::try_from(owned.len()).unwrap_or(i64::MAX));
+        self.owned = owned;
+        self.sync_memberships();
+    }
+
+    fn link_event(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Changed(link) => {
+                let index = link.index;
+                let previous = self.links.insert(index, link.clone());
+                let eligible = match eligibility(&link, &self.config.excluded_prefixes) {
+                    Ok(()) => true,
+                    Err(reason) => {
+                        tracing::debug!(interface = %link.name, %reason, "not announcing on this interface");
+                        false
+                    }
+                };
+                let open = self.arp.contains_key(&index);
+                let renamed = previous
+                    .as_ref()
+                    .is_some_and(|p| p.name != link.name || p.mac != link.mac);
+                if open && (!eligible || renamed) {
+                    self.close(index);
+                }
+                if eligible && (!self.arp.contains_key(&index)) {
+                    self.open(&link);
+                    self.reannounce(index, |_| true);
+                } else if eligible && previous.is_some_and(|p| !p.lower_up) && link.lower_up {
+                    // Carrier came back: whatever was sent meanwhile was lost.
+                    self.reannounce(index, |_| true);
+                }
+            }
+            LinkEvent::Removed(index) => {
+                self.links.remove(&index);
+                self.close(index);
+            }
+            LinkEvent::AddressAdded(index) => {
+                // IPv6 announcements need a link-local source address; the
+                // first ones may have gone out (or failed) before it existed.
+                if self.arp.contains_key(&index) {
+                    self.reannounce(index, IpAddr::is_ipv6);
+                }
+            }
+            LinkEvent::Synced => {}
+        }
+    }
+
+    fn open(&mut self, link: &Link) {
+        let Some(mac) = link.mac else {
+            return;
+        };
+        let socket = match ArpSocket::open(link.index) {
+            Ok(socket) => Arc::new(socket),
+            Err(error) => {
+                tracing::warn!(interface = %link.name, %error, "cannot open the ARP socket; not announcing on this interface");
+                return;
+            }
+        };
+        let responder = tokio::spawn(serve_arp(
+            socket.clone(),
+            link.index,
+            link.name.clone(),
+            self.table.clone(),
+            self.metrics.clone(),
+        ));
+        self.arp.insert(link.index, OpenLink { socket, responder });
+        self.table
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .links
+            .insert(
+                link.index,
+                AnnouncingLink {
+                    name: link.name.clone(),
+                    mac,
+                },
+            );
+        tracing::info!(interface = %link.name, %mac, "announcing on interface");
+        self.sync_memberships();
+    }
+
+    fn close(&mut self, index: u32) {
+        if let Some(open) = self.arp.remove(&index) {
+            open.responder.abort();
+            // The socket closes when the aborted loop drops its reference.
+            drop(open.socket);
+        }
+        let removed = self
+            .table
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .links
+            .remove(&index);
+        if let Some(link) = removed {
+            tracing::info!(interface = %link.name, "stopped announcing on interface");
+        }
+        self.memberships.forget_interface(index);
+        self.sync_memberships();
+    }
+
+    /// Restarts the schedule of the owned IPs announced on `index` that
+    /// `filter` accepts, so the interface gets first announcements again.
+    fn reannounce(&mut self, index: u32, filter: impl Fn(&IpAddr) -> bool) {
+        let Some(name) = self.links.get(&index).map(|link| link.name.clone()) else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        for (ip, selection) in &self.owned {
+            if filter(ip) && selection.includes(&name) {
+                self.schedule.release(*ip);
+                self.schedule.take_over(*ip, now);
+            }
+        }
+    }
+
+    fn sync_memberships(&mut self) {
+        let Some((socket, _)) = &self.ndp else {
+            return;
+        };
+        let table = crate::responder::read(&self.table);
+        let per_address: Vec<(std::net::Ipv6Addr, Vec<u32>)> = self
+            .owned
+            .iter()
+            .filter_map(|(ip, selection)| match ip {
+                IpAddr::V6(ip) => Some((
+                    *ip,
+                    table
+                        .links
+                        .iter()
+                        .filter(|(_, link)| selection.includes(&link.name))
+                        .map(|(index, _)| *index)
+                        .collect(),
+                )),
+                IpAddr::V4(_) => None,
+            })
+            .collect();
+        drop(table);
+        let wanted = Memberships::wanted(
+            per_address
+                .iter()
+                .map(|(ip, links)| (*ip, links.as_slice())),
+        );
+        let changes = self.memberships.update(wanted);
+        for (index, group) in changes.join {
+            if let Err(error) = socket.join(group, index) {
+                tracing::warn!(%group, index, %error, "cannot join the solicited-node group");
+            }
+        }
+        for (index, group) in changes.leave {
+            if let Err(error) = socket.leave(group, index) {
+                tracing::debug!(%group, index, %error, "cannot leave the solicited-node group");
+            }
+        }
+    }
+
+    /// Sends every announcement the schedule says is due.
+    fn send_due(&mut self) {
+        let due = self.schedule.due(std::time::Instant::now());
+        if due.is_empty() {
+            return;
+        }
+        let table = crate::responder::read(&self.table);
+        for announcement in due {
+            let Some(selection) = table.owned.get(&announcement.ip) else {
+                continue;
+            };
+            for (index, link) in &table.links {
+                if !selection.includes(&link.name) {
+                    continue;
+                }
+                match announcement.ip {
+                    IpAddr::V4(ip) => {
+                        let Some(open) = self.arp.get(index) else {
+                            continue;
+                        };
+                        let labels = PacketLabels::new(AddressFamily::Ipv4, &link.name);
+                        for frame in [
+                            build_gratuitous_request(ip, link.mac),
+                            build_gratuitous_reply(ip, link.mac),
+                        ] {
+                            self.count_send(&labels, open.socket.send(&frame));
+                        }
+                    }
+                    IpAddr::V6(ip) => {
+                        let Some((socket, _)) = &self.ndp else {
+                            continue;
+                        };
+                        let labels = PacketLabels::new(AddressFamily::Ipv6, &link.name);
+                        let message = build_unsolicited_advertisement(ip, link.mac);
+                        self.count_send(&labels, socket.send(&message, ALL_NODES, *index));
+                    }
+                }
+            }
+        }
+    }
+
+    fn count_send(&self, labels: &PacketLabels, result: std::io::Result<()>) {
+        match result {
+            Ok(()) => {
+                self.metrics.gratuitous_sent.get_or_create(labels).inc();
+            }
+            Err(error) => {
+                self.metrics.send_errors.get_or_create(labels).inc();
+                tracing::debug!(interface = %labels.interface, %error, "sending a gratuitous packet failed");
+            }
+        }
+    }
+
+    fn stop(&mut self) {
+        self.watcher.abort();
+        for (_, open) in std::mem::take(&mut self.arp) {
+            open.responder.abort();
+        }
+        if let Some((_, task)) = self.ndp.take() {
+            task.abort();
+        }
+        let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
+        *table = Table::default();
+        self.metrics.announced_ips.set(0);
+    }
+}
+
+async fn sleep_until(wakeup: Option<Instant>) {
+    match wakeup {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,258 @@
+//! Which network interfaces the speaker announces on: the pure eligibility
+//! rules ([`Link`], [`exclusion`]) and the netlink watcher that follows the
+//! kernel's links ([`netlink`]).
+
+pub mod netlink;
+
+use crate::packet::MacAddr;
+
+/// What the speaker needs to know about one kernel link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// Hardware address, when it is a 6-byte (Ethernet) one.
+    pub mac: Option<MacAddr>,
+    /// `IFF_UP`: administratively up.
+    pub up: bool,
+    /// `IFF_LOWER_UP`: carrier present.
+    pub lower_up: bool,
+    /// `IFF_LOOPBACK`.
+    pub loopback: bool,
+    /// `IFF_NOARP`: the link does not do neighbour resolution.
+    pub noarp: bool,
+    /// `IFLA_MASTER`: the index of the bridge or bond this link is a
+    /// member of; its traffic belongs to that device.
+    pub controller: Option<u32>,
+}
+
+/// Name prefixes of virtual interfaces that never carry the LAN: container
+/// runtimes, CNI plugins, kube-proxy's dummy and tunnels.
+pub const EXCLUDED_PREFIXES: &[&str] = &[
+    "lo",
+    "docker",
+    "cni",
+    "veth",
+    "cali",
+    "flannel",
+    "lxc",
+    "kube-ipvs",
+    "cilium",
+    "vxlan",
+    "tunl",
+    "weave",
+];
+
+/// Why a link is not announced on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exclusion {
+    /// The loopback device.
+    Loopback,
+    /// A virtual interface by name (the matching prefix).
+    VirtualName(String),
+    /// A member of a bridge or bond (its controller's index).
+    Member(u32),
+    /// A link with `IFF_NOARP`.
+    NoArp,
+    /// A link that is administratively down.
+    Down,
+    /// A link without an Ethernet address.
+    NotEthernet,
+}
+
+impl std::fmt::Display for Exclusion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Loopback => f.write_str("loopback"),
+            Self::VirtualName(prefix) => write!(f, "virtual interface ({prefix}*)"),
+            Self::Member(controller) => write!(f, "member of interface {controller}"),
+            Self::NoArp => f.write_str("NOARP"),
+            Self::Down => f.write_str("down"),
+            Self::NotEthernet => f.write_str("no Ethernet address"),
+        }
+    }
+}
+
+/// The default rule: whether `link` is one to announce on, and if not why.
+///
+/// A link without carrier (`!lower_up`) stays eligible: its socket can be
+/// open before the cable is, and the first announcements go out when the
+/// kernel brings it up and reports it again.
+///
+/// # Errors
+///
+/// The reason the link is excluded.
+pub fn eligibility<S: AsRef<str>>(link: &Link, excluded_prefixes: &[S]) -> Result<(), Exclusion> {
+    if link.loopback {
+        return Err(Exclusion::Loopback);
+    }
+    if let Some(prefix) = excluded_prefixes
+        .iter()
+        .find(|prefix| link.name.starts_with(prefix.as_ref()))
+    {
+        return Err(Exclusion::VirtualName(prefix.as_ref().to_owned()));
+    }
+    if let Some(controller) = link.controller {
+        return Err(Exclusion::Member(controller));
+    }
+    if link.noarp {
+        return Err(Exclusion::NoArp);
+    }
+    if !link.up {
+        return Err(Exclusion::Down);
+    }
+    if link.mac.is_none_or(|mac| mac == MacAddr::zero()) {
+        return Err(Exclusion::NotEthernet);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ethernet(name: &str) -> Link {
+        Link {
+            index: 2,
+            name: name.to_owned(),
+            mac: Some(MacAddr::new(2, 0, 0, 0, 0, 2)),
+            up: true,
+            lower_up: true,
+            loopback: false,
+            noarp: false,
+            controller: None,
+        }
+    }
+
+    #[test]
+    fn default_exclusions() {
+        let cases: Vec<(&str, Link, Result<(), Exclusion>)> = vec![
+            ("physical NIC", ethernet("eth0"), Ok(())),
+            ("predictable name", ethernet("enp3s0f1"), Ok(())),
+            ("bond itself", ethernet("bond0"), Ok(())),
+            ("bridge itself", ethernet("br-lan"), Ok(())),
+            ("VLAN on a NIC", ethernet("eth0.100"), Ok(())),
+            (
+                "no carrier yet",
+                Link {
+                    lower_up: false,
+                    ..ethernet("eth1")
+                },
+                Ok(()),
+            ),
+            (
+                "loopback",
+                Link {
+                    loopback: true,
+                    mac: Some(MacAddr::zero()),
+                    ..ethernet("lo")
+                },
+                Err(Exclusion::Loopback),
+            ),
+            (
+                "lo by name",
+                ethernet("lo0"),
+                Err(Exclusion::VirtualName("lo".to_owned())),
+            ),
+            (
+                "docker bridge",
+                ethernet("docker0"),
+                Err(Exclusion::VirtualName("docker".to_owned())),
+            ),
+            (
+                "CNI bridge",
+                ethernet("cni0"),
+                Err(Exclusion::VirtualName("cni".to_owned())),
+            ),
+            (
+                "pod veth",
+                ethernet("veth1a2b3c"),
+                Err(Exclusion::VirtualName("veth".to_owned())),
+            ),
+            (
+                "calico",
+                ethernet("cali12345"),
+                Err(Exclusion::VirtualName("cali".to_owned())),
+            ),
+            (
+                "flannel",
+                ethernet("flannel.1"),
+                Err(Exclusion::VirtualName("flannel".to_owned())),
+            ),
+            (
+                "lxc",
+                ethernet("lxc_health"),
+                Err(Exclusion::VirtualName("lxc".to_owned())),
+            ),
+            (
+                "kube-proxy IPVS dummy",
+                ethernet("kube-ipvs0"),
+                Err(Exclusion::VirtualName("kube-ipvs".to_owned())),
+            ),
+            (
+                "cilium",
+                ethernet("cilium_host"),
+                Err(Exclusion::VirtualName("cilium".to_owned())),
+            ),
+            (
+                "vxlan",
+                ethernet("vxlan.calico"),
+                Err(Exclusion::VirtualName("vxlan".to_owned())),
+            ),
+            (
+                "IPIP tunnel",
+                ethernet("tunl0"),
+                Err(Exclusion::VirtualName("tunl".to_owned())),
+            ),
+            (
+                "weave",
+                ethernet("weave"),
+                Err(Exclusion::VirtualName("weave".to_owned())),
+            ),
+            (
+                "bond member",
+                Link {
+                    controller: Some(7),
+                    ..ethernet("eth2")
+                },
+                Err(Exclusion::Member(7)),
+            ),
+            (
+                "NOARP link",
+                Link {
+                    noarp: true,
+                    ..ethernet("wg0")
+                },
+                Err(Exclusion::NoArp),
+            ),
+            (
+                "down",
+                Link {
+                    up: false,
+                    ..ethernet("eth3")
+                },
+                Err(Exclusion::Down),
+            ),
+            (
+                "no hardware address",
+                Link {
+                    mac: None,
+                    ..ethernet("ppp0")
+                },
+                Err(Exclusion::NotEthernet),
+            ),
+        ];
+        for (name, link, expected) in cases {
+            assert_eq!(eligibility(&link, EXCLUDED_PREFIXES), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn prefixes_are_configurable() {
+        // The integration test announces on a veth, which is excluded by default.
+        assert_eq!(eligibility(&ethernet("veth0"), &["lo", "docker"]), Ok(()));
+        assert_eq!(eligibility::<&str>(&ethernet("eth0"), &[]), Ok(()));
+    }
+}

@@ -1,0 +1,118 @@
+//! Following the kernel's links through rtnetlink: one dump at start, then
+//! the link and address notifications (`RTNLGRP_LINK`,
+//! `RTNLGRP_IPV4_IFADDR`, `RTNLGRP_IPV6_IFADDR`). No polling.
+
+use std::io;
+
+use futures::{StreamExt, TryStreamExt};
+use rtnetlink::constants::{RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK};
+use rtnetlink::packet_core::NetlinkPayload;
+use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::sys::{AsyncSocket, SocketAddr};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::Link;
+use crate::packet::MacAddr;
+
+/// A change of the kernel's links, in the order the kernel reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkEvent {
+    /// A link exists with this state (from the initial dump or a change).
+    Changed(Link),
+    /// The link with this index is gone.
+    Removed(u32),
+    /// An address was added to the link with this index; announcements
+    /// sent before it had one (IPv6 needs a link-local source) may have
+    /// been lost.
+    AddressAdded(u32),
+    /// The initial dump is complete: every link that existed at start has
+    /// been reported.
+    Synced,
+}
+
+/// Starts following the links: returns the events (the current links
+/// first) and the task producing them; abort the task to stop.
+///
+/// # Errors
+///
+/// When the netlink socket cannot be opened or bound.
+pub fn watch() -> io::Result<(mpsc::UnboundedReceiver<LinkEvent>, JoinHandle<()>)> {
+    let (mut connection, handle, mut messages) = rtnetlink::new_connection()?;
+    // Subscribe before dumping, so that nothing changes unseen in between.
+    connection.socket_mut().socket_mut().bind(&SocketAddr::new(
+        0,
+        RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR,
+    ))?;
+    let (events, receiver) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        let connection = tokio::spawn(connection);
+        let mut dump = handle.link().get().execute();
+        loop {
+            match dump.try_next().await {
+                Ok(Some(message)) => {
+                    if events.send(LinkEvent::Changed(link(&message))).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "dumping network links failed; following changes only");
+                    break;
+                }
+            }
+        }
+        if events.send(LinkEvent::Synced).is_err() {
+            return;
+        }
+        while let Some((message, _)) = messages.next().await {
+            let event = match message.payload {
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(message)) => {
+                    LinkEvent::Changed(link(&message))
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(message)) => {
+                    LinkEvent::Removed(message.header.index)
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(message)) => {
+                    LinkEvent::AddressAdded(message.header.index)
+                }
+                _ => continue,
+            };
+            if events.send(event).is_err() {
+                break;
+            }
+        }
+        connection.abort();
+    });
+    Ok((receiver, task))
+}
+
+/// The fields of a link message the eligibility rules need.
+#[must_use]
+pub fn link(message: &LinkMessage) -> Link {
+    let flags = message.header.flags;
+    let mut link = Link {
+        index: message.header.index,
+        name: String::new(),
+        mac: None,
+        up: flags.contains(LinkFlags::Up),
+        lower_up: flags.contains(LinkFlags::LowerUp),
+        loopback: flags.contains(LinkFlags::Loopback),
+        noarp: flags.contains(LinkFlags::Noarp),
+        controller: None,
+    };
+    for attribute in &message.attributes {
+        match attribute {
+            LinkAttribute::IfName(name) => link.name.clone_from(name),
+            LinkAttribute::Address(bytes) => {
+                if let [a, b, c, d, e, f] = bytes[..] {
+                    link.mac = Some(MacAddr::new(a, b, c, d, e, f));
+                }
+            }
+            LinkAttribute::Controller(index) if *index != 0 => link.controller = Some(*index),
+            _ => {}
+        }
+    }
+    link
+}

@@ -20,6 +20,8 @@ use tokio::io::unix::AsyncFd;
 /// architecture we build for (x86_64, aarch64), and not exported by libc
 /// for them.
 const SO_ATTACH_FILTER: libc::c_int = 26;
+/// `PACKET_IGNORE_OUTGOING` from `linux/if_packet.h` (level `SOL_PACKET`).
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
 /// `ICMP6_FILTER` from `linux/icmpv6.h` (level `IPPROTO_ICMPV6`).
 const ICMP6_FILTER: libc::c_int = 1;
 /// A hop limit of 255 is how neighbor discovery proves a packet was not
@@ -110,6 +112,11 @@ pub(crate) fn open_packet_socket(
         filter: filter.as_ptr().cast_mut(),
     };
     setsockopt(&fd, libc::SOL_SOCKET, SO_ATTACH_FILTER, &program)?;
+    // A packet socket also sees the frames this host sends, our own
+    // gratuitous ARPs included; they are not questions to us. Kernels
+    // before 4.20 lack the option, and the responder ignores them anyway.
+    let on: libc::c_int = 1;
+    let _ = setsockopt(&fd, libc::SOL_PACKET, PACKET_IGNORE_OUTGOING, &on);
     let address = libc::sockaddr_ll {
         sll_family: libc::AF_PACKET as libc::c_ushort,
         sll_protocol: ethertype.to_be(),

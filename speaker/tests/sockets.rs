@@ -1,0 +1,537 @@
+//! The data plane through real sockets, between two network namespaces
+//! joined by a veth pair: the announcer runs in one ("speaker"), a client
+//! in the other asks with `arping` and `ping -6` and listens with `tcpdump`.
+//!
+//! Needs root (namespaces, raw sockets); skips with a message otherwise.
+//! Addresses are only from 198.18.0.0/15 and 2001:db8::/32, names are
+//! unique per run, and everything is deleted even when the test fails.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ferrolb_speaker::announcer::metrics::{AddressFamily, AnnouncerMetrics};
+use ferrolb_speaker::{Announcer, AnnouncerConfig, InterfaceSelection};
+
+const SPEAKER_IP: &str = "198.18.0.2";
+const CLIENT_IP: &str = "198.18.0.1";
+const VIP4: &str = "198.18.0.200";
+const NOT_OURS: &str = "198.18.0.201";
+const VIP6: &str = "2001:db8::c8";
+
+fn run(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|error| panic!("{args:?}: {error}"))
+}
+
+fn must(args: &[&str]) {
+    let output = run(args);
+    assert!(
+        output.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+/// Two namespaces and a veth between them; deleted on drop.
+struct Lab {
+    speaker_ns: String,
+    client_ns: String,
+    speaker_if: String,
+    client_if: String,
+}
+
+impl Lab {
+    fn new() -> Self {
+        let id = std::process::id();
+        let lab = Self {
+            speaker_ns: format!("flbdp-s-{id}"),
+            client_ns: format!("flbdp-c-{id}"),
+            speaker_if: format!("fdps{}", id % 100_000),
+            client_if: format!("fdpc{}", id % 100_000),
+        };
+        for ns in [&lab.speaker_ns, &lab.client_ns] {
+            must(&["ip", "netns", "add", ns]);
+            // No duplicate address detection: addresses usable at once.
+            for key in ["default", "all"] {
+                must(&[
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    "sysctl",
+                    "-qw",
+                    &format!("net.ipv6.conf.{key}.accept_dad=0"),
+                ]);
+            }
+            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        must(&[
+            "ip",
+            "link",
+            "add",
+            &lab.speaker_if,
+            "netns",
+            &lab.speaker_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &lab.client_if,
+            "netns",
+            &lab.client_ns,
+        ]);
+        for (ns, dev, v4, v6) in [
+            (&lab.speaker_ns, &lab.speaker_if, SPEAKER_IP, "2001:db8::2"),
+            (&lab.client_ns, &lab.client_if, CLIENT_IP, "2001:db8::1"),
+        ] {
+            must(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{v4}/24"),
+                "dev",
+                dev,
+            ]);
+            must(&[
+                "ip",
+                "-n",
+                ns,
+                "-6",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
+            must(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        lab
+    }
+
+    fn in_client(&self, args: &[&str]) -> Output {
+        let mut full = vec!["ip", "netns", "exec", &self.client_ns];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    fn speaker_mac(&self) -> String {
+        let output = run(&[
+            "ip",
+            "-n",
+            &self.speaker_ns,
+            "-o",
+            "link",
+            "show",
+            &self.speaker_if,
+        ]);
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let mut words = text.split_whitespace();
+        words.find(|word| *word == "link/ether");
+        words
+            .next()
+            .expect("the veth has an Ethernet address")
+            .to_owned()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes the veth end inside it, and its peer.
+        for ns in [&self.speaker_ns, &self.client_ns] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Every MAC address (six colon-separated hex bytes) in `text`, lowercase.
+fn macs(text: &str) -> Vec<String> {
+    text.split(|c: char| !(c.is_ascii_hexdigit() || c == ':'))
+        .filter(|word| {
+            let parts: Vec<&str> = word.split(':').collect();
+            parts.len() == 6 && parts.iter().all(|p| p.len() == 2)
+        })
+        .map(str::to_ascii_lowercase)
+        .collect()
+}
+
+/// Reply round trips in microseconds from arping's output (both the
+/// Debian `time=… usec|msec` and the iputils `…ms` forms).
+fn round_trips_us(text: &str) -> Vec<f64> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for (i, word) in words.iter().enumerate() {
+            if let Some(value) = word.strip_prefix("time=") {
+                let Ok(value) = value.parse::<f64>() else {
+                    continue;
+                };
+                match words.get(i + 1) {
+                    Some(&"usec") => out.push(value),
+                    Some(&"msec") => out.push(value * 1000.0),
+                    _ => {}
+                }
+            } else if let Some(value) = word.strip_suffix("ms")
+                && line.contains("reply from")
+                && let Ok(value) = value.parse::<f64>()
+            {
+                out.push(value * 1000.0);
+            }
+        }
+    }
+    out
+}
+
+/// Runs arping from the client: `count` requests for `ip`.
+fn arping(lab: &Lab, ip: &str, count: u32, interval: &str) -> String {
+    let help = run(&["arping", "--help"]);
+    let debian = String::from_utf8_lossy(&help.stdout).contains("Habets")
+        || String::from_utf8_lossy(&help.stderr).contains("Habets");
+    let count = count.to_string();
+    let output = if debian {
+        lab.in_client(&[
+            "arping",
+            "-c",
+            &count,
+            "-W",
+            interval,
+            "-w",
+            "20",
+            "-i",
+            &lab.client_if,
+            ip,
+        ])
+    } else {
+        lab.in_client(&[
+            "arping",
+            "-c",
+            &count,
+            "-i",
+            interval,
+            "-w",
+            "20",
+            "-I",
+            &lab.client_if,
+            ip,
+        ])
+    };
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Starts tcpdump in the client namespace and waits until it listens.
+fn tcpdump(lab: &Lab, filter: &str, count: u32) -> Child {
+    let mut child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.client_ns,
+            "tcpdump",
+            "-i",
+            &lab.client_if,
+        ])
+        .args(["-n", "-e", "-l", "-tt", "-c", &count.to_string(), filter])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tcpdump starts");
+    let stderr = child.stderr.take().expect("piped");
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        if line.is_ok_and(|line| line.contains("listening on")) {
+            break;
+        }
+    }
+    // Keep draining stderr so tcpdump never blocks on it.
+    thread::spawn(move || lines.for_each(drop));
+    child
+}
+
+/// Waits for `child` to exit, at most `timeout`; kills it after that.
+fn wait_output(mut child: Child, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("child output");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// What the test asks of the announcer thread in the speaker namespace.
+enum Request {
+    SetOwned(
+        BTreeMap<IpAddr, InterfaceSelection>,
+        mpsc::Sender<SystemTime>,
+    ),
+    Interfaces(mpsc::Sender<Vec<String>>),
+    Stop,
+}
+
+/// Runs an announcer in `ns` on its own thread and runtime: a thread that
+/// entered a namespace keeps it, and so do the threads it starts.
+fn spawn_announcer(ns: String, metrics: AnnouncerMetrics) -> mpsc::Sender<Request> {
+    let (requests, receiver) = mpsc::channel::<Request>();
+    let (started, started_rx) = mpsc::channel();
+    thread::spawn(move || {
+        let file = File::open(format!("/var/run/netns/{ns}")).expect("namespace file");
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async move {
+            let announcer = Announcer::start(AnnouncerConfig::default(), metrics)
+                .await
+                .expect("the announcer starts");
+            started.send(()).expect("test waits");
+            loop {
+                let request = tokio::task::block_in_place(|| receiver.recv());
+                match request {
+                    Ok(Request::SetOwned(owned, done)) => {
+                        let at = SystemTime::now();
+                        announcer.set_owned(owned);
+                        let _ = done.send(at);
+                    }
+                    Ok(Request::Interfaces(reply)) => {
+                        let _ = reply.send(announcer.interfaces());
+                    }
+                    Ok(Request::Stop) | Err(_) => break,
+                }
+            }
+            announcer.shutdown().await;
+        });
+    });
+    started_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the announcer started in the namespace");
+    requests
+}
+
+fn interfaces(requests: &mpsc::Sender<Request>) -> Vec<String> {
+    let (reply, rx) = mpsc::channel();
+    requests.send(Request::Interfaces(reply)).unwrap();
+    rx.recv().unwrap()
+}
+
+fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn announces_and_answers_through_real_sockets() {
+    let uid = run(&["id", "-u"]);
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        eprintln!("skipped: needs root to create network namespaces and raw sockets");
+        return;
+    }
+    for tool in ["ip", "arping"] {
+        if !have(tool) {
+            eprintln!("skipped: `{tool}` is not installed");
+            return;
+        }
+    }
+    let lab = Lab::new();
+    let mac = lab.speaker_mac();
+    let metrics = AnnouncerMetrics::default();
+    let requests = spawn_announcer(lab.speaker_ns.clone(), metrics.clone());
+    assert_eq!(interfaces(&requests), vec![lab.speaker_if.clone()]);
+    let received = || {
+        AnnouncerMetrics::get(
+            &metrics.frames_received,
+            AddressFamily::Ipv4,
+            &lab.speaker_if,
+        )
+    };
+
+    // 1. The receive path sees only ARP requests: 10,000 UDP datagrams to the
+    //    speaker's own address do not reach the socket. Neighbours are
+    //    resolved first so the burst itself causes no ARP.
+    assert!(
+        lab.in_client(&["ping", "-c", "1", "-W", "2", SPEAKER_IP])
+            .status
+            .success()
+    );
+    let before = received();
+    let burst = lab.in_client(&[
+        "bash",
+        "-c",
+        &format!("for i in $(seq 10000); do echo unrelated > /dev/udp/{SPEAKER_IP}/9; done"),
+    ]);
+    assert!(
+        burst.status.success(),
+        "{}",
+        String::from_utf8_lossy(&burst.stderr)
+    );
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        received(),
+        before,
+        "unrelated frames reached the ARP socket"
+    );
+    eprintln!(
+        "10,000 UDP datagrams: ARP socket frames received {before} -> {}",
+        received()
+    );
+
+    // 2. Owning a VIP sends gratuitous ARP at once, both forms, from our MAC.
+    let capture = have("tcpdump").then(|| tcpdump(&lab, &format!("arp and host {VIP4}"), 2));
+    let (done, done_rx) = mpsc::channel();
+    let owned = BTreeMap::from([
+        (VIP4.parse().unwrap(), InterfaceSelection::All),
+        (
+            VIP6.parse().unwrap(),
+            InterfaceSelection::Only(BTreeSet::from([lab.speaker_if.clone()])),
+        ),
+    ]);
+    requests.send(Request::SetOwned(owned, done)).unwrap();
+    let owned_at = done_rx.recv().unwrap();
+    if let Some(capture) = capture {
+        let text = wait_output(capture, Duration::from_secs(5));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "two gratuitous ARPs: {text}");
+        assert!(lines.iter().all(|line| line.contains(&mac)), "{text}");
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.contains(&format!("Request who-has {VIP4} tell {VIP4}"))),
+            "{text}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|line| line.contains(&format!("Reply {VIP4} is-at {mac}"))),
+            "{text}"
+        );
+        let first: f64 = lines[0].split_whitespace().next().unwrap().parse().unwrap();
+        let owned_at = owned_at.duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+        let delay_ms = (first - owned_at) * 1000.0;
+        eprintln!("first gratuitous ARP on the wire {delay_ms:.3} ms after set_owned");
+        assert!(delay_ms < 10.0, "first GARP after {delay_ms} ms");
+    } else {
+        eprintln!("tcpdump not installed: gratuitous ARP capture not checked");
+    }
+
+    // 3. arping: exactly our MAC answers for the VIP, three times.
+    let text = arping(&lab, VIP4, 3, "0.2");
+    let answers = macs(&text);
+    let replies: Vec<&String> = answers
+        .iter()
+        .filter(|m| **m != "ff:ff:ff:ff:ff:ff")
+        .collect();
+    assert_eq!(replies.len(), 3, "three replies: {text}");
+    assert!(
+        replies.iter().all(|m| **m == mac),
+        "only {mac} answers: {text}"
+    );
+    // Nobody answers for an IP we do not own.
+    let text = arping(&lab, NOT_OURS, 2, "0.2");
+    assert!(
+        round_trips_us(&text).is_empty() && !text.contains(&mac),
+        "{text}"
+    );
+
+    // 4. IPv6: the client resolves the VIP to our MAC through a neighbor
+    //    solicitation to its solicited-node group.
+    if have("ping") {
+        let _ = lab.in_client(&["ping", "-6", "-c", "1", "-W", "1", VIP6]);
+        let neigh = lab.in_client(&["ip", "-6", "neigh", "show", VIP6, "dev", &lab.client_if]);
+        let neigh = String::from_utf8_lossy(&neigh.stdout).into_owned();
+        assert_eq!(macs(&neigh), vec![mac.clone()], "neighbour entry: {neigh}");
+        assert!(
+            AnnouncerMetrics::get(&metrics.replies_sent, AddressFamily::Ipv6, &lab.speaker_if) >= 1
+        );
+    }
+
+    // 5. Reply latency through the real socket path, as arping sees it.
+    let text = arping(&lab, VIP4, 200, "0.005");
+    let mut times = round_trips_us(&text);
+    times.sort_by(f64::total_cmp);
+    if times.len() >= 100 {
+        eprintln!(
+            "ARP reply round trip over veth ({} replies): p50 {:.0} us, p99 {:.0} us, max {:.0} us",
+            times.len(),
+            percentile(&times, 50.0),
+            percentile(&times, 99.0),
+            times[times.len() - 1],
+        );
+    }
+
+    // 6. The interface going down closes its socket; coming back up opens
+    //    it again and re-announces.
+    must(&[
+        "ip",
+        "-n",
+        &lab.speaker_ns,
+        "link",
+        "set",
+        &lab.speaker_if,
+        "down",
+    ]);
+    wait_for("the interface to be dropped", || {
+        interfaces(&requests).is_empty()
+    });
+    let gratuitous = || {
+        AnnouncerMetrics::get(
+            &metrics.gratuitous_sent,
+            AddressFamily::Ipv4,
+            &lab.speaker_if,
+        )
+    };
+    let sent_before = gratuitous();
+    must(&[
+        "ip",
+        "-n",
+        &lab.speaker_ns,
+        "link",
+        "set",
+        &lab.speaker_if,
+        "up",
+    ]);
+    wait_for("the interface to return", || {
+        interfaces(&requests) == vec![lab.speaker_if.clone()]
+    });
+    wait_for("re-announcement", || gratuitous() >= sent_before + 2);
+
+    // 7. Released IPs are not answered.
+    let (done, done_rx) = mpsc::channel();
+    requests
+        .send(Request::SetOwned(BTreeMap::new(), done))
+        .unwrap();
+    done_rx.recv().unwrap();
+    let text = arping(&lab, VIP4, 2, "0.2");
+    assert!(!text.contains(&mac), "released VIP still answered: {text}");
+
+    requests.send(Request::Stop).unwrap();
+}

@@ -7,10 +7,10 @@
 //! to the API server or depends on Kubernetes types.
 //!
 //! Where things are decided:
-//! - [`pool`]: what a pool holds and which Services it serves;
-//! - [`free_space`]: which free address comes next;
-//! - [`sharing`]: when two Services may hold one IP;
-//! - [`assign`]: the choice of pool and addresses for one Service, and restoring;
+//! - `pool`: what a pool holds and which Services it serves;
+//! - `free_space`: which free address comes next;
+//! - `sharing`: when two Services may hold one IP;
+//! - `assign`: the choice of pool and addresses for one Service, and restoring;
 //! - this module: the bookkeeping of holders, pools, overlaps and counts.
 
 mod assign;

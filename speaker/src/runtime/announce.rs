@@ -1,0 +1,61 @@
+//! The seam between the election and the data plane: the only module that
+//! talks to the [`Announcer`].
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ferrolb_speaker::eligibility::Interfaces;
+use ferrolb_speaker::{Announcer, AnnouncerConfig, AnnouncerMetrics, InterfaceSelection};
+use prometheus_client::registry::Registry;
+
+/// The data plane, started.
+#[derive(Debug)]
+pub(crate) struct DataPlane {
+    announcer: Announcer,
+}
+
+impl DataPlane {
+    /// Opens the sockets and starts following interfaces.
+    pub(crate) async fn start(
+        max_pps: u32,
+        refresh: Option<Duration>,
+        registry: &mut Registry,
+    ) -> anyhow::Result<Self> {
+        let metrics = AnnouncerMetrics::register(registry);
+        let config = AnnouncerConfig {
+            max_pps,
+            refresh,
+            ..AnnouncerConfig::default()
+        };
+        let announcer = Announcer::start(config, metrics).await.map_err(|e| {
+            anyhow::anyhow!("cannot start the data plane (is CAP_NET_RAW granted?): {e}")
+        })?;
+        Ok(Self { announcer })
+    }
+
+    /// Announces exactly `owned` from now on.
+    pub(crate) fn set_owned(&self, owned: &BTreeMap<IpAddr, Interfaces>) {
+        let owned = owned
+            .iter()
+            .map(|(ip, interfaces)| {
+                let selection = match interfaces {
+                    Interfaces::All => InterfaceSelection::All,
+                    Interfaces::Only(names) => InterfaceSelection::Only(names.clone()),
+                };
+                (*ip, selection)
+            })
+            .collect();
+        self.announcer.set_owned(owned);
+    }
+
+    /// The interfaces announced on.
+    pub(crate) fn interfaces(&self) -> Vec<String> {
+        self.announcer.interfaces()
+    }
+
+    /// Stops announcing and answering.
+    pub(crate) async fn shutdown(self) {
+        self.announcer.shutdown().await;
+    }
+}

@@ -1,0 +1,169 @@
+//! Command-line flags, each with an environment variable, parsed once at
+//! start-up into a typed [`Cli`] that is passed down. The names and defaults
+//! match the Helm chart's speaker DaemonSet.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// FerroLB speaker: elects one node per LoadBalancer IP set and announces it
+/// on the local network with gratuitous ARP and neighbor advertisements.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "ferrolb-speaker", version, about)]
+pub(crate) struct Cli {
+    /// The node this speaker runs on (the DaemonSet passes spec.nodeName).
+    #[arg(long, env = "FERROLB_NODE_NAME")]
+    pub node_name: String,
+
+    /// The node's IP that other speakers reach the gossip port at (the
+    /// DaemonSet passes status.hostIP). Default: the Node's first InternalIP.
+    #[arg(long, env = "FERROLB_HOST_IP")]
+    pub host_ip: Option<IpAddr>,
+
+    /// Namespace holding the gossip Secret (the speaker's own).
+    #[arg(long, env = "FERROLB_NAMESPACE", default_value = "ferrolb-system")]
+    pub namespace: String,
+
+    /// Address serving /metrics, /healthz and /readyz.
+    #[arg(
+        long,
+        env = "FERROLB_METRICS_BIND_ADDRESS",
+        default_value = "0.0.0.0:7473"
+    )]
+    pub metrics_bind_address: SocketAddr,
+
+    /// UDP port of the membership protocol, the same on every node.
+    #[arg(long, env = "FERROLB_GOSSIP_PORT", default_value_t = 7946)]
+    pub gossip_port: u16,
+
+    /// Secret (in --namespace) whose `key` (32 bytes) encrypts and
+    /// authenticates gossip. Re-read every few seconds, so a rotation needs
+    /// no restart.
+    #[arg(long, env = "FERROLB_GOSSIP_SECRET", default_value = "ferrolb-gossip")]
+    pub gossip_secret: String,
+
+    /// How often a random peer is probed; lower detects failures sooner at
+    /// the cost of a few more packets.
+    #[arg(long, env = "FERROLB_GOSSIP_PROBE_PERIOD", default_value = "100ms", value_parser = humantime::parse_duration)]
+    pub gossip_probe_period: Duration,
+
+    /// How long a suspected peer has to refute before it is declared down
+    /// and its IPs move.
+    #[arg(long, env = "FERROLB_GOSSIP_SUSPECT_TIMEOUT", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub gossip_suspect_timeout: Duration,
+
+    /// kube-proxy's ConfigMap as namespace/name, read for the strictARP check.
+    #[arg(
+        long,
+        env = "FERROLB_KUBE_PROXY_CONFIG",
+        default_value = "kube-system/kube-proxy"
+    )]
+    pub kube_proxy_config: String,
+
+    /// Cap on gratuitous ARP/NA packets per second per interface, so switch
+    /// ARP policers are not tripped during a mass takeover.
+    #[arg(long, env = "FERROLB_ANNOUNCE_MAX_PPS", default_value_t = 1000)]
+    pub announce_max_pps: u32,
+
+    /// Re-announce owned IPs this often after the initial repeats; 0s turns
+    /// periodic refresh off.
+    #[arg(long, env = "FERROLB_ANNOUNCE_REFRESH", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub announce_refresh: Duration,
+
+    /// Announce from nodes labelled
+    /// node.kubernetes.io/exclude-from-external-load-balancers too.
+    #[arg(long, env = "FERROLB_IGNORE_EXCLUDE_LABEL")]
+    pub ignore_exclude_label: bool,
+
+    /// Set arp_ignore=1 and arp_announce=2 on announcing interfaces (needs
+    /// NET_ADMIN).
+    #[arg(long, env = "FERROLB_ENFORCE_STRICT_ARP")]
+    pub enforce_strict_arp: bool,
+
+    /// Announce only Services with this spec.loadBalancerClass. Without it,
+    /// only Services without a class.
+    #[arg(long, env = "FERROLB_LOAD_BALANCER_CLASS")]
+    pub load_balancer_class: Option<String>,
+
+    /// Log format. The level filter comes from FERROLB_LOG (default `info`).
+    #[arg(long, env = "FERROLB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Cli {
+    /// `--announce-refresh`, with zero meaning off.
+    pub(crate) fn refresh(&self) -> Option<Duration> {
+        Some(self.announce_refresh).filter(|d| !d.is_zero())
+    }
+
+    /// `--kube-proxy-config` split into namespace and name.
+    pub(crate) fn kube_proxy_config(&self) -> Option<(&str, &str)> {
+        self.kube_proxy_config
+            .split_once('/')
+            .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn every_flag_has_help_and_an_env_var() {
+        Cli::command().debug_assert();
+        for arg in Cli::command().get_arguments() {
+            if matches!(arg.get_id().as_str(), "help" | "version") {
+                continue;
+            }
+            assert!(arg.get_help().is_some(), "{} has no help", arg.get_id());
+            assert!(arg.get_env().is_some(), "{} has no env var", arg.get_id());
+        }
+    }
+
+    #[test]
+    fn the_charts_arguments_parse() {
+        let cli = Cli::try_parse_from([
+            "ferrolb-speaker",
+            "--node-name=node-1",
+            "--metrics-bind-address=0.0.0.0:7473",
+            "--gossip-port=7946",
+            "--gossip-secret=ferrolb-gossip",
+            "--kube-proxy-config=kube-system/kube-proxy",
+            "--announce-max-pps=1000",
+            "--announce-refresh=0s",
+            "--log-format=json",
+            "--ignore-exclude-label",
+            "--enforce-strict-arp",
+            "--load-balancer-class=ferrolb.io/l2",
+        ])
+        .unwrap();
+        assert_eq!(cli.node_name, "node-1");
+        assert_eq!(cli.refresh(), None);
+        assert_eq!(cli.kube_proxy_config(), Some(("kube-system", "kube-proxy")));
+        assert!(cli.ignore_exclude_label && cli.enforce_strict_arp);
+        assert_eq!(cli.log_format, LogFormat::Json);
+        let cli =
+            Cli::try_parse_from(["ferrolb-speaker", "--node-name=n", "--announce-refresh=30s"])
+                .unwrap();
+        assert_eq!(cli.refresh(), Some(Duration::from_secs(30)));
+        assert_eq!(cli.namespace, "ferrolb-system");
+        assert_eq!(cli.gossip_probe_period, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn node_name_is_required() {
+        assert!(Cli::try_parse_from(["ferrolb-speaker"]).is_err());
+    }
+}

@@ -1,0 +1,269 @@
+//! Kubernetes objects turned into the plain data eligibility reads.
+//!
+//! Pure functions from the watch caches' contents to [`Cluster`]: which
+//! Services are ours, their IPs and pool, which endpoints count as ready,
+//! whether a node's network is unavailable.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ferrolb_crds::annotations::{IP_ALLOCATED_FROM_POOL, spellings};
+use ferrolb_crds::{IPAddressPool, L2Advertisement};
+use ferrolb_speaker::eligibility::{
+    AdvertisementView, Cluster, NodeView, ServiceId, ServiceView, TrafficPolicy,
+};
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+/// The label that ties an EndpointSlice to its Service.
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Whether `service` is a LoadBalancer this speaker handles: no class, or
+/// the class it was told to handle.
+pub(crate) fn is_ours(service: &Service, class: Option<&str>) -> bool {
+    let Some(spec) = &service.spec else {
+        return false;
+    };
+    spec.type_.as_deref() == Some("LoadBalancer") && spec.load_balancer_class.as_deref() == class
+}
+
+/// The IPs in a Service's `status.loadBalancer.ingress`.
+pub(crate) fn service_ips(service: &Service) -> Vec<IpAddr> {
+    service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|ingress| ingress.ip.as_deref())
+        .filter_map(|ip| ip.parse().ok())
+        .collect()
+}
+
+fn service_id(service: &Service) -> ServiceId {
+    ServiceId::new(
+        service.metadata.namespace.clone().unwrap_or_default(),
+        service.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Ready or serving endpoints per Service: whether any, and on which nodes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Ready {
+    any: bool,
+    nodes: BTreeSet<String>,
+}
+
+/// Indexes EndpointSlices by Service. An endpoint counts when it is ready
+/// (an absent condition means ready, as the API defines) or still serving
+/// while terminating, so a rolling update does not withdraw the IP.
+pub(crate) fn ready_endpoints<'a>(
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+) -> BTreeMap<ServiceId, Ready> {
+    let mut out: BTreeMap<ServiceId, Ready> = BTreeMap::new();
+    for slice in slices {
+        let Some(service) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        else {
+            continue;
+        };
+        let id = ServiceId::new(
+            slice.metadata.namespace.clone().unwrap_or_default(),
+            service.clone(),
+        );
+        let entry = out.entry(id).or_default();
+        for endpoint in &slice.endpoints {
+            let conditions = endpoint.conditions.as_ref();
+            let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
+            let serving = conditions.and_then(|c| c.serving).unwrap_or(false);
+            if ready || serving {
+                entry.any = true;
+                if let Some(node) = &endpoint.node_name {
+                    entry.nodes.insert(node.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn pool_annotation(service: &Service) -> Option<String> {
+    let annotations = service.metadata.annotations.as_ref()?;
+    spellings(IP_ALLOCATED_FROM_POOL)
+        .iter()
+        .find_map(|key| annotations.get(key))
+        .cloned()
+}
+
+/// The view of one of our Services.
+pub(crate) fn service_view(service: &Service, ready: &BTreeMap<ServiceId, Ready>) -> ServiceView {
+    let id = service_id(service);
+    let endpoints = ready.get(&id).cloned().unwrap_or_default();
+    let local = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.external_traffic_policy.as_deref())
+        == Some("Local");
+    ServiceView {
+        ips: service_ips(service),
+        pool: pool_annotation(service),
+        labels: service.metadata.labels.clone().unwrap_or_default(),
+        traffic_policy: if local {
+            TrafficPolicy::Local
+        } else {
+            TrafficPolicy::Cluster
+        },
+        has_ready_endpoints: endpoints.any,
+        endpoint_nodes: endpoints.nodes,
+        id,
+    }
+}
+
+/// The view of a Node.
+pub(crate) fn node_view(node: &Node) -> NodeView {
+    let network_unavailable = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "NetworkUnavailable" && c.status == "True");
+    NodeView {
+        labels: node.metadata.labels.clone().unwrap_or_default(),
+        network_unavailable,
+    }
+}
+
+/// The view of an L2Advertisement.
+pub(crate) fn advertisement_view(ad: &L2Advertisement) -> AdvertisementView {
+    let selectors = |list: &[ferrolb_crds::Selector]| list.iter().map(|s| s.0.clone()).collect();
+    AdvertisementView {
+        name: ad.metadata.name.clone().unwrap_or_default(),
+        pools: ad
+            .spec
+            .ip_address_pools
+            .iter()
+            .map(|p| p.0.clone())
+            .collect(),
+        pool_selectors: selectors(&ad.spec.ip_address_pool_selectors),
+        node_selectors: selectors(&ad.spec.node_selectors),
+        service_selectors: selectors(&ad.spec.service_selectors),
+        interfaces: ad.spec.interfaces.iter().map(|i| i.0.clone()).collect(),
+    }
+}
+
+/// Everything eligibility needs, from the caches' contents.
+pub(crate) fn cluster<'a>(
+    services: impl IntoIterator<Item = &'a Service>,
+    slices: impl IntoIterator<Item = &'a EndpointSlice>,
+    nodes: impl IntoIterator<Item = &'a Node>,
+    pools: impl IntoIterator<Item = &'a IPAddressPool>,
+    advertisements: impl IntoIterator<Item = &'a L2Advertisement>,
+    class: Option<&str>,
+) -> Cluster {
+    let ready = ready_endpoints(slices);
+    Cluster {
+        services: services
+            .into_iter()
+            .filter(|s| is_ours(s, class))
+            .map(|s| service_view(s, &ready))
+            .filter(|s| !s.ips.is_empty())
+            .collect(),
+        nodes: nodes
+            .into_iter()
+            .filter_map(|n| Some((n.metadata.name.clone()?, node_view(n))))
+            .collect(),
+        pools: pools
+            .into_iter()
+            .filter_map(|p| {
+                Some((
+                    p.metadata.name.clone()?,
+                    p.metadata.labels.clone().unwrap_or_default(),
+                ))
+            })
+            .collect(),
+        advertisements: advertisements.into_iter().map(advertisement_view).collect(),
+    }
+}
+
+/// A Node's first InternalIP.
+pub(crate) fn internal_ip(node: &Node) -> Option<IpAddr> {
+    node.status
+        .as_ref()?
+        .addresses
+        .as_ref()?
+        .iter()
+        .filter(|a| a.type_ == "InternalIP")
+        .find_map(|a| a.address.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn from<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> T {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn services_ips_pool_and_class() {
+        let svc: Service = from(json!({
+            "metadata": {"namespace": "default", "name": "web",
+                "annotations": {"metallb.io/ip-allocated-from-pool": "lan"}},
+            "spec": {"type": "LoadBalancer", "externalTrafficPolicy": "Local"},
+            "status": {"loadBalancer": {"ingress": [{"ip": "198.18.0.200"}, {"hostname": "x"}]}}
+        }));
+        assert!(is_ours(&svc, None));
+        assert!(!is_ours(&svc, Some("ferrolb.io/l2")));
+        let view = service_view(&svc, &BTreeMap::new());
+        assert_eq!(view.ips, ["198.18.0.200".parse::<IpAddr>().unwrap()]);
+        assert_eq!(view.pool.as_deref(), Some("lan"));
+        assert_eq!(view.traffic_policy, TrafficPolicy::Local);
+        assert!(!view.has_ready_endpoints);
+        let cluster_ip: Service =
+            from(json!({"metadata": {"name": "x"}, "spec": {"type": "ClusterIP"}}));
+        assert!(!is_ours(&cluster_ip, None));
+    }
+
+    #[test]
+    fn endpoint_readiness() {
+        let slice: EndpointSlice = from(json!({
+            "metadata": {"namespace": "default", "name": "web-abc",
+                "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": [
+                {"addresses": ["10.0.0.1"], "nodeName": "node-1", "conditions": {"ready": false}},
+                {"addresses": ["10.0.0.2"], "nodeName": "node-2", "conditions": {}},
+                {"addresses": ["10.0.0.3"], "nodeName": "node-3",
+                    "conditions": {"ready": false, "serving": true, "terminating": true}}
+            ]
+        }));
+        let ready = ready_endpoints([&slice]);
+        let web = &ready[&ServiceId::new("default", "web")];
+        assert!(web.any);
+        assert_eq!(
+            web.nodes.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["node-2", "node-3"]
+        );
+    }
+
+    #[test]
+    fn node_conditions_and_address() {
+        let node: Node = from(json!({
+            "metadata": {"name": "node-1"},
+            "status": {
+                "conditions": [{"type": "NetworkUnavailable", "status": "True"}],
+                "addresses": [{"type": "Hostname", "address": "node-1"},
+                              {"type": "InternalIP", "address": "198.18.0.11"}]
+            }
+        }));
+        assert!(node_view(&node).network_unavailable);
+        assert_eq!(internal_ip(&node), Some("198.18.0.11".parse().unwrap()));
+    }
+}

@@ -1,0 +1,139 @@
+//! The speaker's own metrics and the HTTP endpoint serving them with the
+//! health probes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Labels naming the API resource a failed call was about.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ApiLabels {
+    /// e.g. `services`, `servicel2statuses`.
+    pub resource: String,
+}
+
+/// Labels naming this node.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct NodeLabels {
+    /// The node.
+    pub node: String,
+}
+
+/// Metrics of the election and API side of the speaker.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SpeakerMetrics {
+    /// IPs this node announces.
+    pub announced: Gauge,
+    /// Times this node gained or lost an election unit.
+    pub ownership_changes: Counter,
+    /// Failed API calls, by resource.
+    pub api_errors: Family<ApiLabels, Counter>,
+    /// 1 when the node's ARP settings are safe, 0 when not.
+    pub strict_arp_ok: Family<NodeLabels, Gauge>,
+}
+
+impl SpeakerMetrics {
+    /// Registers the metrics.
+    pub(crate) fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "ferrolb_speaker_announced_ips",
+            "IPs this node announces",
+            m.announced.clone(),
+        );
+        registry.register(
+            "ferrolb_speaker_ownership_changes",
+            "Election units this node took over or released",
+            m.ownership_changes.clone(),
+        );
+        registry.register(
+            "ferrolb_speaker_api_errors",
+            "Failed Kubernetes API calls, by resource",
+            m.api_errors.clone(),
+        );
+        registry.register(
+            "ferrolb_speaker_strict_arp_ok",
+            "1 when the node's ARP settings are safe for layer-2 announcements",
+            m.strict_arp_ok.clone(),
+        );
+        m
+    }
+
+    /// Counts a failed call about `resource`.
+    pub(crate) fn api_error(&self, resource: &str) {
+        self.api_errors
+            .get_or_create(&ApiLabels {
+                resource: resource.to_owned(),
+            })
+            .inc();
+    }
+}
+
+#[derive(Clone)]
+struct Shared {
+    registry: Arc<Registry>,
+    ready: Arc<AtomicBool>,
+}
+
+/// Serves /metrics, /healthz and /readyz on `addr` until the process ends.
+pub(crate) async fn serve(
+    addr: SocketAddr,
+    registry: Registry,
+    ready: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let shared = Shared {
+        registry: Arc::new(registry),
+        ready,
+    };
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .with_state(shared);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e}"))?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
+    let mut body = String::new();
+    match prometheus_client::encoding::text::encode(&mut body, &shared.registry) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            body,
+        ),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain")],
+            String::from("encoding failed"),
+        ),
+    }
+}
+
+async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
+    if shared.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "caches syncing or membership joining",
+        )
+    }
+}

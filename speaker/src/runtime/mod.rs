@@ -1,0 +1,519 @@
+//! The speaker process: watches in, decisions through the pure core, packets
+//! and status out.
+//!
+//! ```text
+//! API watches ──► caches ──┐                      ┌──► data plane (set_owned)
+//!                          ├─► eligibility::plan ─┤
+//! membership (live set) ───┘                      └──► status writer (API)
+//! ```
+//!
+//! Any cache change triggers a recomputation after a few milliseconds (to
+//! coalesce bursts); a membership change triggers one at once, since that is
+//! the failover path. The caches keep their last contents while the API
+//! server is unreachable, so the speaker keeps announcing what it owned.
+
+pub(crate) mod announce;
+pub(crate) mod cli;
+pub(crate) mod inputs;
+pub(crate) mod metrics;
+pub(crate) mod report;
+pub(crate) mod status;
+pub(crate) mod strict_arp;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ferrolb_crds::{IPAddressPool, L2Advertisement, SpeakerStatus, SpeakerStatusStatus};
+use ferrolb_speaker::election::NodeName;
+use ferrolb_speaker::eligibility::{self, Interfaces, Policy, ServiceId};
+use ferrolb_speaker::membership::{GossipKey, Membership, MembershipConfig, MembershipMetrics};
+use ferrolb_speaker::strictarp::{Level, Verdict};
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Api, Client, Resource, ResourceExt as _};
+use prometheus_client::registry::Registry;
+use serde::de::DeserializeOwned;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Notify;
+
+use self::announce::DataPlane;
+use self::cli::Cli;
+use self::metrics::SpeakerMetrics;
+use self::report::{Reporter, ServiceMeta};
+use self::status::{ServiceEvent, ServiceReport, Write, Writer};
+
+/// Coalesces bursts of API changes (a rollout touches many EndpointSlices).
+const DEBOUNCE: Duration = Duration::from_millis(5);
+/// How long a new speaker waits for peers before its first election, so it
+/// does not briefly claim every IP while it is alone.
+const JOIN_WINDOW: Duration = Duration::from_secs(2);
+/// Time given to the leave message and the successors' takeover before this
+/// speaker stops answering.
+const LEAVE_LINGER: Duration = Duration::from_millis(250);
+/// How often the gossip Secret is re-read for a rotated key.
+const KEY_POLL: Duration = Duration::from_secs(10);
+
+/// Runs the speaker until SIGTERM or SIGINT.
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::try_default()
+        .await
+        .context("cannot configure the Kubernetes client")?;
+    let mut registry = Registry::default();
+    let metrics = SpeakerMetrics::register(&mut registry);
+    let membership_metrics = MembershipMetrics::register(&mut registry);
+    let data_plane = DataPlane::start(cli.announce_max_pps, cli.refresh(), &mut registry).await?;
+    let ready = Arc::new(AtomicBool::new(false));
+    {
+        let ready = Arc::clone(&ready);
+        let addr = cli.metrics_bind_address;
+        tokio::spawn(async move {
+            if let Err(error) = metrics::serve(addr, registry, ready).await {
+                tracing::error!(%error, "metrics endpoint stopped");
+            }
+        });
+    }
+
+    let changed = Arc::new(Notify::new());
+    let caches = Caches {
+        services: cache(Api::all(client.clone()), &changed, &metrics, "services"),
+        slices: cache(
+            Api::all(client.clone()),
+            &changed,
+            &metrics,
+            "endpointslices",
+        ),
+        nodes: cache(Api::all(client.clone()), &changed, &metrics, "nodes"),
+        pools: cache(
+            Api::all(client.clone()),
+            &changed,
+            &metrics,
+            "ipaddresspools",
+        ),
+        advertisements: cache(
+            Api::all(client.clone()),
+            &changed,
+            &metrics,
+            "l2advertisements",
+        ),
+        speakers: cache(
+            Api::all(client.clone()),
+            &changed,
+            &metrics,
+            "speakerstatuses",
+        ),
+    };
+    caches.wait_until_ready().await?;
+    tracing::info!("caches synced");
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &cli.namespace);
+    let key = loop {
+        match read_key(&secrets, &cli.gossip_secret).await {
+            Ok(key) => break key,
+            Err(error) => {
+                metrics.api_error("secrets");
+                tracing::warn!(%error, "waiting for the gossip key");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    };
+    let host_ip = match cli.host_ip {
+        Some(ip) => ip,
+        None => caches.node_ip(&cli.node_name).with_context(|| {
+            format!(
+                "--host-ip not set and Node {} has no InternalIP",
+                cli.node_name
+            )
+        })?,
+    };
+    let advertise = SocketAddr::new(host_ip, cli.gossip_port);
+    let bind = SocketAddr::new(
+        if host_ip.is_ipv4() {
+            IpAddr::from([0u8; 4])
+        } else {
+            IpAddr::from([0u16; 8])
+        },
+        cli.gossip_port,
+    );
+    let mut config = MembershipConfig::lan(cli.node_name.as_str(), bind, advertise);
+    config.probe_period = cli.gossip_probe_period;
+    config.probe_rtt = (cli.gossip_probe_period * 2 / 5).max(Duration::from_millis(1));
+    config.suspect_timeout = cli.gossip_suspect_timeout;
+    let membership = Membership::start(config, key, membership_metrics).await?;
+    let mut live = membership.live();
+    let mut seeds = caches.seeds(&cli.node_name, cli.gossip_port);
+    membership.seed(seeds.iter().copied().collect());
+    tracing::info!(%advertise, seeds = seeds.len(), "membership started");
+
+    // Wait for the peers that announced themselves in the API, at most JOIN_WINDOW.
+    let expected = caches.known_speakers(&cli.node_name);
+    let join = tokio::time::timeout(JOIN_WINDOW, async {
+        while live.borrow_and_update().len() <= expected {
+            if live.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+    if join.await.is_err() {
+        tracing::info!(
+            expected,
+            seen = live.borrow().len() - 1,
+            "join window over; electing with the peers seen"
+        );
+    }
+
+    let mut election = Election {
+        me: NodeName::new(cli.node_name.as_str()),
+        policy: Policy {
+            ignore_exclude_label: cli.ignore_exclude_label,
+        },
+        class: cli.load_balancer_class.clone(),
+        owned: BTreeMap::new(),
+        reporter: Reporter::new(NodeName::new(cli.node_name.as_str())),
+        writer: status::spawn(client.clone(), cli.node_name.clone(), metrics.clone()),
+        metrics: metrics.clone(),
+        gossip_address: advertise.to_string(),
+        last_speaker_status: None,
+        started: Time(Timestamp::now()),
+        strict_arp: None,
+    };
+    let kube_proxy = cli.kube_proxy_config().map(|(ns, name)| {
+        (
+            Api::<ConfigMap>::namespaced(client.clone(), ns),
+            name.to_owned(),
+        )
+    });
+    if kube_proxy.is_none() {
+        tracing::warn!(flag = %cli.kube_proxy_config, "--kube-proxy-config is not namespace/name; strictARP is not checked");
+    }
+    ready.store(true, Ordering::Relaxed);
+
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut key_poll = tokio::time::interval(KEY_POLL);
+    loop {
+        let live_now = live.borrow_and_update().clone();
+        election.recompute(&caches, &live_now, &data_plane);
+        let new_seeds = caches.seeds(&cli.node_name, cli.gossip_port);
+        if new_seeds != seeds {
+            seeds = new_seeds;
+            membership.seed(seeds.iter().copied().collect());
+        }
+        tokio::select! {
+            () = changed.notified() => tokio::time::sleep(DEBOUNCE).await,
+            result = live.changed() => {
+                if result.is_err() {
+                    anyhow::bail!("the membership stopped");
+                }
+            }
+            _ = key_poll.tick() => {
+                match read_key(&secrets, &cli.gossip_secret).await {
+                    Ok(key) => membership.rotate_key(key),
+                    Err(error) => {
+                        metrics.api_error("secrets");
+                        tracing::debug!(%error, "gossip key not re-read");
+                    }
+                }
+                if let Some((config_maps, name)) = &kube_proxy {
+                    let verdict = strict_arp::check(config_maps, name, &data_plane.interfaces()).await;
+                    let node = caches.node_ref(&cli.node_name);
+                    election.set_strict_arp(verdict, node);
+                }
+            }
+            _ = sigterm.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+
+    tracing::info!("leaving: telling peers, then releasing the IPs");
+    ready.store(false, Ordering::Relaxed);
+    membership.leave(LEAVE_LINGER).await;
+    data_plane.shutdown().await;
+    Ok(())
+}
+
+async fn read_key(secrets: &Api<Secret>, name: &str) -> anyhow::Result<GossipKey> {
+    let secret = secrets
+        .get(name)
+        .await
+        .with_context(|| format!("cannot read Secret {name}"))?;
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("key"))
+        .with_context(|| format!("Secret {name} has no `key`"))?;
+    Ok(GossipKey::new(&bytes.0)?)
+}
+
+/// Starts a watch feeding a cache; every change wakes the election loop.
+/// Errors are counted and retried with backoff; the cache keeps its
+/// contents meanwhile.
+fn cache<K>(
+    api: Api<K>,
+    changed: &Arc<Notify>,
+    metrics: &SpeakerMetrics,
+    resource: &'static str,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer);
+    let changed = Arc::clone(changed);
+    let metrics = metrics.clone();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => changed.notify_one(),
+                Err(error) => {
+                    metrics.api_error(resource);
+                    tracing::warn!(%error, resource, "watch failed; announcing from the last known state");
+                }
+            }
+        }
+    });
+    reader
+}
+
+struct Caches {
+    services: Store<Service>,
+    slices: Store<EndpointSlice>,
+    nodes: Store<Node>,
+    pools: Store<IPAddressPool>,
+    advertisements: Store<L2Advertisement>,
+    speakers: Store<SpeakerStatus>,
+}
+
+impl Caches {
+    async fn wait_until_ready(&self) -> anyhow::Result<()> {
+        let stopped = |_| anyhow::anyhow!("a watch stopped before syncing");
+        self.services.wait_until_ready().await.map_err(stopped)?;
+        self.slices.wait_until_ready().await.map_err(stopped)?;
+        self.nodes.wait_until_ready().await.map_err(stopped)?;
+        self.pools.wait_until_ready().await.map_err(stopped)?;
+        self.advertisements
+            .wait_until_ready()
+            .await
+            .map_err(stopped)?;
+        self.speakers.wait_until_ready().await.map_err(stopped)?;
+        Ok(())
+    }
+
+    fn node_ref(&self, node: &str) -> Option<ObjectReference> {
+        self.nodes
+            .state()
+            .iter()
+            .find(|n| n.name_any() == node)
+            .map(|n| n.object_ref(&()))
+    }
+
+    fn node_ip(&self, node: &str) -> Option<IpAddr> {
+        self.nodes
+            .state()
+            .iter()
+            .find(|n| n.name_any() == node)
+            .and_then(|n| inputs::internal_ip(n))
+    }
+
+    /// Where to look for peers: their published gossip addresses and every
+    /// other node's InternalIP at the gossip port.
+    fn seeds(&self, me: &str, port: u16) -> BTreeSet<SocketAddr> {
+        let published = self
+            .speakers
+            .state()
+            .iter()
+            .filter(|s| s.name_any() != me)
+            .filter_map(|s| s.status.as_ref()?.gossip_address.as_deref()?.parse().ok())
+            .collect::<Vec<SocketAddr>>();
+        let nodes = self
+            .nodes
+            .state()
+            .iter()
+            .filter(|n| n.name_any() != me)
+            .filter_map(|n| inputs::internal_ip(n))
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect::<Vec<_>>();
+        published.into_iter().chain(nodes).collect()
+    }
+
+    /// Other speakers that published a gossip address and whose node exists.
+    fn known_speakers(&self, me: &str) -> usize {
+        let nodes: BTreeSet<String> = self.nodes.state().iter().map(|n| n.name_any()).collect();
+        self.speakers
+            .state()
+            .iter()
+            .filter(|s| s.name_any() != me && nodes.contains(&s.name_any()))
+            .filter(|s| {
+                s.status
+                    .as_ref()
+                    .and_then(|st| st.gossip_address.as_ref())
+                    .is_some()
+            })
+            .count()
+    }
+}
+
+struct Election {
+    me: NodeName,
+    policy: Policy,
+    class: Option<String>,
+    owned: BTreeMap<IpAddr, Interfaces>,
+    reporter: Reporter,
+    writer: Writer,
+    metrics: SpeakerMetrics,
+    gossip_address: String,
+    last_speaker_status: Option<SpeakerStatusStatus>,
+    started: Time,
+    strict_arp: Option<Verdict>,
+}
+
+impl Election {
+    /// Records a strictARP result: metric, log line and Warning Event when it
+    /// changes; the SpeakerStatus condition follows on the next recompute.
+    fn set_strict_arp(&mut self, verdict: Verdict, node: Option<ObjectReference>) {
+        if self.strict_arp.as_ref() == Some(&verdict) {
+            return;
+        }
+        let labels = metrics::NodeLabels {
+            node: self.me.to_string(),
+        };
+        match verdict.metric_value() {
+            Some(v) => {
+                self.metrics.strict_arp_ok.get_or_create(&labels).set(v);
+            }
+            None => {
+                self.metrics.strict_arp_ok.remove(&labels);
+            }
+        }
+        if verdict.level == Level::Ok {
+            tracing::info!(reason = verdict.reason, message = %verdict.message, "strictARP check passed");
+        } else {
+            tracing::warn!(reason = verdict.reason, message = %verdict.message, "strictARP check failed: several nodes may answer ARP for Service IPs");
+            if let Some(node) = node {
+                self.writer.send(Write::Event(ServiceEvent {
+                    regarding: node,
+                    warning: true,
+                    reason: "StrictARP".to_owned(),
+                    note: verdict.message.clone(),
+                }));
+            }
+        }
+        self.strict_arp = Some(verdict);
+    }
+
+    fn recompute(&mut self, caches: &Caches, live: &BTreeSet<NodeName>, data_plane: &DataPlane) {
+        let services = caches.services.state();
+        let slices = caches.slices.state();
+        let nodes = caches.nodes.state();
+        let pools = caches.pools.state();
+        let ads = caches.advertisements.state();
+        let cluster = inputs::cluster(
+            services.iter().map(|s| &**s),
+            slices.iter().map(|s| &**s),
+            nodes.iter().map(|n| &**n),
+            pools.iter().map(|p| &**p),
+            ads.iter().map(|a| &**a),
+            self.class.as_deref(),
+        );
+        let plan = eligibility::plan(&cluster, live, self.policy);
+        let owned = plan.owned_by(&self.me);
+        if owned != self.owned {
+            let gained = owned
+                .keys()
+                .filter(|ip| !self.owned.contains_key(ip))
+                .count();
+            let lost = self
+                .owned
+                .keys()
+                .filter(|ip| !owned.contains_key(ip))
+                .count();
+            tracing::info!(gained, lost, announcing = owned.len(), "ownership changed");
+            data_plane.set_owned(&owned);
+            self.metrics
+                .ownership_changes
+                .inc_by(u64::try_from(gained + lost).unwrap_or(u64::MAX));
+            self.metrics
+                .announced
+                .set(i64::try_from(owned.len()).unwrap_or(i64::MAX));
+            self.owned = owned;
+        }
+
+        let mut meta = BTreeMap::new();
+        let mut refs = BTreeMap::new();
+        for service in services.iter() {
+            let view_ips = inputs::service_ips(service);
+            if view_ips.is_empty() || !inputs::is_ours(service, self.class.as_deref()) {
+                continue;
+            }
+            let id = ServiceId::new(service.namespace().unwrap_or_default(), service.name_any());
+            meta.insert(
+                id.clone(),
+                ServiceMeta {
+                    uid: service.uid().unwrap_or_default(),
+                    ips: view_ips.iter().map(ToString::to_string).collect(),
+                },
+            );
+            refs.insert(id, service.object_ref(&()));
+        }
+        let interfaces = data_plane.interfaces();
+        let writes = self
+            .reporter
+            .update(&plan, live, &meta, &interfaces, Time(Timestamp::now()));
+        for (id, uid, status) in writes.statuses {
+            self.writer
+                .send(Write::Service(id, ServiceReport { uid, status }));
+        }
+        for notice in writes.notices {
+            if let Some(reference) = refs.get(&notice.service) {
+                self.writer.send(Write::Event(ServiceEvent {
+                    regarding: reference.clone(),
+                    warning: notice.warning,
+                    reason: notice.reason.to_owned(),
+                    note: notice.note,
+                }));
+            }
+        }
+
+        let status = SpeakerStatusStatus {
+            peers: live.iter().map(ToString::to_string).collect(),
+            peer_count: u32::try_from(live.len()).unwrap_or(u32::MAX),
+            gossip_address: Some(self.gossip_address.clone()),
+            interfaces,
+            announcing: u32::try_from(self.owned.len()).unwrap_or(u32::MAX),
+            version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            conditions: vec![Condition {
+                type_: ferrolb_crds::conditions::READY.to_owned(),
+                status: "True".to_owned(),
+                reason: "Running".to_owned(),
+                message: "caches synced and membership joined".to_owned(),
+                last_transition_time: self.started.clone(),
+                observed_generation: None,
+            }]
+            .into_iter()
+            .chain(self.strict_arp.as_ref().map(|v| Condition {
+                type_: ferrolb_crds::conditions::STRICT_ARP.to_owned(),
+                status: v.condition_status().to_owned(),
+                reason: v.reason.to_owned(),
+                message: v.message.clone(),
+                last_transition_time: self.started.clone(),
+                observed_generation: None,
+            }))
+            .collect(),
+        };
+        if self.last_speaker_status.as_ref() != Some(&status) {
+            self.writer.send(Write::Speaker(status.clone()));
+            self.last_speaker_status = Some(status);
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! Writes to the API: ServiceL2Status, this speaker's SpeakerStatus and
+//! Events, from one task that never blocks the election.
+//!
+//! The election loop hands over what the API should say; this task writes
+//! it with server-side apply and retries with backoff when the API server is
+//! unreachable. Only the latest wish per object is kept, so an outage costs
+//! one write per object afterwards, not a backlog. Nothing here can delay or
+//! undo an announcement.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ferrolb_crds::{ServiceL2StatusStatus, SpeakerStatusStatus};
+use ferrolb_speaker::eligibility::ServiceId;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, ResourceExt as _};
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::metrics::SpeakerMetrics;
+
+/// Field manager of every speaker: one name, so a new owner's apply replaces
+/// all fields the previous owner set (a stale `reason` or `node` disappears).
+const MANAGER: &str = "ferrolb-speaker";
+const API_VERSION: &str = "ferrolb.io/v1beta1";
+
+/// What the API should say about one Service.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ServiceReport {
+    /// The Service's UID, for the owner reference.
+    pub uid: String,
+    /// The status to apply.
+    pub status: ServiceL2StatusStatus,
+}
+
+/// An Event on a Service (or, for strictARP, on the Node).
+#[derive(Debug, Clone)]
+pub(crate) struct ServiceEvent {
+    /// The object the Event is about.
+    pub regarding: ObjectReference,
+    /// Normal or Warning.
+    pub warning: bool,
+    /// `Announced`, `AnnounceFailed`, ...
+    pub reason: String,
+    /// The sentence shown by `kubectl describe`.
+    pub note: String,
+}
+
+/// A request to the writer.
+#[derive(Debug)]
+pub(crate) enum Write {
+    /// Apply a ServiceL2Status.
+    Service(ServiceId, ServiceReport),
+    /// Apply this speaker's SpeakerStatus.
+    Speaker(SpeakerStatusStatus),
+    /// Publish an Event.
+    Event(ServiceEvent),
+}
+
+/// The sending side, cheap to clone.
+#[derive(Debug, Clone)]
+pub(crate) struct Writer {
+    tx: mpsc::UnboundedSender<Write>,
+}
+
+impl Writer {
+    /// Queues a write; never blocks.
+    pub(crate) fn send(&self, write: Write) {
+        let _ = self.tx.send(write);
+    }
+}
+
+/// Starts the writer task for node `node`.
+pub(crate) fn spawn(client: Client, node: String, metrics: SpeakerMetrics) -> Writer {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(run(client, node, metrics, rx));
+    Writer { tx }
+}
+
+async fn run(
+    client: Client,
+    node: String,
+    metrics: SpeakerMetrics,
+    mut rx: mpsc::UnboundedReceiver<Write>,
+) {
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: MANAGER.to_owned(),
+            instance: Some(node.clone()),
+        },
+    );
+    let mut services: BTreeMap<ServiceId, ServiceReport> = BTreeMap::new();
+    let mut speaker: Option<SpeakerStatusStatus> = None;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        // Wait for work, then take everything queued meanwhile.
+        let first = if services.is_empty() && speaker.is_none() {
+            match rx.recv().await {
+                Some(w) => Some(w),
+                None => return,
+            }
+        } else {
+            None
+        };
+        let mut events = Vec::new();
+        for write in first
+            .into_iter()
+            .chain(std::iter::from_fn(|| rx.try_recv().ok()))
+        {
+            match write {
+                Write::Service(id, report) => {
+                    services.insert(id, report);
+                }
+                Write::Speaker(status) => speaker = Some(status),
+                Write::Event(event) => events.push(event),
+            }
+        }
+        for event in events {
+            publish(&recorder, event, &metrics).await;
+        }
+        let mut failed = false;
+        if let Some(status) = speaker.take()
+            && let Err(error) = apply_speaker(&client, &node, &status).await
+        {
+            tracing::warn!(%error, "cannot write SpeakerStatus; will retry");
+            metrics.api_error("speakerstatuses");
+            speaker = Some(status);
+            failed = true;
+        }
+        let pending: Vec<ServiceId> = services.keys().cloned().collect();
+        for id in pending {
+            let Some(report) = services.get(&id) else {
+                continue;
+            };
+            match apply_service(&client, &id, report).await {
+                Ok(()) => {
+                    services.remove(&id);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, service = %id, "cannot write ServiceL2Status; will retry");
+                    metrics.api_error("servicel2statuses");
+                    failed = true;
+                    // The Service may be gone; its status object goes with it.
+                    if matches!(&error, kube::Error::Api(s) if s.code == 404 || s.code == 409) {
+                        services.remove(&id);
+                    }
+                }
+            }
+        }
+        if failed {
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        } else {
+            backoff = Duration::from_millis(200);
+        }
+    }
+}
+
+async fn publish(recorder: &Recorder, event: ServiceEvent, metrics: &SpeakerMetrics) {
+    let ev = Event {
+        type_: if event.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: event.reason,
+        note: Some(event.note),
+        action: "Announce".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = recorder.publish(&ev, &event.regarding).await {
+        tracing::debug!(%error, "cannot publish an Event");
+        metrics.api_error("events");
+    }
+}
+
+async fn apply_service(
+    client: &Client,
+    id: &ServiceId,
+    report: &ServiceReport,
+) -> Result<(), kube::Error> {
+    let api: Api<ferrolb_crds::ServiceL2Status> = Api::namespaced(client.clone(), &id.namespace);
+    let params = PatchParams::apply(MANAGER).force();
+    let object = json!({
+        "apiVersion": API_VERSION,
+        "kind": "ServiceL2Status",
+        "metadata": {
+            "name": id.name,
+            "namespace": id.namespace,
+            // Owned by the Service: garbage-collected with it.
+            "ownerReferences": [{
+                "apiVersion": "v1",
+                "kind": "Service",
+                "name": id.name,
+                "uid": report.uid,
+            }],
+        },
+        "spec": {"serviceName": id.name},
+    });
+    api.patch(&id.name, &params, &Patch::Apply(&object)).await?;
+    let status = json!({
+        "apiVersion": API_VERSION,
+        "kind": "ServiceL2Status",
+        "metadata": {"name": id.name, "namespace": id.namespace},
+        "status": report.status,
+    });
+    api.patch_status(&id.name, &params, &Patch::Apply(&status))
+        .await?;
+    Ok(())
+}
+
+async fn apply_speaker(
+    client: &Client,
+    node: &str,
+    status: &SpeakerStatusStatus,
+) -> Result<(), kube::Error> {
+    let api: Api<ferrolb_crds::SpeakerStatus> = Api::all(client.clone());
+    let params = PatchParams::apply(MANAGER).force();
+    let object = json!({
+        "apiVersion": API_VERSION,
+        "kind": "SpeakerStatus",
+        "metadata": {"name": node},
+        "spec": {"nodeName": node},
+    });
+    let current = api.patch(node, &params, &Patch::Apply(&object)).await?;
+    tracing::trace!(name = %current.name_any(), "SpeakerStatus applied");
+    let status = json!({
+        "apiVersion": API_VERSION,
+        "kind": "SpeakerStatus",
+        "metadata": {"name": node},
+        "status": status,
+    });
+    api.patch_status(node, &params, &Patch::Apply(&status))
+        .await?;
+    Ok(())
+}

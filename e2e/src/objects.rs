@@ -86,3 +86,34 @@ pub async fn create_service(
         .await
         .with_context(|| format!("cannot create Service {namespace}/{name}"))
 }
+
+/// Waits until Service `namespace/name` has load-balancer ingress IPs and
+/// returns them.
+pub async fn wait_for_load_balancer_ips(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<Vec<std::net::IpAddr>> {
+    let api: Api<Service> = Api::namespaced(client.clone(), namespace);
+    wait_for(
+        &format!("Service {namespace}/{name} to get a load-balancer IP"),
+        timeout,
+        || {
+            let api = api.clone();
+            async move {
+                let svc = api.get(name).await?;
+                let ips = svc
+                    .status
+                    .and_then(|s| s.load_balancer)
+                    .and_then(|lb| lb.ingress)
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|i| i.ip.as_deref().and_then(|ip| ip.parse().ok()))
+                    .collect::<Vec<_>>();
+                Ok((!ips.is_empty()).then_some(ips))
+            }
+        },
+    )
+    .await
+}

@@ -3,6 +3,7 @@
 //! service-account signing key pair. Generated fresh by every `up`.
 
 use std::net::IpAddr;
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -92,7 +93,10 @@ impl Pki {
     /// Generates everything. `server_ips` and `server_names` go into the API
     /// server's certificate as SANs.
     pub fn generate(&self, server_ips: &[IpAddr], server_names: &[&str]) -> Result<()> {
-        std::fs::create_dir_all(&self.dir)
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.dir)
             .with_context(|| format!("cannot create {}", self.dir.display()))?;
 
         let ca_key = KeyPair::generate().context("cannot generate the CA key")?;
@@ -141,7 +145,7 @@ impl Pki {
         }
 
         let sa = KeyPair::generate().context("cannot generate the service-account key")?;
-        write(&self.sa_key(), &sa.serialize_pem())?;
+        write_secret(&self.sa_key(), &sa.serialize_pem())?;
         write(&self.sa_pub(), &sa.public_key_pem())?;
         Ok(())
     }
@@ -158,7 +162,7 @@ impl Pki {
             .signed_by(&key, issuer)
             .with_context(|| format!("cannot sign {}", cert_path.display()))?;
         write(cert_path, &cert.pem())?;
-        write(key_path, &key.serialize_pem())
+        write_secret(key_path, &key.serialize_pem())
     }
 }
 
@@ -169,6 +173,20 @@ fn name(common_name: &str, organisation: Option<&str>) -> DistinguishedName {
         dn.push(DnType::OrganizationName, o);
     }
     dn
+}
+
+/// Writes a private key, readable by its owner only.
+fn write_secret(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn write(path: &Path, contents: &str) -> Result<()> {

@@ -113,6 +113,9 @@ pub struct Reconciler {
     aliases: HashMap<ServiceKey, BTreeSet<String>>,
     /// Writes done at a resourceVersion the watch has not moved past yet.
     written: HashMap<ServiceKey, (Option<String>, ServiceView)>,
+    /// What Services held before a pool change took IPs from them, so the pass
+    /// reports the release.
+    displaced: HashMap<ServiceKey, Allocation>,
 }
 
 impl Reconciler {
@@ -186,6 +189,7 @@ impl Reconciler {
         for svc in services {
             self.plan_service(svc, ns_labels_of(&labels, svc), &mut plan);
         }
+        self.displaced.clear();
         self.failures.retain(|k, _| seen.contains(k));
         self.aliases.retain(|k, _| seen.contains(k));
         self.written.retain(|k, _| seen.contains(k));
@@ -200,7 +204,10 @@ impl Reconciler {
     ) {
         let key = service::key_of(svc);
         let reference = svc.object_ref(&());
-        let before = self.allocator.allocation(&key).cloned();
+        let before = self
+            .displaced
+            .remove(&key)
+            .or_else(|| self.allocator.allocation(&key).cloned());
         let (current, exact) = ServiceView::current(svc);
         let desired = match service::handling(svc, self.class.as_deref()) {
             Handling::Ours => match service::translate(svc, ns_labels) {
@@ -333,7 +340,9 @@ impl Reconciler {
                     record.error = None;
                     if record.applied.as_ref() != Some(&p) {
                         record.applied = Some(p.clone());
-                        self.allocator.upsert_pool(p);
+                        let held = held_from(&self.allocator, &name);
+                        let affected = self.allocator.upsert_pool(p);
+                        self.remember_displaced(held, affected);
                     }
                 }
                 Err(e) => {
@@ -352,7 +361,21 @@ impl Reconciler {
             .collect();
         for name in gone {
             self.pools.remove(&name);
-            self.allocator.remove_pool(&name);
+            let held = held_from(&self.allocator, &name);
+            let affected = self.allocator.remove_pool(&name);
+            self.remember_displaced(held, affected);
+        }
+    }
+
+    fn remember_displaced(
+        &mut self,
+        mut held: HashMap<ServiceKey, Allocation>,
+        affected: Vec<ServiceKey>,
+    ) {
+        for key in affected {
+            if let Some(a) = held.remove(&key) {
+                self.displaced.entry(key).or_insert(a);
+            }
         }
     }
 
@@ -431,6 +454,15 @@ fn released(
         result: "success",
         reason: "released",
     });
+}
+
+/// The allocations drawn from pool `name`, before a change to it.
+fn held_from(allocator: &Allocator, name: &str) -> HashMap<ServiceKey, Allocation> {
+    allocator
+        .allocations()
+        .filter(|(_, a)| a.pool == name)
+        .map(|(k, a)| (k.clone(), a.clone()))
+        .collect()
 }
 
 fn allocated_note(a: &Allocation) -> String {
@@ -700,6 +732,8 @@ mod tests {
         let plan = r.plan(&snap);
         assert_eq!(plan.writes.len(), 1);
         assert_eq!(plan.writes[0].key.name, "bb");
+        let reasons: Vec<&str> = plan.notices.iter().map(|n| n.reason).collect();
+        assert_eq!(reasons, [reasons::IP_RELEASED, reasons::IP_ALLOCATED]);
         assert_eq!(
             plan.writes[0].desired.ips,
             vec!["198.18.0.11".parse::<std::net::IpAddr>().unwrap()]

@@ -101,13 +101,8 @@ fn invalid_address_entries_are_rejected_with_their_message() {
             "starts after it ends",
         ),
         (
-            "reversed IPv6 range",
-            "2001:db8::20-2001:db8::10",
-            "starts after it ends; write 2001:db8::10-2001:db8::20",
-        ),
-        (
-            "reversed IPv6 range, high bits",
-            "2001:db9::-2001:db8:ffff::",
+            "reversed IPv4 range, first octet",
+            "199.0.0.0-198.255.255.255",
             "starts after it ends",
         ),
         (
@@ -131,12 +126,12 @@ fn invalid_address_entries_are_rejected_with_their_message() {
         (
             "host bits set",
             "198.18.0.5/24",
-            "did you mean 198.18.0.0/24",
+            "\"198.18.0.5/24\" has host bits set",
         ),
         (
             "IPv6 host bits set",
             "2001:db8::1/64",
-            "did you mean 2001:db8::/64",
+            "\"2001:db8::1/64\" has host bits set",
         ),
         (
             "all of IPv6",
@@ -154,6 +149,22 @@ fn invalid_address_entries_are_rejected_with_their_message() {
             ferrolb_address::parse_entry(entry).is_err(),
             "{name}: the Rust parser accepts {entry:?} which CEL rejects"
         );
+    }
+}
+
+/// The one kind of bad entry CEL cannot afford to reject: the API server prices an IPv6
+/// ordering rule far over its budget. The parser rejects it, so the controller marks
+/// the pool Invalid with the entry and the fix.
+#[test]
+fn reversed_ipv6_ranges_are_left_to_the_controller() {
+    let schema = schema_of(IPAddressPool::crd());
+    for entry in ["2001:db8::20-2001:db8::10", "2001:db9::-2001:db8:ffff::"] {
+        assert_eq!(
+            failures(&schema, &pool_with(&[entry])),
+            Vec::<String>::new()
+        );
+        let err = ferrolb_address::parse_entry(entry).unwrap_err();
+        assert!(err.to_string().contains("starts after it ends"), "{err}");
     }
 }
 

@@ -103,6 +103,27 @@ pub enum Error {
         "neighbor solicitation from the unspecified address carries a source link-layer address"
     )]
     UnspecifiedSourceWithLinkLayer,
+    /// An Ethernet frame that does not carry IPv6.
+    #[error("not an IPv6 frame: ethertype {ethertype:#06x}")]
+    NotIpv6 {
+        /// The frame's ethertype.
+        ethertype: u16,
+    },
+    /// An IPv6 packet whose next header is not ICMPv6 (extension headers
+    /// included: neighbor discovery does not use them).
+    #[error("IPv6 next header {next_header} is not ICMPv6 (58)")]
+    NotIcmpv6 {
+        /// The next-header field.
+        next_header: u8,
+    },
+    /// An ICMPv6 message whose checksum does not match.
+    #[error("ICMPv6 checksum {found:#06x}, expected {expected:#06x}")]
+    BadChecksum {
+        /// The checksum computed over the message.
+        expected: u16,
+        /// The checksum carried in the message.
+        found: u16,
+    },
     /// A system call of the data plane failed (opening a raw socket,
     /// subscribing to netlink).
     #[error(

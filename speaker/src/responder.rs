@@ -2,8 +2,8 @@
 //! owns, on the interfaces it announces them on, and nothing else.
 //!
 //! The decisions ([`Table::answer_arp`], [`Table::answer_ns`]) are pure;
-//! the loops ([`serve_arp`], [`serve_ndp`]) read from a [`FrameIo`] or
-//! [`Icmpv6Io`], so they are tested with in-memory packets.
+//! the loops ([`serve_arp`], [`serve_ndp`], [`serve_nud`]) read from a
+//! [`FrameIo`] or [`Icmpv6Io`], so they are tested with in-memory packets.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -14,7 +14,9 @@ use crate::announcer::InterfaceSelection;
 use crate::announcer::metrics::{AddressFamily, AnnouncerMetrics, PacketLabels};
 use crate::packet::MacAddr;
 use crate::packet::arp::{ArpRequest, build_reply};
-use crate::packet::ndp::{Advertisement, NeighborSolicitation, solicited_node_multicast};
+use crate::packet::ndp::{
+    Advertisement, FramedSolicitation, NeighborSolicitation, solicited_node_multicast,
+};
 use crate::socket::{FrameIo, Icmpv6Io};
 
 /// An interface the node announces on.
@@ -170,7 +172,72 @@ pub async fn serve_arp<F: FrameIo>(
     }
 }
 
+/// Answers the unicast neighbor solicitations (reachability checks)
+/// arriving on one interface's packet socket, forever; the advertisements
+/// go out through the ICMPv6 socket `icmp`.
+pub async fn serve_nud<F: FrameIo, I: Icmpv6Io>(
+    frames: Arc<F>,
+    icmp: Arc<I>,
+    ifindex: u32,
+    interface: String,
+    table: SharedTable,
+    metrics: AnnouncerMetrics,
+) {
+    let labels = PacketLabels::new(AddressFamily::Ipv6, &interface);
+    let mut buf = vec![0_u8; 2048];
+    loop {
+        let len = match frames.recv(&mut buf).await {
+            Ok(len) => len,
+            Err(error) => {
+                tracing::debug!(%interface, %error, "receiving a unicast solicitation failed");
+                tokio::time::sleep(ERROR_BACKOFF).await;
+                continue;
+            }
+        };
+        metrics.frames_received.get_or_create(&labels).inc();
+        let framed = match FramedSolicitation::decode(&buf[..len]) {
+            Ok(framed) => framed,
+            Err(error) => {
+                metrics.malformed_received.get_or_create(&labels).inc();
+                tracing::trace!(%interface, %error, "dropped a malformed unicast solicitation");
+                continue;
+            }
+        };
+        metrics
+            .ndp_solicitations_received
+            .get_or_create(&labels)
+            .inc();
+        let answer = read(&table).answer_ns(
+            &framed.solicitation,
+            ifindex,
+            Some(framed.destination),
+            Some(framed.hop_limit),
+        );
+        match answer {
+            Ok(advertisement) => {
+                if let Err(error) =
+                    icmp.send(&advertisement.message, advertisement.destination, ifindex)
+                {
+                    metrics.send_errors.get_or_create(&labels).inc();
+                    tracing::warn!(%interface, %error, ip = %framed.solicitation.target, "sending a neighbor advertisement failed");
+                } else {
+                    metrics.replies_sent.get_or_create(&labels).inc();
+                }
+            }
+            Err(Ignored::HopLimit(hops)) => {
+                metrics.malformed_received.get_or_create(&labels).inc();
+                tracing::trace!(%interface, ?hops, "dropped a routed neighbor solicitation");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
 /// Answers the neighbor solicitations arriving on the ICMPv6 socket, forever.
+///
+/// Solicitations sent to a unicast address are left to [`serve_nud`],
+/// which sees every one of them, also when the kernel would not deliver
+/// them here; answering them here too would answer twice.
 pub async fn serve_ndp<I: Icmpv6Io>(io: Arc<I>, table: SharedTable, metrics: AnnouncerMetrics) {
     let mut buf = vec![0_u8; 2048];
     loop {
@@ -191,6 +258,12 @@ pub async fn serve_ndp<I: Icmpv6Io>(io: Arc<I>, table: SharedTable, metrics: Ann
             .map_or_else(|| ifindex.to_string(), |link| link.name.clone());
         let labels = PacketLabels::new(AddressFamily::Ipv6, &interface);
         metrics.frames_received.get_or_create(&labels).inc();
+        if meta
+            .destination
+            .is_some_and(|destination| !destination.is_multicast())
+        {
+            continue;
+        }
         let message = buf.get(..meta.len).unwrap_or(&buf);
         let solicitation = match NeighborSolicitation::decode(message, meta.source) {
             Ok(solicitation) => solicitation,
@@ -535,15 +608,63 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unicast_reachability_probe_is_answered() {
+    async fn unicast_reachability_probe_is_answered_from_the_packet_socket() {
+        let mut message = solicitation(ASKER6, false);
+        crate::packet::ndp::fill_checksum(&mut message, ASKER6, VIP6).unwrap();
+        let frame = |hop_limit: u8, destination: Ipv6Addr| {
+            let mut frame = OUR_MAC.octets().to_vec();
+            frame.extend_from_slice(&ASKER_MAC.octets());
+            frame.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+            frame.extend_from_slice(&u16::try_from(message.len()).unwrap().to_be_bytes());
+            frame.extend_from_slice(&[58, hop_limit]);
+            frame.extend_from_slice(&ASKER6.octets());
+            frame.extend_from_slice(&destination.octets());
+            frame.extend_from_slice(&message);
+            frame
+        };
+        let frames = Arc::new(Memory::<Vec<u8>>::default());
+        let icmp = Arc::new(Memory::<(Vec<u8>, Icmpv6Meta)>::default());
+        let metrics = AnnouncerMetrics::default();
+        // Answered; then a routed one (hop limit 64), one sent to another
+        // address (whose checksum no longer matches), and garbage: none
+        // answered, all three counted as malformed.
+        frames.push(frame(255, VIP6));
+        frames.push(frame(64, VIP6));
+        frames.push(frame(255, ASKER6));
+        frames.push(vec![0; 30]);
+        let task = tokio::spawn(serve_nud(
+            frames.clone(),
+            icmp.clone(),
+            2,
+            "eth0".to_owned(),
+            table(),
+            metrics.clone(),
+        ));
+        while AnnouncerMetrics::get(&metrics.frames_received, AddressFamily::Ipv6, "eth0") < 4 {
+            tokio::task::yield_now().await;
+        }
+        task.abort();
+        let sent = icmp.sent();
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0].1, Some((ASKER6, 2)));
+        // Solicited and Override, for the VIP, at our MAC.
+        assert_eq!(sent[0].0[4], 0x60);
+        assert_eq!(&sent[0].0[8..24], &VIP6.octets());
+        assert_eq!(&sent[0].0[26..32], &OUR_MAC.octets());
+        assert_eq!(
+            AnnouncerMetrics::get(&metrics.malformed_received, AddressFamily::Ipv6, "eth0"),
+            3
+        );
+    }
+
+    #[tokio::test]
+    async fn the_icmpv6_socket_leaves_unicast_solicitations_to_the_packet_socket() {
         let (sent, _) = run_ndp(vec![(
             solicitation(ASKER6, false),
             meta(ASKER6, VIP6, 2, 255),
         )])
         .await;
-        assert_eq!(sent.len(), 1);
-        assert_eq!(sent[0].1, Some((ASKER6, 2)));
-        assert_eq!(sent[0].0[4], 0x60);
+        assert!(sent.is_empty());
     }
 
     #[tokio::test]

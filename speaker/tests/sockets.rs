@@ -469,9 +469,70 @@ fn announces_and_answers_through_real_sockets() {
         let neigh = lab.in_client(&["ip", "-6", "neigh", "show", VIP6, "dev", &lab.client_if]);
         let neigh = String::from_utf8_lossy(&neigh.stdout).into_owned();
         assert_eq!(macs(&neigh), vec![mac.clone()], "neighbour entry: {neigh}");
-        assert!(
-            AnnouncerMetrics::get(&metrics.replies_sent, AddressFamily::Ipv6, &lab.speaker_if) >= 1
+        let replies =
+            || AnnouncerMetrics::get(&metrics.replies_sent, AddressFamily::Ipv6, &lab.speaker_if);
+        assert!(replies() >= 1);
+
+        // 4b. Reachability check (NUD): the stale entry is probed with a
+        //     unicast solicitation to the VIP at our MAC (after
+        //     delay_first_probe_time, 5 s by default), which the kernel would
+        //     not deliver to the ICMPv6 socket; it is answered.
+        must(&[
+            "ip",
+            "-n",
+            &lab.client_ns,
+            "-6",
+            "neigh",
+            "change",
+            VIP6,
+            "lladdr",
+            &mac,
+            "dev",
+            &lab.client_if,
+            "nud",
+            "stale",
+        ]);
+        let capture = have("tcpdump").then(|| {
+            tcpdump(
+                &lab,
+                &format!("icmp6 and ether dst {mac} and ip6[40] == 135 and ip6 dst {VIP6}"),
+                1,
+            )
+        });
+        let before = replies();
+        let state = lab.in_client(&["ip", "-6", "neigh", "show", VIP6, "dev", &lab.client_if]);
+        eprintln!(
+            "before the check: {}",
+            String::from_utf8_lossy(&state.stdout).trim()
         );
+        let _ = lab.in_client(&["ping", "-6", "-c", "1", "-W", "1", VIP6]);
+        wait_for("the reachability check to be answered", || {
+            replies() > before
+        });
+        if let Some(capture) = capture {
+            let text = wait_output(capture, Duration::from_secs(8));
+            assert!(
+                text.contains(&format!("> {VIP6}: ICMP6, neighbor solicitation")),
+                "{text}"
+            );
+        }
+        wait_for("the reachability check to be answered", || {
+            replies() > before
+        });
+        let v6 = |counter| AnnouncerMetrics::get(counter, AddressFamily::Ipv6, &lab.speaker_if);
+        assert!(
+            replies() > before,
+            "the reachability check was not answered: frames {}, solicitations {}, malformed {}, send errors {}",
+            v6(&metrics.frames_received),
+            v6(&metrics.ndp_solicitations_received),
+            v6(&metrics.malformed_received),
+            v6(&metrics.send_errors),
+        );
+        let neigh = lab.in_client(&["ip", "-6", "neigh", "show", VIP6, "dev", &lab.client_if]);
+        let neigh = String::from_utf8_lossy(&neigh.stdout).into_owned();
+        assert_eq!(macs(&neigh), vec![mac.clone()], "neighbour entry: {neigh}");
+        assert!(!neigh.contains("FAILED"), "{neigh}");
+        eprintln!("after a unicast reachability check: {}", neigh.trim());
     }
 
     // 5. Reply latency through the real socket path, as arping sees it.

@@ -31,9 +31,9 @@ use crate::interfaces::netlink::{self, LinkEvent};
 use crate::interfaces::{EXCLUDED_PREFIXES, Link, eligibility};
 use crate::packet::arp::{build_gratuitous_reply, build_gratuitous_request};
 use crate::packet::ndp::{ALL_NODES, build_unsolicited_advertisement};
-use crate::responder::{AnnouncingLink, SharedTable, Table, serve_arp, serve_ndp};
+use crate::responder::{AnnouncingLink, SharedTable, Table, serve_arp, serve_ndp, serve_nud};
 use crate::schedule::{Schedule, ScheduleConfig};
-use crate::socket::{ArpSocket, FrameIo, Icmpv6Io, NdpSocket};
+use crate::socket::{FrameIo, Icmpv6Io, NdpSocket, PacketSocket};
 
 /// Where an owned IP is announced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,10 +206,13 @@ impl Announcer {
     }
 }
 
-/// An open ARP socket and the loop answering on it.
+/// The sockets of one announcing interface and the loops answering on
+/// them.
 struct OpenLink {
-    socket: Arc<ArpSocket>,
+    socket: Arc<PacketSocket>,
     responder: JoinHandle<()>,
+    /// The unicast-solicitation loop, when IPv6 is on.
+    nud: Option<JoinHandle<()>>,
 }
 
 /// The state behind the [`Announcer`] handle.
@@ -328,7 +331,7 @@ impl Driver {
         let Some(mac) = link.mac else {
             return;
         };
-        let socket = match ArpSocket::open(link.index) {
+        let socket = match PacketSocket::arp_requests(link.index) {
             Ok(socket) => Arc::new(socket),
             Err(error) => {
                 tracing::warn!(interface = %link.name, %error, "cannot open the ARP socket; not announcing on this interface");
@@ -342,7 +345,30 @@ impl Driver {
             self.table.clone(),
             self.metrics.clone(),
         ));
-        self.arp.insert(link.index, OpenLink { socket, responder });
+        let nud = self.ndp.as_ref().and_then(|(icmp, _)| {
+            match PacketSocket::unicast_solicitations(link.index) {
+                Ok(frames) => Some(tokio::spawn(serve_nud(
+                    Arc::new(frames),
+                    icmp.clone(),
+                    link.index,
+                    link.name.clone(),
+                    self.table.clone(),
+                    self.metrics.clone(),
+                ))),
+                Err(error) => {
+                    tracing::warn!(interface = %link.name, %error, "cannot open the unicast solicitation socket; IPv6 reachability checks will go unanswered here");
+                    None
+                }
+            }
+        });
+        self.arp.insert(
+            link.index,
+            OpenLink {
+                socket,
+                responder,
+                nud,
+            },
+        );
         self.table
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -361,6 +387,9 @@ impl Driver {
     fn close(&mut self, index: u32) {
         if let Some(open) = self.arp.remove(&index) {
             open.responder.abort();
+            if let Some(nud) = open.nud {
+                nud.abort();
+            }
             // The socket closes when the aborted loop drops its reference.
             drop(open.socket);
         }
@@ -489,6 +518,9 @@ impl Driver {
         self.watcher.abort();
         for (_, open) in std::mem::take(&mut self.arp) {
             open.responder.abort();
+            if let Some(nud) = open.nud {
+                nud.abort();
+            }
         }
         if let Some((_, task)) = self.ndp.take() {
             task.abort();

@@ -294,6 +294,76 @@ fn source_link_layer_address(message: &[u8]) -> Result<Option<MacAddr>, Error> {
     Ok(found)
 }
 
+/// Length of the fixed IPv6 header.
+const IPV6_HEADER_LEN: usize = 40;
+/// Offset of the IPv6 header in an Ethernet II frame.
+const IPV6_OFFSET: usize = 14;
+
+/// A neighbor solicitation read from a whole Ethernet frame, with the IPv6
+/// header fields the responder checks. This is how unicast solicitations
+/// (reachability checks) arrive, on a packet socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FramedSolicitation {
+    /// The solicitation.
+    pub solicitation: NeighborSolicitation,
+    /// The IPv6 destination address.
+    pub destination: Ipv6Addr,
+    /// The IPv6 hop limit.
+    pub hop_limit: u8,
+}
+
+impl FramedSolicitation {
+    /// Decodes an Ethernet frame carrying IPv6 (no extension headers) with
+    /// a neighbor solicitation whose checksum is correct. Trailing bytes
+    /// beyond the IPv6 payload length (Ethernet padding) are ignored.
+    ///
+    /// # Errors
+    ///
+    /// A typed [`Error`] for anything else.
+    pub fn decode(frame: &[u8]) -> Result<Self, Error> {
+        let Some(ip) = frame.get(IPV6_OFFSET..IPV6_OFFSET + IPV6_HEADER_LEN) else {
+            return Err(Error::Truncated {
+                what: "IPv6 frame",
+                len: frame.len(),
+                need: IPV6_OFFSET + IPV6_HEADER_LEN,
+            });
+        };
+        let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
+        if ethertype != 0x86dd {
+            return Err(Error::NotIpv6 { ethertype });
+        }
+        let next_header = ip[6];
+        if next_header != 58 {
+            return Err(Error::NotIcmpv6 { next_header });
+        }
+        let payload_len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+        let mut source = [0_u8; 16];
+        source.copy_from_slice(&ip[8..24]);
+        let mut destination = [0_u8; 16];
+        destination.copy_from_slice(&ip[24..40]);
+        let (source, destination) = (Ipv6Addr::from(source), Ipv6Addr::from(destination));
+        let start = IPV6_OFFSET + IPV6_HEADER_LEN;
+        let Some(message) = frame.get(start..start + payload_len) else {
+            return Err(Error::Truncated {
+                what: "IPv6 payload",
+                len: frame.len().saturating_sub(start),
+                need: payload_len,
+            });
+        };
+        let solicitation = NeighborSolicitation::decode(message, source)?;
+        let expected = icmpv6_checksum(message, source, destination)?;
+        let found = u16::from_be_bytes([message[2], message[3]]);
+        if expected != found {
+            return Err(Error::BadChecksum { expected, found });
+        }
+        Ok(Self {
+            solicitation,
+            destination,
+            hop_limit: ip[7],
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -643,6 +713,67 @@ mod tests {
                 prop_assert_eq!(ns.target, VIP);
                 prop_assert_eq!(NeighborSolicitation::decode(&ns.encode(), ASKER), Ok(ns));
             }
+        }
+    }
+
+    /// A unicast reachability check for VIP from ASKER, as an Ethernet frame.
+    fn unicast_frame(hop_limit: u8) -> Vec<u8> {
+        let mut message = with_options(&[]);
+        fill_checksum(&mut message, ASKER, VIP).unwrap();
+        let mut frame = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01, 0x86, 0xdd];
+        frame.extend_from_slice(&[0x60, 0, 0, 0]);
+        frame.extend_from_slice(&u16::try_from(message.len()).unwrap().to_be_bytes());
+        frame.extend_from_slice(&[58, hop_limit]);
+        frame.extend_from_slice(&ASKER.octets());
+        frame.extend_from_slice(&VIP.octets());
+        frame.extend_from_slice(&message);
+        frame
+    }
+
+    #[test]
+    fn decodes_a_framed_unicast_solicitation() {
+        let mut frame = unicast_frame(255);
+        frame.resize(frame.len() + 6, 0); // Ethernet padding
+        let framed = FramedSolicitation::decode(&frame).unwrap();
+        assert_eq!(framed.destination, VIP);
+        assert_eq!(framed.hop_limit, 255);
+        assert_eq!(framed.solicitation.source, ASKER);
+        assert_eq!(framed.solicitation.target, VIP);
+    }
+
+    #[test]
+    fn rejects_bad_framed_solicitations() {
+        let mut bad_sum = unicast_frame(255);
+        bad_sum[14 + 40 + 2] ^= 0xff;
+        assert!(matches!(
+            FramedSolicitation::decode(&bad_sum),
+            Err(Error::BadChecksum { .. })
+        ));
+        let mut udp = unicast_frame(255);
+        udp[20] = 17;
+        assert_eq!(
+            FramedSolicitation::decode(&udp),
+            Err(Error::NotIcmpv6 { next_header: 17 })
+        );
+        let mut ipv4 = unicast_frame(255);
+        ipv4[12..14].copy_from_slice(&[0x08, 0x00]);
+        assert_eq!(
+            FramedSolicitation::decode(&ipv4),
+            Err(Error::NotIpv6 { ethertype: 0x0800 })
+        );
+        let frame = unicast_frame(255);
+        for cut in 0..frame.len() {
+            assert!(
+                FramedSolicitation::decode(&frame[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn framed_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let _ = FramedSolicitation::decode(&bytes);
         }
     }
 }

@@ -8,7 +8,14 @@
 //!   the socket is bound to the ARP ethertype and the interface.
 //! - IPv6: one raw ICMPv6 socket whose `ICMP6_FILTER` passes neighbor
 //!   solicitations only, joined to the solicited-node multicast group of
-//!   each owned IPv6 address on each interface announcing it.
+//!   each owned IPv6 address on each interface announcing it; it sends
+//!   every advertisement.
+//! - IPv6 reachability checks (NUD): a client re-checking a cached entry
+//!   sends its solicitation unicast to the VIP, which is not a local
+//!   address, so the kernel forwards or drops it and the ICMPv6 socket never
+//!   sees it. Per interface, a second `AF_PACKET` socket bound to the IPv6
+//!   ethertype takes them, with a BPF filter passing only unicast frames
+//!   carrying a neighbor solicitation ([`UNICAST_NS_FILTER`]).
 //!
 //! The system calls themselves are in [`sys`], the crate's only `unsafe`
 //! module.
@@ -24,12 +31,18 @@ use tokio::io::unix::AsyncFd;
 
 /// Ethertype of ARP.
 const ETH_P_ARP: u16 = 0x0806;
+/// Ethertype of IPv6.
+const ETH_P_IPV6: u16 = 0x86dd;
+/// IPv6 next-header value of ICMPv6.
+const IPPROTO_ICMPV6: u8 = 58;
 /// ICMPv6 type of a neighbor solicitation.
 const NEIGHBOR_SOLICITATION: u8 = 135;
 
 /// Classic BPF opcodes used by [`ARP_REQUEST_FILTER`] (`linux/filter.h`).
 const BPF_LD_H_ABS: u16 = 0x28;
+const BPF_LD_B_ABS: u16 = 0x30;
 const BPF_JMP_JEQ_K: u16 = 0x15;
+const BPF_JMP_JSET_K: u16 = 0x45;
 const BPF_RET_K: u16 = 0x06;
 
 const fn bpf(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
@@ -49,9 +62,27 @@ pub const ARP_REQUEST_FILTER: [libc::sock_filter; 6] = [
     bpf(BPF_RET_K, 0, 0, 0),
 ];
 
+/// The classic BPF program on every unicast-solicitation socket: accept a
+/// frame only when its destination MAC is unicast (bit 0 of byte 0 clear),
+/// its ethertype is IPv6, the IPv6 next header (byte 20) is ICMPv6 and the
+/// ICMPv6 type (byte 54) is neighbor solicitation. Multicast solicitations
+/// are left to the ICMPv6 socket, so none is answered twice.
+pub const UNICAST_NS_FILTER: [libc::sock_filter; 10] = [
+    bpf(BPF_LD_B_ABS, 0, 0, 0),
+    bpf(BPF_JMP_JSET_K, 7, 0, 1),
+    bpf(BPF_LD_H_ABS, 0, 0, 12),
+    bpf(BPF_JMP_JEQ_K, 0, 5, ETH_P_IPV6 as u32),
+    bpf(BPF_LD_B_ABS, 0, 0, 20),
+    bpf(BPF_JMP_JEQ_K, 0, 3, IPPROTO_ICMPV6 as u32),
+    bpf(BPF_LD_B_ABS, 0, 0, 54),
+    bpf(BPF_JMP_JEQ_K, 0, 1, NEIGHBOR_SOLICITATION as u32),
+    bpf(BPF_RET_K, 0, 0, 0x0004_0000),
+    bpf(BPF_RET_K, 0, 0, 0),
+];
+
 /// Link-layer frames in and out of one interface.
 ///
-/// Implemented by [`ArpSocket`] and, in tests, by in-memory queues.
+/// Implemented by [`PacketSocket`] and, in tests, by in-memory queues.
 pub trait FrameIo: Send + Sync + 'static {
     /// Waits for the next frame and copies it into `buf`; returns its length.
     fn recv(&self, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send;
@@ -93,23 +124,39 @@ pub trait Icmpv6Io: Send + Sync + 'static {
     fn send(&self, message: &[u8], destination: Ipv6Addr, ifindex: u32) -> io::Result<()>;
 }
 
-/// An `AF_PACKET` socket receiving only ARP requests on one interface.
+/// An `AF_PACKET` socket on one interface receiving only what its BPF
+/// filter passes: ARP requests, or unicast neighbor solicitations.
 #[derive(Debug)]
-pub struct ArpSocket {
+pub struct PacketSocket {
     fd: AsyncFd<OwnedFd>,
     ifindex: u32,
 }
 
-impl ArpSocket {
-    /// Opens the socket on interface `ifindex`: protocol 0, BPF filter,
-    /// bind to ARP and the interface, drain. Needs `CAP_NET_RAW` and a
-    /// running tokio runtime.
+impl PacketSocket {
+    /// Opens the ARP socket on interface `ifindex`: protocol 0, BPF filter
+    /// [`ARP_REQUEST_FILTER`], bind to ARP and the interface, drain. Needs
+    /// `CAP_NET_RAW` and a running tokio runtime.
     ///
     /// # Errors
     ///
     /// The failing system call's error.
-    pub fn open(ifindex: u32) -> io::Result<Self> {
+    pub fn arp_requests(ifindex: u32) -> io::Result<Self> {
         let fd = sys::open_packet_socket(ifindex, ETH_P_ARP, &ARP_REQUEST_FILTER)?;
+        Ok(Self {
+            fd: sys::register(fd)?,
+            ifindex,
+        })
+    }
+
+    /// Opens the unicast-solicitation socket on interface `ifindex`, like
+    /// [`arp_requests`](Self::arp_requests) with [`UNICAST_NS_FILTER`] and
+    /// the IPv6 ethertype.
+    ///
+    /// # Errors
+    ///
+    /// The failing system call's error.
+    pub fn unicast_solicitations(ifindex: u32) -> io::Result<Self> {
+        let fd = sys::open_packet_socket(ifindex, ETH_P_IPV6, &UNICAST_NS_FILTER)?;
         Ok(Self {
             fd: sys::register(fd)?,
             ifindex,
@@ -123,7 +170,7 @@ impl ArpSocket {
     }
 }
 
-impl FrameIo for ArpSocket {
+impl FrameIo for PacketSocket {
     async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let mut guard = self.fd.readable().await?;
@@ -213,20 +260,22 @@ mod tests {
         let mut pc = 0_usize;
         while let Some(insn) = program.get(pc) {
             match insn.code {
-                BPF_LD_H_ABS => {
+                BPF_LD_H_ABS | BPF_LD_B_ABS => {
                     let at = insn.k as usize;
-                    let Some(bytes) = frame.get(at..at + 2) else {
+                    let width = if insn.code == BPF_LD_H_ABS { 2 } else { 1 };
+                    let Some(bytes) = frame.get(at..at + width) else {
                         return 0; // the kernel drops the packet on an out-of-bounds load
                     };
-                    accumulator = u32::from(u16::from_be_bytes([bytes[0], bytes[1]]));
+                    accumulator = bytes.iter().fold(0, |acc, b| (acc << 8) | u32::from(*b));
                     pc += 1;
                 }
-                BPF_JMP_JEQ_K => {
-                    let offset = if accumulator == insn.k {
-                        insn.jt
+                BPF_JMP_JEQ_K | BPF_JMP_JSET_K => {
+                    let taken = if insn.code == BPF_JMP_JEQ_K {
+                        accumulator == insn.k
                     } else {
-                        insn.jf
+                        accumulator & insn.k != 0
                     };
+                    let offset = if taken { insn.jt } else { insn.jf };
                     pc += 1 + usize::from(offset);
                 }
                 BPF_RET_K => return insn.k,
@@ -255,5 +304,40 @@ mod tests {
         assert_eq!(run(&ARP_REQUEST_FILTER, &rarp), 0);
         assert_eq!(run(&ARP_REQUEST_FILTER, &request[..21]), 0);
         assert_eq!(run(&ARP_REQUEST_FILTER, &[]), 0);
+    }
+
+    /// An Ethernet frame to `destination` carrying IPv6 with next header
+    /// `next` and an ICMPv6 message of type `icmp_type`.
+    fn ipv6_frame(destination: [u8; 6], next: u8, icmp_type: u8) -> Vec<u8> {
+        let mut frame = vec![0_u8; 14 + 40 + 32];
+        frame[..6].copy_from_slice(&destination);
+        frame[12..14].copy_from_slice(&[0x86, 0xdd]);
+        frame[14] = 0x60;
+        frame[20] = next;
+        frame[21] = 255;
+        frame[54] = icmp_type;
+        frame
+    }
+
+    #[test]
+    fn bpf_filter_passes_unicast_solicitations_only() {
+        let ours = [0x02, 0, 0, 0, 0, 0x02];
+        let solicited_node = [0x33, 0x33, 0xff, 0, 0, 0xc8];
+        assert_ne!(run(&UNICAST_NS_FILTER, &ipv6_frame(ours, 58, 135)), 0);
+        // Multicast solicitations are the ICMPv6 socket's.
+        assert_eq!(
+            run(&UNICAST_NS_FILTER, &ipv6_frame(solicited_node, 58, 135)),
+            0
+        );
+        assert_eq!(run(&UNICAST_NS_FILTER, &ipv6_frame([0xff; 6], 58, 135)), 0);
+        // Advertisements, echo requests, UDP.
+        assert_eq!(run(&UNICAST_NS_FILTER, &ipv6_frame(ours, 58, 136)), 0);
+        assert_eq!(run(&UNICAST_NS_FILTER, &ipv6_frame(ours, 58, 128)), 0);
+        assert_eq!(run(&UNICAST_NS_FILTER, &ipv6_frame(ours, 17, 135)), 0);
+        // IPv4 and ARP.
+        let mut ipv4 = ipv6_frame(ours, 58, 135);
+        ipv4[12..14].copy_from_slice(&[0x08, 0x00]);
+        assert_eq!(run(&UNICAST_NS_FILTER, &ipv4), 0);
+        assert_eq!(run(&UNICAST_NS_FILTER, &ipv6_frame(ours, 58, 135)[..54]), 0);
     }
 }

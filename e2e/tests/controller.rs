@@ -6,7 +6,9 @@
 //!
 //! They skip without root or built tools unless `FERROLB_E2E` is set (as
 //! `cargo lab test` does). The latency benchmark is ignored by default:
-//! `cargo test -p ferrolb-e2e --test controller -- --ignored --nocapture`.
+//! `cargo test -p ferrolb-e2e --test controller -- --ignored --nocapture` (set
+//! `FERROLB_CONTROLLER_BIN=target/release/ferrolb-controller` to measure a release
+//! build).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -270,9 +272,13 @@ async fn wait_event(
     .await
 }
 
-/// The controller binary, built when missing (cargo builds every workspace binary
-/// before running tests, so normally it is there).
+/// The controller binary: `FERROLB_CONTROLLER_BIN` when set (e.g. a release build for
+/// the benchmark), else the debug build, built when missing (cargo builds every
+/// workspace binary before running tests, so normally it is there).
 fn controller_binary() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("FERROLB_CONTROLLER_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target"));

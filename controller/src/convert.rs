@@ -4,7 +4,8 @@
 //! Accepted input, as multi-document YAML:
 //! - the ConfigMap of MetalLB before 0.13 (`data.config` with `address-pools`), or
 //!   that `config` document on its own;
-//! - MetalLB `IPAddressPool` and `L2Advertisement` objects (`metallb.io/v1beta1`).
+//! - MetalLB `IPAddressPool` and `L2Advertisement` objects (`metallb.io/v1beta1`),
+//!   alone or in a `List` as `kubectl get -o yaml` prints them.
 //!
 //! BGP configuration has no FerroLB equivalent (it announces in layer 2) and is
 //! reported, as is every field it does not know.
@@ -114,6 +115,20 @@ impl Output {
             }
             "" if object.contains_key("address-pools") || object.contains_key("peers") => {
                 self.legacy_config(object);
+            }
+            // What `kubectl get -o yaml` prints for several objects.
+            "List" => {
+                for item in object
+                    .get("items")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    match item.as_object() {
+                        Some(o) => self.document(o)?,
+                        None => self.warn("a List item is not an object; skipped".to_owned()),
+                    }
+                }
             }
             "IPAddressPool" => self.pool(&name, object),
             "L2Advertisement" => self.advertisement(&name, object),
@@ -376,6 +391,15 @@ spec: { peerAddress: 10.0.0.1 }
                             "spec": { "ipAddressPools": ["prod"], "interfaces": ["eth0"] } }),
                 ],
                 warnings: &["spec.unknownThing", "BGPPeer \"router\""],
+            },
+            Case {
+                name: "a List as kubectl prints it",
+                input: "apiVersion: v1\nkind: List\nitems:\n- apiVersion: metallb.io/v1beta1\n  kind: IPAddressPool\n  metadata: { name: a, namespace: metallb-system }\n  spec: { addresses: [198.18.0.1] }\n",
+                objects: vec![
+                    json!({ "apiVersion": API_VERSION, "kind": "IPAddressPool", "metadata": { "name": "a" },
+                                      "spec": { "addresses": ["198.18.0.1"] } }),
+                ],
+                warnings: &[],
             },
             Case {
                 name: "bad address entry is dropped with a warning",

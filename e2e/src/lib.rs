@@ -7,6 +7,7 @@
 
 pub mod command;
 pub mod control_plane;
+pub mod demo;
 pub mod harness;
 pub mod kubeconfig;
 pub mod lab;

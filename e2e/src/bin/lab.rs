@@ -44,6 +44,9 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
+    /// Show FerroLB working: lab up, chart installed, a LoadBalancer Service pinged
+    /// and fetched from outside the cluster, and a summary.
+    Demo,
     /// Run every test: unit, integration and end-to-end (in the lab).
     Test {
         /// Extra arguments for `cargo test`.
@@ -111,6 +114,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .status()
                 .with_context(|| format!("cannot run a command in {netns}"))?;
             Ok(exit_code(status))
+        }
+        Cmd::Demo => {
+            ferrolb_e2e::demo::run().await?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Test { args } => test(args).await,
     }

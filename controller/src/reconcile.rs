@@ -111,8 +111,11 @@ pub struct Reconciler {
     failures: HashMap<ServiceKey, String>,
     /// Alias spellings already reported per Service.
     aliases: HashMap<ServiceKey, BTreeSet<String>>,
-    /// Writes done at a resourceVersion the watch has not moved past yet.
-    written: HashMap<ServiceKey, (Option<String>, ServiceView)>,
+    /// Our last write per Service: what it set, and the resourceVersions it was
+    /// decided on and produced. While the watch shows one of those, the object is
+    /// ours-in-flight and is not written again (the status and annotation calls each
+    /// produce a version, and the watch may show the first before the second).
+    written: HashMap<ServiceKey, (Vec<Option<String>>, ServiceView)>,
     /// What Services held before a pool change took IPs from them, so the pass
     /// reports the release.
     displaced: HashMap<ServiceKey, Allocation>,
@@ -281,7 +284,9 @@ impl Reconciler {
             return;
         }
         let resource_version = svc.resource_version();
-        if self.written.get(&key) == Some(&(resource_version.clone(), desired.clone())) {
+        if self.written.get(&key).is_some_and(|(versions, view)| {
+            *view == desired && versions.contains(&resource_version)
+        }) {
             return;
         }
         plan.writes.push(ServiceWrite {
@@ -317,13 +322,13 @@ impl Reconciler {
         });
     }
 
-    /// Records a successful write, so the next pass does not repeat it before the
-    /// watch shows it.
-    pub fn written(&mut self, write: &ServiceWrite) {
-        self.written.insert(
-            write.key.clone(),
-            (write.resource_version.clone(), write.desired.clone()),
-        );
+    /// Records a successful write and the resourceVersions its calls produced, so
+    /// the next pass does not repeat it before the watch shows all of it.
+    pub fn written(&mut self, write: &ServiceWrite, produced: Vec<String>) {
+        let mut versions = vec![write.resource_version.clone()];
+        versions.extend(produced.into_iter().map(Some));
+        self.written
+            .insert(write.key.clone(), (versions, write.desired.clone()));
     }
 
     /// Applies pool objects to the allocator: new and changed valid pools are upserted,
@@ -579,9 +584,14 @@ mod tests {
         );
         assert_eq!(plan.notices.len(), 1);
         assert_eq!(plan.notices[0].reason, reasons::IP_ALLOCATED);
-        r.written(w);
+        r.written(w, vec!["2".into(), "3".into()]);
         // The watch has not shown the write yet: nothing is repeated.
         assert!(r.plan(&snap).writes.is_empty());
+        // The watch shows the status call's version, not yet the annotation's.
+        let mut halfway = (*with_status(&snap.services[0], &["198.18.0.10"], "p")).clone();
+        halfway.metadata.annotations = None;
+        snap.services = vec![Arc::new(halfway)];
+        assert!(r.plan(&snap).writes.is_empty(), "no third write");
         snap.services = vec![with_status(&snap.services[0], &["198.18.0.10"], "p")];
         let again = r.plan(&snap);
         assert!(again.writes.is_empty() && again.notices.is_empty());

@@ -204,20 +204,19 @@ async fn execute(ctx: &Context, reconciler: &mut Reconciler, plan: Plan) -> bool
     for outcome in &plan.outcomes {
         ctx.metrics.allocation(outcome.result, outcome.reason);
     }
-    let results: Vec<(ServiceWrite, bool)> = futures::stream::iter(plan.writes)
+    let results: Vec<(ServiceWrite, Option<Vec<String>>)> = futures::stream::iter(plan.writes)
         .map(|w| async move {
-            let ok = write_service(ctx, &w).await;
-            (w, ok)
+            let produced = write_service(ctx, &w).await;
+            (w, produced)
         })
         .buffer_unordered(CONCURRENT_WRITES)
         .collect()
         .await;
     let mut failed = false;
-    for (w, ok) in &results {
-        if *ok {
-            reconciler.written(w);
-        } else {
-            failed = true;
+    for (w, produced) in results {
+        match produced {
+            Some(versions) => reconciler.written(&w, versions),
+            None => failed = true,
         }
     }
     futures::stream::iter(plan.notices)
@@ -232,39 +231,41 @@ async fn execute(ctx: &Context, reconciler: &mut Reconciler, plan: Plan) -> bool
 }
 
 /// At most two calls: the status (first, so the IP shows as soon as possible) and
-/// the annotation. True when both succeeded (or the Service is gone).
-async fn write_service(ctx: &Context, w: &ServiceWrite) -> bool {
+/// the annotation. Returns the resourceVersions the calls produced, or `None` when
+/// one failed and the write must be retried. A Service that is gone needs nothing.
+async fn write_service(ctx: &Context, w: &ServiceWrite) -> Option<Vec<String>> {
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &w.key.namespace);
     let params = PatchParams::default();
+    let mut produced = Vec::new();
     if w.status {
         let patch = status::ingress_patch(&w.desired.ips);
         match api
             .patch_status(&w.key.name, &params, &Patch::Merge(&patch))
             .await
         {
-            Ok(_) => {}
-            Err(e) if not_found(&e) => return true,
+            Ok(svc) => produced.extend(svc.resource_version()),
+            Err(e) if not_found(&e) => return Some(produced),
             Err(e) => {
                 tracing::warn!(service = %w.key, error = %e, "cannot write the Service status; will retry");
                 ctx.metrics.api_error("patch_service_status");
-                return false;
+                return None;
             }
         }
     }
     if w.annotation {
         let patch = status::annotation_patch(w.desired.pool.as_deref());
         match api.patch(&w.key.name, &params, &Patch::Merge(&patch)).await {
-            Ok(_) => {}
-            Err(e) if not_found(&e) => return true,
+            Ok(svc) => produced.extend(svc.resource_version()),
+            Err(e) if not_found(&e) => return Some(produced),
             Err(e) => {
                 tracing::warn!(service = %w.key, error = %e, "cannot write the Service annotation; will retry");
                 ctx.metrics.api_error("patch_service");
-                return false;
+                return None;
             }
         }
     }
     tracing::debug!(service = %w.key, ips = ?w.desired.ips, pool = ?w.desired.pool, "Service written");
-    true
+    Some(produced)
 }
 
 fn not_found(e: &kube::Error) -> bool {

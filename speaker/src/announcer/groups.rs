@@ -64,12 +64,6 @@ impl Memberships {
     pub fn count(&self, membership: &Membership) -> usize {
         self.held.get(membership).copied().unwrap_or(0)
     }
-
-    /// Forgets the memberships on interface `ifindex`, which has gone (the
-    /// kernel dropped them with it), so they are joined again if it returns.
-    pub fn forget_interface(&mut self, ifindex: u32) {
-        self.held.retain(|(index, _), _| *index != ifindex);
-    }
 }
 
 #[cfg(test)]
@@ -112,15 +106,5 @@ mod tests {
         let changes = memberships.update(Memberships::wanted([(vip(1), &[3][..])]));
         assert_eq!(changes.leave, vec![(2, group)]);
         assert!(changes.join.is_empty());
-    }
-
-    #[test]
-    fn a_returning_interface_is_joined_again() {
-        let mut memberships = Memberships::default();
-        let wanted = || Memberships::wanted([(vip(1), &[2][..])]);
-        memberships.update(wanted());
-        memberships.forget_interface(2);
-        let changes = memberships.update(wanted());
-        assert_eq!(changes.join, vec![(2, solicited_node_multicast(vip(1)))]);
     }
 }

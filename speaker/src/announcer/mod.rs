@@ -402,7 +402,8 @@ impl Driver {
         if let Some(link) = removed {
             tracing::info!(interface = %link.name, "stopped announcing on interface");
         }
-        self.memberships.forget_interface(index);
+        // Leaving the groups of a link that is gone fails harmlessly; one
+        // that is only down keeps them until left here.
         self.sync_memberships();
     }
 
@@ -450,8 +451,13 @@ impl Driver {
         );
         let changes = self.memberships.update(wanted);
         for (index, group) in changes.join {
-            if let Err(error) = socket.join(group, index) {
-                tracing::warn!(%group, index, %error, "cannot join the solicited-node group");
+            match socket.join(group, index) {
+                // Already a member: the kernel kept it across a link flap.
+                Err(error) if error.raw_os_error() == Some(libc::EADDRINUSE) => {}
+                Err(error) => {
+                    tracing::warn!(%group, index, %error, "cannot join the solicited-node group");
+                }
+                Ok(()) => {}
             }
         }
         for (index, group) in changes.leave {

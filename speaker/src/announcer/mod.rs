@@ -543,3 +543,41 @@ async fn sleep_until(wakeup: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_handle_can_be_shared_between_tasks() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Announcer>();
+        shareable::<AnnouncerMetrics>();
+    }
+
+    #[test]
+    fn the_packet_cap_becomes_an_announcement_cap() {
+        // Two packets per IPv4 announcement: the default lets the first
+        // announcements of 1,000 IPs out at once, as the schedule's default.
+        let schedule = AnnouncerConfig::default().schedule();
+        assert_eq!(schedule.per_second.get(), 1000);
+        assert_eq!(schedule.burst.get(), 1000);
+        assert_eq!(schedule.repeats, ScheduleConfig::default().repeats);
+        let tiny = AnnouncerConfig {
+            max_pps: 1,
+            refresh: Some(Duration::from_secs(60)),
+            ..AnnouncerConfig::default()
+        }
+        .schedule();
+        assert_eq!(tiny.per_second.get(), 1);
+        assert_eq!(tiny.refresh, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn selection() {
+        assert!(InterfaceSelection::All.includes("eth0"));
+        let only = InterfaceSelection::Only(BTreeSet::from(["eth1".to_owned()]));
+        assert!(only.includes("eth1"));
+        assert!(!only.includes("eth0"));
+    }
+}

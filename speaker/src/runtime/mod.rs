@@ -57,9 +57,16 @@ const DEBOUNCE: Duration = Duration::from_millis(5);
 /// How long a new speaker waits for peers before its first election, so it
 /// does not briefly claim every IP while it is alone.
 const JOIN_WINDOW: Duration = Duration::from_secs(2);
+/// The same on a cluster where no speaker ever published its address (a
+/// fresh install): peers starting together find each other within it.
+const FRESH_JOIN_WINDOW: Duration = Duration::from_millis(500);
 /// Time given to the leave message and the successors' takeover before this
 /// speaker stops answering.
 const LEAVE_LINGER: Duration = Duration::from_millis(250);
+/// Time between telling peers this speaker leaves and releasing its IPs:
+/// enough for the successors to take over, short enough to keep a single
+/// MAC per IP.
+const HANDOVER_GRACE: Duration = Duration::from_millis(20);
 /// How often the gossip Secret is re-read for a rotated key.
 const KEY_POLL: Duration = Duration::from_secs(10);
 
@@ -154,10 +161,18 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     membership.seed(seeds.iter().copied().collect());
     tracing::info!(%advertise, seeds = seeds.len(), "membership started");
 
-    // Wait for the peers that announced themselves in the API, at most JOIN_WINDOW.
+    // Before the first election, give the peers a moment to answer, so a
+    // starting speaker does not claim IPs it would lose a few milliseconds
+    // later: until every speaker that published a gossip address is seen
+    // (at most JOIN_WINDOW), or FRESH_JOIN_WINDOW when none ever did.
     let expected = caches.known_speakers(&cli.node_name);
-    let join = tokio::time::timeout(JOIN_WINDOW, async {
-        while live.borrow_and_update().len() <= expected {
+    let window = if expected == 0 {
+        FRESH_JOIN_WINDOW
+    } else {
+        JOIN_WINDOW
+    };
+    let join = tokio::time::timeout(window, async {
+        while expected == 0 || live.borrow_and_update().len() <= expected {
             if live.changed().await.is_err() {
                 break;
             }
@@ -235,7 +250,18 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
 
     tracing::info!("leaving: telling peers, then releasing the IPs");
     ready.store(false, Ordering::Relaxed);
-    membership.leave(LEAVE_LINGER).await;
+    // The leave reaches the peers within a millisecond or two and they take
+    // over at once; stop answering shortly after, so the LAN sees one MAC
+    // per IP, but keep the membership up a little longer so the leave is
+    // not mistaken for a crash.
+    let leaving = membership.leave(LEAVE_LINGER);
+    let mut leaving = std::pin::pin!(leaving);
+    tokio::select! {
+        () = &mut leaving => {}
+        () = tokio::time::sleep(HANDOVER_GRACE) => {}
+    }
+    data_plane.set_owned(&BTreeMap::new());
+    leaving.await;
     data_plane.shutdown().await;
     Ok(())
 }

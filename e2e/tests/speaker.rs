@@ -1,0 +1,661 @@
+//! End-to-end tests of `ferrolb-speaker` in the lab, from the client's point
+//! of view: the built binary runs in every node namespace with the admin
+//! kubeconfig, Services get their status IPs through the API (so these tests
+//! do not depend on the controller), and the client namespace asks with
+//! `arping` who answers for each IP.
+//!
+//! Each test uses a load-balancer class, a pool, ports and IPs of its own, so
+//! leftovers of other tests cannot interfere. They skip without root or built
+//! tools unless `FERROLB_E2E` is set (as `cargo lab test` does).
+//!
+//! The failover benchmark is ignored by default:
+//! `cargo test -p ferrolb-e2e --test speaker -- --ignored --nocapture`.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use ferrolb_e2e::harness::{self, CutLink, NodeProcess, TestNamespace, wait_for};
+use ferrolb_e2e::lab::Lab;
+use ferrolb_e2e::lan::{self, Host};
+use ferrolb_speaker::election::{ElectionKey, NodeName, owner};
+use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Client;
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+/// One speaker test at a time: they share the node namespaces.
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+const MANAGER: &str = "ferrolb-e2e-speaker";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The speaker binary, built when missing.
+fn speaker_binary() -> Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let bin = target.join("debug/ferrolb-speaker");
+    if !bin.exists() {
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "-p", "ferrolb-speaker", "--bin", "ferrolb-speaker"])
+            .current_dir(repo_root())
+            .status()
+            .context("cannot run cargo build")?;
+        ensure!(status.success(), "cargo build -p ferrolb-speaker failed");
+    }
+    Ok(bin)
+}
+
+fn kubectl(lab: &Lab, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let mut cmd = Command::new(lab.tools().path("kubectl"));
+    cmd.arg("--kubeconfig")
+        .arg(lab.kubeconfig())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn().context("cannot run kubectl")?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        use std::io::Write;
+        pipe.write_all(input.as_bytes())
+            .context("cannot write to kubectl")?;
+    }
+    let out = child.wait_with_output().context("kubectl failed")?;
+    ensure!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Applies the committed CRDs; when the API server refuses their CEL rules
+/// (cost estimate), installs the same schemas without them, as the
+/// controller tests do: the speaker's behaviour does not depend on them.
+fn install_crds(lab: &Lab) -> Result<()> {
+    let file = repo_root().join("crds/ferrolb.io.crds.yaml");
+    let file = file.to_string_lossy().into_owned();
+    if kubectl(
+        lab,
+        &["apply", "--server-side", "--force-conflicts", "-f", &file],
+        None,
+    )
+    .is_err()
+    {
+        let rendered = kubectl(
+            lab,
+            &["create", "--dry-run=client", "-o", "json", "-f", &file],
+            None,
+        )?;
+        let mut items = Vec::new();
+        for value in serde_json::Deserializer::from_str(&rendered).into_iter::<Value>() {
+            let mut value = value.context("kubectl printed invalid JSON")?;
+            strip_validations(&mut value);
+            items.push(value);
+        }
+        let list = json!({ "apiVersion": "v1", "kind": "List", "items": items });
+        kubectl(
+            lab,
+            &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+            Some(&list.to_string()),
+        )?;
+    }
+    for crd in [
+        "ipaddresspools",
+        "l2advertisements",
+        "servicel2statuses",
+        "speakerstatuses",
+    ] {
+        kubectl(
+            lab,
+            &[
+                "wait",
+                "--for=condition=Established",
+                &format!("crd/{crd}.ferrolb.io"),
+                "--timeout=30s",
+            ],
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+fn strip_validations(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.remove("x-kubernetes-validations");
+            map.values_mut().for_each(strip_validations);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_validations),
+        _ => {}
+    }
+}
+
+fn dynamic(client: &Client, kind: &str, namespace: Option<&str>) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("ferrolb.io", "v1beta1", kind);
+    let resource = ApiResource::from_gvk(&gvk);
+    match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    }
+}
+
+/// A cluster-scoped object deleted when dropped.
+struct Cleanup {
+    what: String,
+    kubectl: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["delete", &self.what, "--wait=false", "--ignore-not-found"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// The objects and processes of one test: a pool, an advertisement, a
+/// gossip Secret, and one speaker per node.
+struct Setup {
+    lab: &'static Lab,
+    client: Client,
+    ns: TestNamespace,
+    class: String,
+    pool: String,
+    nodes: Vec<Host>,
+    speakers: Vec<Option<NodeProcess>>,
+    gossip_port: u16,
+    metrics_port: u16,
+    _cleanup: Vec<Cleanup>,
+}
+
+impl Setup {
+    async fn new(
+        lab: &'static Lab,
+        prefix: &str,
+        addresses: &str,
+        ports: (u16, u16),
+    ) -> Result<Self> {
+        let client = lab.client().await?;
+        install_crds(lab)?;
+        let ns = TestNamespace::create(lab, &client, prefix).await?;
+        let name = ns.name().to_owned();
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "gossip"},
+            // 32 bytes, base64.
+            "data": {"key": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="},
+        }))?;
+        Api::<Secret>::namespaced(client.clone(), &name)
+            .create(&PostParams::default(), &secret)
+            .await
+            .context("cannot create the gossip Secret")?;
+        let params = PatchParams::apply(MANAGER).force();
+        dynamic(&client, "IPAddressPool", None)
+            .patch(
+                &name,
+                &params,
+                &Patch::Apply(json!({
+                    "apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+                    "metadata": {"name": name},
+                    "spec": {"addresses": [addresses], "autoAssign": false},
+                })),
+            )
+            .await
+            .context("cannot create the pool")?;
+        dynamic(&client, "L2Advertisement", None)
+            .patch(
+                &name,
+                &params,
+                &Patch::Apply(json!({
+                    "apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement",
+                    "metadata": {"name": name},
+                    "spec": {"ipAddressPools": [name]},
+                })),
+            )
+            .await
+            .context("cannot create the L2Advertisement")?;
+        let cleanup = ["ipaddresspool", "l2advertisement"]
+            .iter()
+            .map(|kind| Cleanup {
+                what: format!("{kind}.ferrolb.io/{name}"),
+                kubectl: lab.tools().path("kubectl"),
+                kubeconfig: lab.kubeconfig(),
+            })
+            .collect();
+        let nodes: Vec<Host> = lab.nodes();
+        let mut setup = Self {
+            lab,
+            client,
+            class: format!("e2e.ferrolb.io/{name}"),
+            pool: name,
+            ns,
+            speakers: nodes.iter().map(|_| None).collect(),
+            nodes,
+            gossip_port: ports.0,
+            metrics_port: ports.1,
+            _cleanup: cleanup,
+        };
+        for i in 0..setup.nodes.len() {
+            setup.start(i)?;
+        }
+        Ok(setup)
+    }
+
+    fn start(&mut self, i: usize) -> Result<()> {
+        let bin = speaker_binary()?;
+        let host = &self.nodes[i];
+        let kubeconfig = format!("KUBECONFIG={}", self.lab.kubeconfig().display());
+        let args = [
+            kubeconfig.as_str(),
+            "FERROLB_LOG=info,ferrolb_speaker=debug",
+            &bin.to_string_lossy(),
+            "--node-name",
+            &host.name,
+            "--host-ip",
+            &host.ipv4.to_string(),
+            "--namespace",
+            self.ns.name(),
+            "--gossip-secret",
+            "gossip",
+            "--gossip-port",
+            &self.gossip_port.to_string(),
+            "--metrics-bind-address",
+            &format!("0.0.0.0:{}", self.metrics_port),
+            "--load-balancer-class",
+            &self.class,
+        ]
+        .map(str::to_owned);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.speakers[i] = Some(NodeProcess::start(self.lab, host, "env", &args)?);
+        Ok(())
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(p) = self.speakers[i].take() {
+            p.kill();
+        }
+    }
+
+    fn terminate(&mut self, i: usize) {
+        if let Some(p) = self.speakers[i].take() {
+            p.stop();
+        }
+    }
+
+    fn node_index(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|h| h.name == name)
+    }
+
+    /// Creates a LoadBalancer Service with `ip` in its status and an
+    /// EndpointSlice whose one endpoint, on `node`, is `ready`.
+    async fn service(&self, name: &str, ip: Ipv4Addr, node: &str, ready: bool) -> Result<()> {
+        let ns = self.ns.name();
+        let svc: Service = serde_json::from_value(json!({
+            "metadata": {"name": name, "annotations": {"ferrolb.io/ip-allocated-from-pool": self.pool}},
+            "spec": {
+                "type": "LoadBalancer",
+                "loadBalancerClass": self.class,
+                "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
+            },
+        }))?;
+        let services: Api<Service> = Api::namespaced(self.client.clone(), ns);
+        services
+            .create(&PostParams::default(), &svc)
+            .await
+            .with_context(|| format!("cannot create Service {name}"))?;
+        services
+            .patch_status(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": ip.to_string(), "ipMode": "VIP"}]}}})),
+            )
+            .await
+            .with_context(|| format!("cannot set the status of Service {name}"))?;
+        let slice: EndpointSlice = serde_json::from_value(json!({
+            "metadata": {"name": format!("{name}-1"), "labels": {
+                "kubernetes.io/service-name": name,
+                "endpointslice.kubernetes.io/managed-by": "e2e.ferrolb.io",
+            }},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["198.19.100.5"], "conditions": {"ready": ready}, "nodeName": node}],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        }))?;
+        Api::<EndpointSlice>::namespaced(self.client.clone(), ns)
+            .create(&PostParams::default(), &slice)
+            .await
+            .with_context(|| format!("cannot create the EndpointSlice of {name}"))?;
+        Ok(())
+    }
+
+    /// The ServiceL2Status of `name`, once it exists.
+    async fn l2_status(&self, name: &str) -> Result<Option<Value>> {
+        let api = dynamic(&self.client, "ServiceL2Status", Some(self.ns.name()));
+        Ok(api
+            .get_opt(name)
+            .await?
+            .and_then(|o| o.data.get("status").cloned()))
+    }
+}
+
+/// The node the election picks for `ip` among `nodes`.
+fn expected_owner(ip: Ipv4Addr, nodes: &[&str]) -> String {
+    let candidates: Vec<NodeName> = nodes.iter().map(|n| NodeName::from(*n)).collect();
+    let key = ElectionKey::new([IpAddr::V4(ip)]);
+    owner(&key, &candidates)
+        .map(ToString::to_string)
+        .unwrap_or_default()
+}
+
+/// Waits until exactly `mac` answers ARP for `ip` from the client.
+async fn wait_for_single_mac(
+    client: &Host,
+    ip: Ipv4Addr,
+    mac: &str,
+    timeout: Duration,
+) -> Result<()> {
+    wait_for(
+        &format!("only {mac} to answer for {ip}"),
+        timeout,
+        || async move {
+            let macs = harness::arping(client, ip, 2)?;
+            Ok((macs == [mac.to_owned()]).then_some(()).or_else(|| {
+                if !macs.is_empty() && macs.len() > 1 {
+                    eprintln!("{ip}: several MACs answer: {macs:?}");
+                }
+                None
+            }))
+        },
+    )
+    .await
+}
+
+/// One answer (or its absence) per 10 ms ARP request, in order.
+fn arping_sequence(output: &str) -> Vec<Option<String>> {
+    output
+        .lines()
+        .filter_map(|line| {
+            if line.starts_with("Timeout") {
+                Some(None)
+            } else if line.contains("bytes from") {
+                Some(harness::parse_arping(line).into_iter().next())
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+/// The outage seen by a client sending an ARP request every 10 ms while
+/// `disrupt` runs: from the last answer of `old` to the first of `new`.
+/// Fails if anyone else answers after the disruption.
+fn measure_takeover(
+    client: &Host,
+    ip: Ipv4Addr,
+    old: &str,
+    new: &str,
+    disrupt: impl FnOnce() -> Result<()>,
+) -> Result<Duration> {
+    const INTERVAL_MS: u64 = 10;
+    const OVERLAP_REQUESTS: usize = 10;
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &client.netns,
+            "arping",
+            "-i",
+            lan::INNER_IFACE,
+            "-W",
+            "0.01",
+            "-c",
+            "400",
+            &ip.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start arping")?;
+    std::thread::sleep(Duration::from_millis(500));
+    disrupt()?;
+    let out = child.wait_with_output().context("arping failed")?;
+    let seq = arping_sequence(&String::from_utf8_lossy(&out.stdout));
+    let last_old = seq
+        .iter()
+        .rposition(|a| a.as_deref() == Some(old))
+        .context("the old owner never answered")?;
+    let first_new = seq
+        .iter()
+        .position(|a| a.as_deref() == Some(new))
+        .with_context(|| format!("{new} never answered; answers: {:?}", summarize(&seq)))?;
+    // A graceful leave releases the IPs shortly after the successor took
+    // over, so no request falls into a gap: allow up to 100 ms of overlap
+    // (the successor's gratuitous replies count as answers too), and nobody
+    // but the new owner after it.
+    let settled = (first_new + OVERLAP_REQUESTS).min(seq.len());
+    if let Some(intruder) = seq[settled..].iter().flatten().find(|m| m.as_str() != new) {
+        bail!(
+            "{intruder} answered after the takeover: {:?}",
+            summarize(&seq)
+        );
+    }
+    let gap = first_new.saturating_sub(last_old) as u64;
+    Ok(Duration::from_millis(gap * INTERVAL_MS))
+}
+
+/// Runs of equal answers, for failure messages.
+fn summarize(seq: &[Option<String>]) -> Vec<(String, usize)> {
+    let mut runs: Vec<(String, usize)> = Vec::new();
+    for a in seq {
+        let label = a.clone().unwrap_or_else(|| "timeout".to_owned());
+        match runs.last_mut() {
+            Some((l, n)) if *l == label => *n += 1,
+            _ => runs.push((label, 1)),
+        }
+    }
+    runs
+}
+
+fn vip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, last)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_owner_per_ip_failover_handover_and_refusal() -> Result<()> {
+    let Some(lab) = harness::lab().await? else {
+        return Ok(());
+    };
+    let _serial = SERIAL.lock().await;
+    let mut setup = Setup::new(lab, "spk", "198.18.0.220-198.18.0.231", (17946, 17473)).await?;
+    let client_host = Host::client();
+    let names: Vec<String> = setup.nodes.iter().map(|h| h.name.clone()).collect();
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    let macs: Vec<String> = setup.nodes.iter().map(lan::mac_of).collect::<Result<_>>()?;
+    let mac_of = |node: &str| -> String {
+        all.iter()
+            .position(|n| *n == node)
+            .map(|i| macs[i].clone())
+            .unwrap_or_default()
+    };
+
+    // Ten Services, one IP each, endpoints ready.
+    let ips: Vec<Ipv4Addr> = (220..230).map(vip).collect();
+    for (i, ip) in ips.iter().enumerate() {
+        setup
+            .service(&format!("web-{i}"), *ip, &names[0], true)
+            .await?;
+    }
+    let mut owners = std::collections::BTreeMap::new();
+    for (i, ip) in ips.iter().enumerate() {
+        let owner = expected_owner(*ip, &all);
+        wait_for_single_mac(&client_host, *ip, &mac_of(&owner), Duration::from_secs(20)).await?;
+        let name = format!("web-{i}");
+        let status = wait_for(
+            &format!("ServiceL2Status {name} to name {owner}"),
+            Duration::from_secs(10),
+            || async {
+                let s = setup.l2_status(&name).await?;
+                Ok(s.filter(|s| s["node"] == owner.as_str()))
+            },
+        )
+        .await?;
+        ensure!(status["ips"] == json!([ip.to_string()]), "status {status}");
+        *owners.entry(owner).or_insert(0) += 1;
+    }
+    eprintln!("owners of 10 IPs over {} nodes: {owners:?}", all.len());
+    ensure!(owners.len() >= 2, "owners do not spread: {owners:?}");
+
+    // SIGKILL the owner of the first IP and cut its link: the runner-up
+    // takes over, and nobody else answers.
+    let ip = ips[0];
+    let old = expected_owner(ip, &all);
+    let rest: Vec<&str> = all.iter().copied().filter(|n| *n != old).collect();
+    let new = expected_owner(ip, &rest);
+    let index = setup.node_index(&old).context("owner is not a lab node")?;
+    let mut cut = None;
+    let outage = measure_takeover(&client_host, ip, &mac_of(&old), &mac_of(&new), || {
+        setup.kill(index);
+        cut = Some(CutLink::cut(&setup.nodes[index])?);
+        Ok(())
+    })?;
+    eprintln!("crash of {old}: {new} answers for {ip} after {outage:?}");
+    ensure!(outage < Duration::from_secs(2), "failover took {outage:?}");
+    drop(cut);
+    setup.start(index)?;
+    wait_for_single_mac(&client_host, ip, &mac_of(&old), Duration::from_secs(20)).await?;
+
+    // SIGTERM: a graceful leave hands over at once.
+    let ip = ips[1];
+    let old = expected_owner(ip, &all);
+    let rest: Vec<&str> = all.iter().copied().filter(|n| *n != old).collect();
+    let new = expected_owner(ip, &rest);
+    let index = setup.node_index(&old).context("owner is not a lab node")?;
+    let outage = measure_takeover(&client_host, ip, &mac_of(&old), &mac_of(&new), || {
+        setup.terminate(index);
+        Ok(())
+    })?;
+    eprintln!("SIGTERM of {old}: {new} answers for {ip} after {outage:?}");
+    ensure!(
+        outage < Duration::from_secs(1),
+        "graceful handover took {outage:?}"
+    );
+    setup.start(index)?;
+    wait_for_single_mac(&client_host, ip, &mac_of(&old), Duration::from_secs(20)).await?;
+
+    // No ready endpoint: nobody answers, and the status says why.
+    let idle = vip(230);
+    setup.service("idle", idle, &names[0], false).await?;
+    let status = wait_for(
+        "ServiceL2Status idle to say NoReadyEndpoints",
+        Duration::from_secs(10),
+        || async {
+            let s = setup.l2_status("idle").await?;
+            Ok(s.filter(|s| s["reason"] == "NoReadyEndpoints"))
+        },
+    )
+    .await?;
+    ensure!(status.get("node").is_none(), "status {status}");
+    let answers = harness::arping(&client_host, idle, 3)?;
+    ensure!(answers.is_empty(), "{idle} is answered by {answers:?}");
+    Ok(())
+}
+
+/// Failover figures for docs/benchmarks.md: `trials` crashes (SIGKILL and
+/// link cut) and `trials` graceful leaves of the owner, outage seen by a
+/// client sending an ARP request every 10 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+async fn failover_benchmark() -> Result<()> {
+    let Some(lab) = harness::lab().await? else {
+        return Ok(());
+    };
+    let _serial = SERIAL.lock().await;
+    let trials: usize = std::env::var("FERROLB_FAILOVER_TRIALS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(20);
+    let mut setup =
+        Setup::new(lab, "spkbench", "198.18.0.232-198.18.0.235", (17947, 17474)).await?;
+    let client_host = Host::client();
+    let names: Vec<String> = setup.nodes.iter().map(|h| h.name.clone()).collect();
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    let macs: Vec<String> = setup.nodes.iter().map(lan::mac_of).collect::<Result<_>>()?;
+    let ip = vip(232);
+    setup.service("bench", ip, &names[0], true).await?;
+    let old = expected_owner(ip, &all);
+    let index = setup.node_index(&old).context("owner is not a lab node")?;
+    let rest: Vec<&str> = all.iter().copied().filter(|n| *n != old).collect();
+    let new = expected_owner(ip, &rest);
+    let new_index = setup
+        .node_index(&new)
+        .context("successor is not a lab node")?;
+    let mut results = Vec::new();
+    for graceful in [false, true] {
+        let mut outages = Vec::new();
+        for trial in 0..trials {
+            wait_for_single_mac(&client_host, ip, &macs[index], Duration::from_secs(20)).await?;
+            // Let the rejoined speaker settle so every trial starts alike.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut cut = None;
+            let started = Instant::now();
+            let outage =
+                measure_takeover(&client_host, ip, &macs[index], &macs[new_index], || {
+                    if graceful {
+                        setup.terminate(index);
+                    } else {
+                        setup.kill(index);
+                        cut = Some(CutLink::cut(&setup.nodes[index])?);
+                    }
+                    Ok(())
+                })?;
+            eprintln!(
+                "{} trial {trial}: outage {outage:?} (measured over {:?})",
+                if graceful { "SIGTERM" } else { "crash" },
+                started.elapsed()
+            );
+            outages.push(outage);
+            drop(cut);
+            setup.start(index)?;
+        }
+        outages.sort();
+        let pick = |q: f64| {
+            let i = ((outages.len() as f64 - 1.0) * q).round() as usize;
+            outages[i.min(outages.len() - 1)]
+        };
+        let line = format!(
+            "{}: {} trials, p50 {:?}, p99 {:?}, max {:?}",
+            if graceful {
+                "graceful (SIGTERM)"
+            } else {
+                "crash (SIGKILL + link cut)"
+            },
+            outages.len(),
+            pick(0.5),
+            pick(0.99),
+            outages.last().copied().unwrap_or_default()
+        );
+        eprintln!("{line}");
+        results.push(line);
+    }
+    eprintln!("{}", results.join("\n"));
+    Ok(())
+}

@@ -116,3 +116,60 @@ pub fn link(message: &LinkMessage) -> Link {
     }
     link
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(flags: LinkFlags, attributes: Vec<LinkAttribute>) -> LinkMessage {
+        let mut message = LinkMessage::default();
+        message.header.index = 4;
+        message.header.flags = flags;
+        message.attributes = attributes;
+        message
+    }
+
+    #[test]
+    fn reads_what_eligibility_needs() {
+        let up_ethernet = message(
+            LinkFlags::Up | LinkFlags::LowerUp | LinkFlags::Broadcast,
+            vec![
+                LinkAttribute::IfName("eth0".to_owned()),
+                LinkAttribute::Address(vec![2, 0, 0, 0, 0, 9]),
+            ],
+        );
+        assert_eq!(
+            link(&up_ethernet),
+            Link {
+                index: 4,
+                name: "eth0".to_owned(),
+                mac: Some(MacAddr::new(2, 0, 0, 0, 0, 9)),
+                up: true,
+                lower_up: true,
+                loopback: false,
+                noarp: false,
+                controller: None,
+            }
+        );
+    }
+
+    #[test]
+    fn members_noarp_and_odd_addresses() {
+        let member = link(&message(
+            LinkFlags::Up | LinkFlags::Noarp,
+            vec![
+                LinkAttribute::IfName("eth1".to_owned()),
+                LinkAttribute::Controller(7),
+                // An InfiniBand-sized address is not an Ethernet one.
+                LinkAttribute::Address(vec![0; 20]),
+            ],
+        ));
+        assert_eq!(member.controller, Some(7));
+        assert!(member.noarp);
+        assert!(!member.lower_up);
+        assert_eq!(member.mac, None);
+        // A controller index of 0 means none.
+        let free = link(&message(LinkFlags::Up, vec![LinkAttribute::Controller(0)]));
+        assert_eq!(free.controller, None);
+    }
+}

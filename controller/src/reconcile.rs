@@ -267,14 +267,14 @@ impl Reconciler {
                     self.allocator.release(&key);
                     released(before.as_ref(), None, &reference, plan);
                 }
-                // Another class's Service keeps whatever its own controller wrote;
-                // a Service that stopped being a LoadBalancer loses what we wrote.
-                let ips = if handling == Handling::NotLoadBalancer || before.is_some() {
-                    Vec::new()
-                } else {
-                    current.ips.clone()
-                };
-                ServiceView { ips, pool: None }
+                // Another class's Service belongs to another controller (possibly a
+                // second FerroLB with its own class, which writes the same
+                // annotation): hands off unless we held its IPs. A Service that
+                // stopped being a LoadBalancer loses what was written for it.
+                if handling == Handling::OtherClass && before.is_none() {
+                    return;
+                }
+                ServiceView::default()
             }
         };
         let status = desired.ips != current.ips || (!exact && !desired.ips.is_empty());
@@ -721,9 +721,8 @@ mod tests {
             namespaces: vec![],
         };
         let plan = r.plan(&snap);
-        // Only our output annotation is removed; their status is theirs.
-        assert_eq!(plan.writes.len(), 1);
-        assert!(!plan.writes[0].status && plan.writes[0].annotation);
+        // Its status and annotation are another controller's.
+        assert!(plan.writes.is_empty() && plan.notices.is_empty());
     }
 
     #[test]

@@ -86,8 +86,8 @@ pub enum PoolState {
     Ready,
     /// Shares addresses with other pools: `(pool, first common range)`.
     Overlapping(Vec<(String, String)>),
-    /// The current spec cannot be used. `in_use` says whether the last valid version
-    /// still stands (Services keep IPs from it) or the pool holds nothing.
+    /// The current spec cannot be used (the last valid version, if any, stays in
+    /// effect so Services keep their IPs).
     Invalid {
         /// CamelCase reason.
         reason: String,

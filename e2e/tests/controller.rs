@@ -191,14 +191,29 @@ async fn create_service(
     name: &str,
     annotations: Value,
 ) -> Result<()> {
+    create_service_with(client, ns, name, annotations, json!({})).await
+}
+
+/// A LoadBalancer Service of the test's class; `spec` adds or overrides fields.
+async fn create_service_with(
+    client: &Client,
+    ns: &TestNamespace,
+    name: &str,
+    annotations: Value,
+    spec: Value,
+) -> Result<()> {
+    let mut base = json!({
+        "type": "LoadBalancer",
+        "loadBalancerClass": class_of(ns),
+        "selector": { "app": name },
+        "ports": [{ "port": 80, "protocol": "TCP" }],
+    });
+    if let (Some(base), Value::Object(extra)) = (base.as_object_mut(), spec) {
+        base.extend(extra);
+    }
     let svc: Service = serde_json::from_value(json!({
         "metadata": { "name": name, "annotations": annotations },
-        "spec": {
-            "type": "LoadBalancer",
-            "loadBalancerClass": class_of(ns),
-            "selector": { "app": name },
-            "ports": [{ "port": 80, "protocol": "TCP" }],
-        },
+        "spec": base,
     }))?;
     Api::<Service>::namespaced(client.clone(), ns.name())
         .create(&PostParams::default(), &svc)
@@ -932,6 +947,55 @@ async fn invalid_and_overlapping_pools_show_their_conditions() -> Result<()> {
             eprintln!("the API server refused the invalid pool itself: {text}");
         }
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn dual_stack_services_get_one_ip_per_family() -> Result<()> {
+    let _serial = serial().await?;
+    let Some(Setup { lab, client, ns }) = setup("ctl-dual").await? else {
+        return Ok(());
+    };
+    let pool = TestPool::create(
+        lab,
+        &client,
+        &format!("e2e-dual-{}", suffix(&ns)),
+        json!({ "addresses": ["198.18.118.0/28"], "autoAssign": false }),
+    )
+    .await?;
+    let _controller = Controller::start(lab, &ns, "dual-1")?;
+    let ask = json!({ "ferrolb.io/address-pool": pool.name });
+    let dual = |policy: &str| json!({ "ipFamilyPolicy": policy, "ipFamilies": ["IPv4", "IPv6"] });
+    create_service_with(&client, &ns, "prefer", ask.clone(), dual("PreferDualStack")).await?;
+    create_service_with(&client, &ns, "require", ask, dual("RequireDualStack")).await?;
+    // The pool has no IPv6 yet: PreferDualStack gets IPv4 now, RequireDualStack nothing.
+    let prefer = wait_ip(&client, ns.name(), "prefer", Duration::from_secs(30)).await?;
+    ensure!(prefer.is_ipv4(), "prefer got {prefer}");
+    let note = wait_event(&client, ns.name(), "require", "AllocationFailed", "IPv6").await?;
+    ensure!(note.contains(&pool.name), "message: {note}");
+
+    pool.set_spec(
+        &client,
+        json!({ "addresses": ["198.18.118.0/28", "2001:db8:118::/120"] }),
+    )
+    .await?;
+    let ips = wait_for(
+        "both Services dual-stack",
+        Duration::from_secs(30),
+        || async {
+            let ips = all_ips(&client, ns.name()).await?;
+            Ok(ips.values().all(|v| v.len() == 2).then_some(ips))
+        },
+    )
+    .await?;
+    ensure!(
+        ips["prefer"][0] == prefer && ips["prefer"][1].is_ipv6(),
+        "PreferDualStack kept its IPv4 and gained IPv6, in ipFamilies order: {ips:?}"
+    );
+    ensure!(
+        ips["require"][0].is_ipv4() && ips["require"][1].is_ipv6(),
+        "RequireDualStack: {ips:?}"
+    );
     Ok(())
 }
 

@@ -53,7 +53,10 @@ pub async fn lab() -> Result<Option<&'static Lab>> {
     let lab = LAB
         .get_or_try_init(|| async {
             match Lab::current() {
-                Some(l) => Ok(l),
+                Some(l) => {
+                    l.ensure_workloads().await?;
+                    Ok(l)
+                }
                 None => Lab::up(DEFAULT_NODES).await,
             }
         })

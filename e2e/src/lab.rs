@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::control_plane::{self, ControlPlane};
 use crate::lan::{self, Host};
+use crate::pki::CLIENTS;
 use crate::process::{self, Supervisor};
 use crate::tools::{self, Tools};
-use crate::{command, nodes};
+use crate::{agent, command, ipvs, kube_proxy, nodes, podnet};
 
 /// The default number of node namespaces.
 pub const DEFAULT_NODES: u8 = 3;
@@ -48,6 +49,13 @@ pub struct LabRecord {
     pub nodes: u8,
     /// The tools' directory.
     pub tools: PathBuf,
+    /// Whether the emulated IPVS-mode kube-proxy has strictARP on.
+    #[serde(default = "strict_arp_default")]
+    pub strict_arp: bool,
+}
+
+fn strict_arp_default() -> bool {
+    true
 }
 
 /// A lab that is up.
@@ -90,6 +98,12 @@ impl Lab {
     /// first if needed. A lab already up with as many nodes is reused; debris
     /// of a crashed lab is removed first.
     pub async fn up(nodes: u8) -> Result<Self> {
+        Self::up_with(nodes, true).await
+    }
+
+    /// Like [`Lab::up`], with strictARP on or off in the emulated IPVS mode
+    /// (a lab already up keeps its setting: use `cargo lab strict-arp`).
+    pub async fn up_with(nodes: u8, strict_arp: bool) -> Result<Self> {
         check_host()?;
         if !(1..=lan::MAX_NODES).contains(&nodes) {
             bail!("--nodes must be between 1 and {}", lan::MAX_NODES);
@@ -102,6 +116,7 @@ impl Lab {
                     lab.record.nodes
                 );
             }
+            lab.ensure_workloads_locked().await?;
             return Ok(lab);
         }
         remove_everything()?;
@@ -120,10 +135,67 @@ impl Lab {
         let record = LabRecord {
             nodes,
             tools: tools.dir().to_owned(),
+            strict_arp,
         };
         let json = serde_json::to_vec_pretty(&record).context("cannot encode the lab record")?;
         std::fs::write(record_path(&state), json).context("cannot write the lab record")?;
-        Ok(Self { state, record })
+        let lab = Self { state, record };
+        lab.start_workloads(&client).await?;
+        Ok(lab)
+    }
+
+    /// Starts what runs workloads and carries Service traffic, if a lab
+    /// brought up by an older `up` lacks it: pod routes, kube-proxy and the
+    /// node agents, and the emulated IPVS mode.
+    pub async fn ensure_workloads(&self) -> Result<()> {
+        let _lock = exclusive()?;
+        self.ensure_workloads_locked().await
+    }
+
+    async fn ensure_workloads_locked(&self) -> Result<()> {
+        let sup = Supervisor::new(&self.state);
+        let all_running = self.nodes().iter().all(|n| {
+            sup.running(&format!("agent-{}", n.name))
+                && sup.running(&format!("kube-proxy-{}", n.name))
+        });
+        if !all_running {
+            self.start_workloads(&self.client().await?).await?;
+        }
+        Ok(())
+    }
+
+    async fn start_workloads(&self, client: &kube::Client) -> Result<()> {
+        let nodes = self.nodes();
+        podnet::route_between_nodes(&nodes)?;
+        ipvs::switch(client, &nodes, self.record.strict_arp).await?;
+        let sup = Supervisor::new(&self.state);
+        let kubeconfig = self.control_plane().kubeconfig_of(&CLIENTS[3]);
+        let lab_binary = install_lab_binary(&self.state)?;
+        for node in &nodes {
+            let index = podnet::index_of(node)?;
+            if !sup.running(&format!("kube-proxy-{}", node.name)) {
+                let mode = kube_proxy::mode(node);
+                sup.start(&kube_proxy::daemon(
+                    &self.tools().path("kube-proxy"),
+                    &kubeconfig,
+                    node,
+                    mode,
+                ))?;
+            }
+            if !sup.running(&format!("agent-{}", node.name)) {
+                sup.start(&agent::daemon(&self.state, &lab_binary, index))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Switches strictARP of the emulated IPVS mode on a running lab.
+    pub async fn set_strict_arp(&mut self, on: bool) -> Result<()> {
+        ipvs::switch(&self.client().await?, &self.nodes(), on).await?;
+        self.record.strict_arp = on;
+        let json =
+            serde_json::to_vec_pretty(&self.record).context("cannot encode the lab record")?;
+        std::fs::write(record_path(&self.state), json).context("cannot write the lab record")
     }
 
     /// The admin kubeconfig.
@@ -180,6 +252,7 @@ fn remove_everything() -> Result<()> {
             process::stop(pid);
         }
     }
+    podnet::destroy_pod_netns(None)?;
     lan::destroy()?;
     if state.exists() {
         std::fs::remove_dir_all(&state)
@@ -275,4 +348,39 @@ pub fn status() -> Result<String> {
         );
     }
     Ok(out)
+}
+
+/// Copies the `lab` binary (which also runs the node agents and the HTTP
+/// stand-in) into the state directory, so rebuilding it does not touch the
+/// running agents. Found next to the running executable (`cargo lab`) or one
+/// level up (a test binary in `deps/`), else built.
+fn install_lab_binary(state: &Path) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot find the running executable")?;
+    let candidates = [
+        Some(exe.clone()).filter(|e| e.file_name().is_some_and(|n| n == "lab")),
+        exe.parent().map(|d| d.join("lab")),
+        exe.parent().and_then(Path::parent).map(|d| d.join("lab")),
+    ];
+    let source = match candidates.into_iter().flatten().find(|p| p.is_file()) {
+        Some(p) => p,
+        None => {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .args(["build", "-p", "ferrolb-e2e", "--bin", "lab"])
+                .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+                .status()
+                .context("cannot run cargo build")?;
+            if !status.success() {
+                bail!("cannot build the lab binary");
+            }
+            agent::target_dir().join("debug").join("lab")
+        }
+    };
+    let dir = state.join("bin");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let target = dir.join("lab");
+    let _ = std::fs::remove_file(&target);
+    std::fs::copy(&source, &target)
+        .with_context(|| format!("cannot copy {} to {}", source.display(), target.display()))?;
+    Ok(target)
 }

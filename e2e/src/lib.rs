@@ -5,15 +5,19 @@
 //! The `lab` binary drives it (`cargo lab up | down | status | …`); the
 //! [`harness`] module is what end-to-end tests use.
 
+pub mod agent;
 pub mod command;
 pub mod control_plane;
 pub mod demo;
 pub mod harness;
+pub mod ipvs;
+pub mod kube_proxy;
 pub mod kubeconfig;
 pub mod lab;
 pub mod lan;
 pub mod nodes;
 pub mod objects;
 pub mod pki;
+pub mod podnet;
 pub mod process;
 pub mod tools;

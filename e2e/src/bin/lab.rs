@@ -25,6 +25,53 @@ enum Cmd {
         /// Number of node namespaces.
         #[arg(long, default_value_t = DEFAULT_NODES)]
         nodes: u8,
+        /// strictARP of the emulated IPVS-mode kube-proxy: true sets
+        /// arp_ignore=1/arp_announce=2 in the node namespaces, false leaves
+        /// them 0 (every node answers ARP for every LoadBalancer IP).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        strict_arp: bool,
+    },
+    /// Switch strictARP of the emulated IPVS mode on a running lab (node
+    /// sysctls and the kube-system/kube-proxy ConfigMap).
+    StrictArp {
+        /// on or off.
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
+    },
+    /// Print the output of a pod's containers (all, or one with -c).
+    Logs {
+        /// The pod, as NAMESPACE/NAME.
+        pod: String,
+        /// Only this container.
+        #[arg(short = 'c', long)]
+        container: Option<String>,
+    },
+    /// Run the lab's helm with the lab's admin kubeconfig.
+    Helm {
+        /// Arguments for helm.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The node agent of one node (started by `up`).
+    #[command(hide = true)]
+    Agent {
+        /// The node's index.
+        #[arg(long)]
+        node: u8,
+        /// The lab's state directory.
+        #[arg(long)]
+        state: std::path::PathBuf,
+    },
+    /// The HTTP stand-in for a container image (run by the node agent inside
+    /// the pod's network namespace): answers with the pod's name.
+    #[command(hide = true)]
+    PodServer {
+        /// The pod's name.
+        #[arg(long)]
+        name: String,
+        /// A TCP port to answer on (repeatable).
+        #[arg(long = "port", required = true)]
+        ports: Vec<u16>,
     },
     /// Remove everything the lab created (idempotent).
     Down,
@@ -57,11 +104,21 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The node agent is a daemon with a log file: say what it does.
+    let default_level = if matches!(cli.command, Cmd::Agent { .. }) {
+        "info"
+    } else {
+        "error"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(Cli::parse()).await {
+    match run(cli).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("cargo lab: {e:#}");
@@ -72,8 +129,9 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Cmd::Up { nodes } => {
-            let lab = Lab::up(nodes).await?;
+        Cmd::Up { nodes, strict_arp } => {
+            build_ferrolb();
+            let lab = Lab::up_with(nodes, strict_arp).await?;
             say(&format!(
                 "lab up: {} nodes, API server {}\n\
                  try: cargo lab kubectl -- get nodes -o wide\n     \
@@ -120,6 +178,67 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Test { args } => test(args).await,
+        Cmd::StrictArp { state } => {
+            let mut lab = Lab::current().context("the lab is not up: run `cargo lab up`")?;
+            lab.set_strict_arp(state == "on").await?;
+            say(&format!("strictARP {state}"))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Logs { pod, container } => {
+            let lab = Lab::current().context("the lab is not up: run `cargo lab up`")?;
+            let (ns, name) = pod
+                .split_once('/')
+                .context("name the pod as NAMESPACE/NAME")?;
+            let dir = ferrolb_e2e::agent::pod::pod_dir(&lab.state, ns, name);
+            let mut logs: Vec<_> = std::fs::read_dir(&dir)
+                .with_context(|| format!("no pod {pod} runs in the lab"))?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|e| e == "log"))
+                .filter(|p| {
+                    container
+                        .as_deref()
+                        .is_none_or(|c| p.file_stem().is_some_and(|s| s == c))
+                })
+                .collect();
+            logs.sort();
+            for log in logs {
+                let text = std::fs::read_to_string(&log)
+                    .with_context(|| format!("cannot read {}", log.display()))?;
+                std::io::stdout()
+                    .write_all(text.as_bytes())
+                    .context("cannot write to stdout")?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Helm { args } => {
+            let lab = Lab::current().context("the lab is not up: run `cargo lab up`")?;
+            let status = Command::new(lab.tools().path("helm"))
+                .arg("--kubeconfig")
+                .arg(lab.kubeconfig())
+                .args(&args)
+                .status()
+                .context("cannot run helm")?;
+            Ok(exit_code(status))
+        }
+        Cmd::Agent { node, state } => {
+            ferrolb_e2e::agent::run(node, state).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::PodServer { name, ports } => {
+            ferrolb_e2e::agent::server::serve(&name, &ports)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Builds FerroLB's binaries, which the node agents run for FerroLB's pods;
+/// a failed build is reported, not fatal (the lab itself does not need them).
+fn build_ferrolb() {
+    if let Err(e) = ferrolb_e2e::agent::build_ferrolb(&ferrolb_e2e::agent::spec::FERROLB_BINARIES) {
+        eprintln!(
+            "cargo lab: FerroLB's binaries were not built ({e:#}); their pods will not start"
+        );
     }
 }
 
@@ -129,6 +248,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 async fn test(args: Vec<String>) -> Result<ExitCode> {
     lab::check_host()?;
     tools::ensure_built()?;
+    build_ferrolb();
     let was_up = Lab::current().is_some();
     Lab::up(DEFAULT_NODES).await?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

@@ -48,6 +48,7 @@ pub struct Metrics {
     pool_available: MetricFamily<PoolLabels, F64Gauge>,
     allocations: MetricFamily<AllocationLabels, Counter>,
     api_errors: MetricFamily<OperationLabels, Counter>,
+    api_writes: MetricFamily<OperationLabels, Counter>,
     leader: Gauge,
 }
 
@@ -79,6 +80,11 @@ impl Metrics {
             "ferrolb_api_errors",
             "Failed Kubernetes API calls by operation (each is retried)",
             m.api_errors.clone(),
+        );
+        registry.register(
+            "ferrolb_api_writes",
+            "Successful writes to the API server by operation (Events excluded)",
+            m.api_writes.clone(),
         );
         registry.register(
             "ferrolb_leader",
@@ -131,6 +137,15 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts one successful write.
+    pub fn api_write(&self, operation: &str) {
+        self.api_writes
+            .get_or_create(&OperationLabels {
+                operation: operation.to_owned(),
+            })
+            .inc();
+    }
+
     /// Records whether this replica leads.
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
@@ -167,6 +182,7 @@ mod tests {
         );
         m.allocation("failure", "pool_exhausted");
         m.api_error("patch_service_status");
+        m.api_write("patch_service");
         m.set_leader(true);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
@@ -176,6 +192,7 @@ mod tests {
             "ferrolb_pool_available{pool=\"prod\",family=\"ipv4\"} 13.0",
             "ferrolb_allocations_total{result=\"failure\",reason=\"pool_exhausted\"} 1",
             "ferrolb_api_errors_total{operation=\"patch_service_status\"} 1",
+            "ferrolb_api_writes_total{operation=\"patch_service\"} 1",
             "ferrolb_leader 1",
         ] {
             assert!(out.contains(line), "missing {line} in\n{out}");

@@ -243,7 +243,10 @@ async fn write_service(ctx: &Context, w: &ServiceWrite) -> Option<Vec<String>> {
             .patch_status(&w.key.name, &params, &Patch::Merge(&patch))
             .await
         {
-            Ok(svc) => produced.extend(svc.resource_version()),
+            Ok(svc) => {
+                ctx.metrics.api_write("patch_service_status");
+                produced.extend(svc.resource_version());
+            }
             Err(e) if not_found(&e) => return Some(produced),
             Err(e) => {
                 tracing::warn!(service = %w.key, error = %e, "cannot write the Service status; will retry");
@@ -255,7 +258,10 @@ async fn write_service(ctx: &Context, w: &ServiceWrite) -> Option<Vec<String>> {
     if w.annotation {
         let patch = status::annotation_patch(w.desired.pool.as_deref());
         match api.patch(&w.key.name, &params, &Patch::Merge(&patch)).await {
-            Ok(svc) => produced.extend(svc.resource_version()),
+            Ok(svc) => {
+                ctx.metrics.api_write("patch_service");
+                produced.extend(svc.resource_version());
+            }
             Err(e) if not_found(&e) => return Some(produced),
             Err(e) => {
                 tracing::warn!(service = %w.key, error = %e, "cannot write the Service annotation; will retry");
@@ -318,6 +324,7 @@ impl PoolWrites {
                 .await
             {
                 Ok(_) => {
+                    ctx.metrics.api_write("patch_pool_status");
                     self.last.insert(name, (now, desired));
                 }
                 Err(e) if not_found(&e) => {}

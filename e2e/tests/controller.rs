@@ -404,6 +404,18 @@ impl Drop for Controller {
     }
 }
 
+/// The controller's successful Service writes (status and annotation calls).
+fn service_writes(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.starts_with("ferrolb_api_writes_total{operation=\"patch_service_status\"}")
+                || l.starts_with("ferrolb_api_writes_total{operation=\"patch_service\"}")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 async fn holder(client: &Client, ns: &str) -> Result<Option<String>> {
     let api: Api<Lease> = Api::namespaced(client.clone(), ns);
     Ok(api
@@ -647,6 +659,12 @@ async fn restart_with_200_services_moves_no_ip() -> Result<()> {
         },
     )
     .await?;
+    let writes = service_writes(&controller.scrape()?);
+    eprintln!("{writes} Service writes for 200 allocations");
+    ensure!(
+        writes <= 400,
+        "{writes} Service writes for 200 allocations (at most 2 each)"
+    );
     controller.kill();
 
     // Deleting one Service while the controller is down, then restarting: the
@@ -666,6 +684,12 @@ async fn restart_with_200_services_moves_no_ip() -> Result<()> {
         "the new Service got {new_ip}, already held"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let writes = service_writes(&controller.scrape()?);
+    eprintln!("{writes} Service writes after the restart");
+    ensure!(
+        writes <= 2,
+        "{writes} Service writes after the restart; only the new Service needed any"
+    );
     let mut after = all_ips(&client, ns.name()).await?;
     after.remove("after");
     let moved: Vec<&String> = before.keys().filter(|k| before[*k] != after[*k]).collect();

@@ -9,6 +9,7 @@
 // Tests may panic on purpose; production code must not.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod advertisement;
 pub mod allocator;
 pub mod cli;
 pub mod convert;

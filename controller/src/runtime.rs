@@ -1,6 +1,7 @@
 //! The thin asynchronous shell around the [`Reconciler`]: reflectors on Services,
-//! IPAddressPools and Namespaces feed a debounced pass; while this replica leads, the
-//! pass's [`Plan`](crate::reconcile::Plan) is written to the API server.
+//! IPAddressPools, Namespaces and L2Advertisements feed a debounced pass; while this
+//! replica leads, the pass's [`Plan`](crate::reconcile::Plan) is written to the API
+//! server, and pool and advertisement statuses are brought up to date.
 //!
 //! Order on taking the lead: wait for every watch to sync, rebuild every assignment
 //! from the Services' statuses ([`Reconciler::restore`]), and only then allocate.
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ferrolb_address::Family;
-use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus};
+use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus, L2Advertisement, L2AdvertisementStatus};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::jiff::Timestamp;
@@ -67,6 +68,7 @@ struct Stores {
     services: Store<Service>,
     pools: Store<IPAddressPool>,
     namespaces: Store<Namespace>,
+    advertisements: Store<L2Advertisement>,
 }
 
 impl Stores {
@@ -86,11 +88,13 @@ pub async fn run(ctx: Context, mut leading: watch::Receiver<bool>) {
         services: watch_kind(Api::all(ctx.client.clone()), changed.clone()),
         pools: watch_kind(Api::all(ctx.client.clone()), changed.clone()),
         namespaces: watch_kind(Api::all(ctx.client.clone()), changed.clone()),
+        advertisements: watch_kind(Api::all(ctx.client.clone()), changed.clone()),
     };
     let synced = async {
         stores.services.wait_until_ready().await?;
         stores.pools.wait_until_ready().await?;
-        stores.namespaces.wait_until_ready().await
+        stores.namespaces.wait_until_ready().await?;
+        stores.advertisements.wait_until_ready().await
     };
     if synced.await.is_err() {
         tracing::error!("a watch ended before it synced");
@@ -163,6 +167,7 @@ async fn lead(
         ctx.metrics.allocation(outcome.result, outcome.reason);
     }
     let mut pools = PoolWrites::default();
+    let mut advertisements = AdvertisementWrites::default();
     let mut retry = RETRY_MIN;
     loop {
         let snapshot = stores.snapshot();
@@ -172,6 +177,13 @@ async fn lead(
         }
         let failed = execute(ctx, &mut reconciler, plan).await;
         let next_pool_write = pools.write(ctx, &reconciler, &snapshot.pools).await;
+        let next_advertisement_write = advertisements
+            .write(ctx, &snapshot.pools, &stores.advertisements.state())
+            .await;
+        let next_pool_write = match (next_pool_write, next_advertisement_write) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let wait = if failed {
             let wait = retry;
             retry = (retry * 2).min(RETRY_MAX);
@@ -361,5 +373,75 @@ impl PoolWrites {
             ctx.metrics.set_pool(name, *f, *usage);
         }
         self.families.insert(name.to_owned(), now);
+    }
+}
+
+/// L2Advertisement status writes, batched like pool statuses.
+#[derive(Debug, Default)]
+struct AdvertisementWrites {
+    last: HashMap<String, (Instant, L2AdvertisementStatus)>,
+}
+
+impl AdvertisementWrites {
+    /// Writes what is due; returns when the next deferred write is due.
+    async fn write(
+        &mut self,
+        ctx: &Context,
+        pools: &[Arc<IPAddressPool>],
+        objects: &[Arc<L2Advertisement>],
+    ) -> Option<Duration> {
+        let api: Api<L2Advertisement> = Api::all(ctx.client.clone());
+        let labels: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> =
+            pools
+                .iter()
+                .map(|p| (p.name_any(), p.labels().clone()))
+                .collect();
+        let now = Instant::now();
+        let mut next: Option<Duration> = None;
+        let mut present = Vec::new();
+        for object in objects {
+            let name = object.name_any();
+            present.push(name.clone());
+            let previous = object.status.as_ref();
+            let desired = crate::advertisement::status(
+                &object.spec,
+                object.metadata.generation,
+                &labels,
+                previous,
+                Timestamp::now(),
+            );
+            if previous == Some(&desired) {
+                continue;
+            }
+            if let Some((at, written)) = self.last.get(&name) {
+                let since = now.duration_since(*at);
+                if *written == desired && since < Duration::from_secs(10) {
+                    continue;
+                }
+                if since < POOL_STATUS_INTERVAL {
+                    let due = POOL_STATUS_INTERVAL - since;
+                    next = Some(next.map_or(due, |n| n.min(due)));
+                    continue;
+                }
+            }
+            let patch = serde_json::json!({ "status": desired });
+            match api
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    ctx.metrics.api_write("patch_l2advertisement_status");
+                    self.last.insert(name, (now, desired));
+                }
+                Err(e) if not_found(&e) => {}
+                Err(e) => {
+                    tracing::warn!(advertisement = %name, error = %e, "cannot write the L2Advertisement status; will retry");
+                    ctx.metrics.api_error("patch_l2advertisement_status");
+                    next = Some(next.map_or(RETRY_MIN, |n| n.min(RETRY_MIN)));
+                }
+            }
+        }
+        self.last.retain(|name, _| present.contains(name));
+        next
     }
 }

@@ -932,6 +932,46 @@ async fn invalid_and_overlapping_pools_show_their_conditions() -> Result<()> {
     );
     condition(b.name.clone(), "Overlapping").await?;
 
+    // An advertisement naming a pool that does not exist.
+    let l2_name = format!("e2e-l2-{s}");
+    let l2: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "ferrolb.io/v1beta1",
+        "kind": "L2Advertisement",
+        "metadata": { "name": l2_name },
+        "spec": { "ipAddressPools": [a.name, "e2e-no-such-pool"] },
+    }))?;
+    let l2_api: Api<DynamicObject> = Api::all_with(
+        client.clone(),
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "ferrolb.io",
+            "v1beta1",
+            "L2Advertisement",
+        )),
+    );
+    l2_api.create(&PostParams::default(), &l2).await?;
+    let unknown = wait_for(
+        "UnknownPools=True on the L2Advertisement",
+        Duration::from_secs(20),
+        || async {
+            let o = l2_api.get(&l2_name).await?;
+            Ok(o.data["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "UnknownPools" && c["status"] == "True")
+                .cloned())
+        },
+    )
+    .await;
+    l2_api.delete(&l2_name, &DeleteParams::default()).await?;
+    let unknown = unknown?;
+    ensure!(
+        unknown["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("e2e-no-such-pool")),
+        "UnknownPools: {unknown}"
+    );
+
     // The whole IPv6 space as a range: the API server's rules let it through, the
     // controller cannot count it and marks the pool Invalid.
     let name = format!("e2e-invalid-{s}");

@@ -1,0 +1,170 @@
+//! An `L2Advertisement`'s status: whether the pools it names exist and whether its
+//! pool selectors select any pool. Pure: objects in, status out. (Which nodes and
+//! Services it selects is the speakers' business.)
+
+use std::collections::BTreeMap;
+
+use ferrolb_crds::{L2AdvertisementSpec, L2AdvertisementStatus, conditions};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+use crate::pool;
+
+/// Renders the status of an advertisement given every pool's name and labels.
+/// Conditions keep their `lastTransitionTime` while their status is unchanged.
+pub fn status(
+    spec: &L2AdvertisementSpec,
+    generation: Option<i64>,
+    pools: &BTreeMap<String, BTreeMap<String, String>>,
+    previous: Option<&L2AdvertisementStatus>,
+    now: Timestamp,
+) -> L2AdvertisementStatus {
+    let unknown: Vec<&str> = spec
+        .ip_address_pools
+        .iter()
+        .map(|p| p.as_str())
+        .filter(|p| !pools.contains_key(*p))
+        .collect();
+    let unknown_condition = if unknown.is_empty() {
+        ("False", "PoolsExist", "every named pool exists".to_owned())
+    } else {
+        (
+            "True",
+            conditions::UNKNOWN_POOLS,
+            format!(
+                "no IPAddressPool named {}; create it or fix spec.ipAddressPools",
+                quoted(&unknown)
+            ),
+        )
+    };
+    let mut empty = Vec::new();
+    for (i, s) in spec.ip_address_pool_selectors.iter().enumerate() {
+        let matches = pool::selector("spec.ipAddressPoolSelectors", s)
+            .is_ok_and(|sel| pools.values().any(|labels| sel.matches(labels)));
+        if !matches {
+            empty.push(i.to_string());
+        }
+    }
+    let nothing_condition = if empty.is_empty() {
+        (
+            "False",
+            "Matches",
+            "every pool selector matches a pool".to_owned(),
+        )
+    } else {
+        (
+            "True",
+            conditions::MATCHES_NOTHING,
+            format!(
+                "spec.ipAddressPoolSelectors[{}] match no IPAddressPool; check the pools' labels",
+                empty.join(", ")
+            ),
+        )
+    };
+    let mut out = L2AdvertisementStatus {
+        conditions: Vec::new(),
+        observed_generation: generation,
+    };
+    for (type_, (value, reason, message)) in [
+        (conditions::UNKNOWN_POOLS, unknown_condition),
+        (conditions::MATCHES_NOTHING, nothing_condition),
+    ] {
+        let since = previous
+            .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_))
+            .filter(|c| c.status == value)
+            .map_or(Time(now), |c| c.last_transition_time.clone());
+        out.conditions.push(Condition {
+            type_: type_.to_owned(),
+            status: value.to_owned(),
+            reason: reason.to_owned(),
+            message,
+            observed_generation: generation,
+            last_transition_time: since,
+        });
+    }
+    out
+}
+
+fn quoted(names: &[&str]) -> String {
+    let q: Vec<String> = names.iter().map(|n| format!("{n:?}")).collect();
+    q.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(v: serde_json::Value) -> L2AdvertisementSpec {
+        serde_json::from_value(v).unwrap()
+    }
+
+    fn pools() -> BTreeMap<String, BTreeMap<String, String>> {
+        BTreeMap::from([
+            (
+                "lan".to_owned(),
+                BTreeMap::from([("zone".to_owned(), "a".to_owned())]),
+            ),
+            ("dmz".to_owned(), BTreeMap::new()),
+        ])
+    }
+
+    fn conds(s: &L2AdvertisementStatus) -> Vec<(&str, &str)> {
+        s.conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn status_table() {
+        let cases = [
+            (
+                "all pools",
+                json!({}),
+                [("UnknownPools", "False"), ("MatchesNothing", "False")],
+            ),
+            (
+                "named pools exist",
+                json!({ "ipAddressPools": ["lan", "dmz"] }),
+                [("UnknownPools", "False"), ("MatchesNothing", "False")],
+            ),
+            (
+                "a named pool is missing",
+                json!({ "ipAddressPools": ["lan", "gone"] }),
+                [("UnknownPools", "True"), ("MatchesNothing", "False")],
+            ),
+            (
+                "selector matches",
+                json!({ "ipAddressPoolSelectors": [{ "matchLabels": { "zone": "a" } }] }),
+                [("UnknownPools", "False"), ("MatchesNothing", "False")],
+            ),
+            (
+                "selector matches nothing",
+                json!({ "ipAddressPoolSelectors": [{ "matchLabels": { "zone": "b" } }] }),
+                [("UnknownPools", "False"), ("MatchesNothing", "True")],
+            ),
+        ];
+        for (name, s, want) in cases {
+            let got = status(&spec(s), Some(2), &pools(), None, Timestamp::UNIX_EPOCH);
+            assert_eq!(conds(&got), want, "{name}");
+            assert_eq!(got.observed_generation, Some(2), "{name}");
+        }
+        let got = status(
+            &spec(json!({ "ipAddressPools": ["gone"] })),
+            None,
+            &pools(),
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        assert!(got.conditions[0].message.contains("\"gone\""));
+    }
+
+    #[test]
+    fn unchanged_status_renders_identically() {
+        let s = spec(json!({ "ipAddressPools": ["lan"] }));
+        let first = status(&s, Some(1), &pools(), None, Timestamp::UNIX_EPOCH);
+        let later = Timestamp::from_second(500).unwrap();
+        assert_eq!(status(&s, Some(1), &pools(), Some(&first), later), first);
+    }
+}

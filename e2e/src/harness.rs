@@ -285,6 +285,65 @@ impl Drop for CutLink {
     }
 }
 
+/// One HTTP GET from `from` (curl, two-second timeout): the body, or `None`
+/// when nothing answered.
+pub fn curl(from: &Host, url: &str) -> Result<Option<String>> {
+    let out = exec_in(from, "curl", &["-s", "-m", "2", "-g", url])?;
+    Ok(out
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+}
+
+/// The pid of a container of a pod the lab's node agent runs, if it runs.
+pub fn container_pid(lab: &Lab, namespace: &str, pod: &str, container: &str) -> Option<i32> {
+    let dir = crate::agent::pod::pod_dir(&lab.state, namespace, pod);
+    std::fs::read_to_string(dir.join(format!("{container}.pid")))
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+        .filter(|p| process::alive(*p))
+}
+
+/// strictARP of the emulated IPVS mode switched for one test; the lab's
+/// setting is restored when dropped.
+#[derive(Debug)]
+pub struct StrictArp {
+    lab: Lab,
+}
+
+impl StrictArp {
+    /// Switches strictARP on or off (node sysctls and the kube-proxy ConfigMap).
+    pub async fn set(lab: &Lab, on: bool) -> Result<Self> {
+        crate::ipvs::switch(&lab.client().await?, &lab.nodes(), on).await?;
+        Ok(Self { lab: lab.clone() })
+    }
+}
+
+impl Drop for StrictArp {
+    fn drop(&mut self) {
+        let on = self.lab.record.strict_arp;
+        let _ = crate::ipvs::set_strict_arp(&self.lab.nodes(), on);
+        let patch =
+            serde_json::json!({ "data": { "config.conf": crate::ipvs::kube_proxy_config(on) } });
+        let _ = Command::new(self.lab.tools().path("kubectl"))
+            .arg("--kubeconfig")
+            .arg(self.lab.kubeconfig())
+            .args([
+                "-n",
+                "kube-system",
+                "patch",
+                "configmap",
+                "kube-proxy",
+                "--type=merge",
+                "-p",
+            ])
+            .arg(patch.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -377,11 +377,16 @@ impl Controller {
 
     /// The metrics text.
     fn scrape(&self) -> Result<String> {
+        self.get("/metrics")
+    }
+
+    /// GETs a path of the metrics endpoint; an error for any status but 200.
+    fn get(&self, path: &str) -> Result<String> {
         let out = Command::new("curl")
-            .args(["-sf", &format!("http://{}/metrics", self.metrics)])
+            .args(["-sf", &format!("http://{}{path}", self.metrics)])
             .output()
             .context("cannot run curl")?;
-        ensure!(out.status.success(), "cannot scrape {}", self.metrics);
+        ensure!(out.status.success(), "GET {}{path} failed", self.metrics);
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
@@ -490,6 +495,10 @@ async fn service_gets_an_ip_from_the_right_pool_and_requests_are_honoured_or_ref
     )
     .await?;
     let controller = Controller::start(lab, &ns, "basic-1")?;
+    wait_for("/healthz and /readyz", Duration::from_secs(20), || async {
+        Ok((controller.get("/healthz").is_ok() && controller.get("/readyz").is_ok()).then_some(()))
+    })
+    .await?;
 
     create_service(&client, &ns, "auto", json!({})).await?;
     let auto = wait_ip(&client, ns.name(), "auto", Duration::from_secs(30)).await?;

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kube::Client;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -114,6 +115,13 @@ async fn campaign(
                 let _ = tx.send(leading);
             }
             tokio::select! {
+                // A standby checks the Lease once a second: the manager itself only
+                // looks again when the holder's term would expire, which would keep a
+                // gracefully released Lease unclaimed for up to its whole duration.
+                () = released(&client, &config), if !leading => {
+                    tracing::info!("the Lease was released; claiming it");
+                    break;
+                }
                 changed = state.changed() => {
                     if changed.is_err() {
                         // The manager's task ended (an API error it gave up on): stop
@@ -122,6 +130,7 @@ async fn campaign(
                         metrics.api_error("lease");
                         metrics.set_leader(false);
                         let _ = tx.send(false);
+                        tokio::time::sleep(backoff).await;
                         break;
                     }
                 }
@@ -135,7 +144,24 @@ async fn campaign(
                 }
             }
         }
+        // Dropping the receiver ends the manager's task (releasing the Lease if held).
+        drop(state);
         let _ = handle.await;
-        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// Resolves once the Lease has no holder (released by a leader that stopped).
+async fn released(client: &Client, config: &LeaseConfig) {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Ok(Some(lease)) = api.get_opt(&config.name).await
+            && lease
+                .spec
+                .and_then(|s| s.holder_identity)
+                .is_none_or(|h| h.is_empty())
+        {
+            return;
+        }
     }
 }

@@ -369,6 +369,12 @@ impl Controller {
         i32::try_from(self.child.id()).unwrap_or(i32::MAX)
     }
 
+    /// SIGTERM, as `kubectl delete pod` or a rolling update would (SIGKILL after 5 s).
+    fn stop(mut self) {
+        process::stop(self.pid());
+        let _ = self.child.wait();
+    }
+
     /// SIGKILL, as a crash or a node loss would.
     fn kill(mut self) {
         process::kill_now(self.pid());
@@ -772,6 +778,43 @@ async fn killing_the_leader_lets_the_other_replica_continue() -> Result<()> {
         holder(&client, ns.name()).await?.as_deref() == Some(survivor.identity.as_str()),
         "the Lease did not move to {}",
         survivor.identity
+    );
+
+    // A graceful stop (rolling update) hands over at once: the leader releases the
+    // Lease and the standby claims it within about a second.
+    let c = Controller::start(lab, &ns, "replica-c")?;
+    wait_for("replica-c ready", Duration::from_secs(20), || async {
+        Ok(c.get("/readyz").is_ok().then_some(()))
+    })
+    .await?;
+    let stopped = Instant::now();
+    survivor.stop();
+    wait_for(
+        "replica-c to hold the Lease",
+        Duration::from_secs(10),
+        || async {
+            Ok((holder(&client, ns.name()).await?.as_deref() == Some("replica-c")).then_some(()))
+        },
+    )
+    .await?;
+    let handover = stopped.elapsed();
+    create_service(
+        &client,
+        &ns,
+        "three",
+        json!({ "ferrolb.io/address-pool": pool.name }),
+    )
+    .await?;
+    let three = wait_ip(&client, ns.name(), "three", Duration::from_secs(10)).await?;
+    eprintln!("graceful handover took {handover:?}; replica-c allocated {three}");
+    ensure!(
+        handover < Duration::from_secs(5),
+        "graceful handover took {handover:?}"
+    );
+    let ips = all_ips(&client, ns.name()).await?;
+    ensure!(
+        ips["one"] == vec![one] && ips["two"] == vec![two],
+        "IPs moved on handover: {ips:?}"
     );
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Leader election between controller replicas with a Lease (kube-lease-manager):
-//! only the holder writes. Losing the lease, or failing to renew it, stops writes at
-//! once; API errors are retried with backoff and never end the process.
+//! only the holder writes. Losing the lease, or not seeing it held for longer than
+//! its duration, stops writes at once; API errors are retried with backoff and never
+//! end the process. A standby claims a released Lease within a second.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,6 +123,16 @@ async fn campaign(
                     tracing::info!("the Lease was released; claiming it");
                     break;
                 }
+                // The manager keeps believing it leads while its renewals fail; the
+                // Lease may meanwhile expire and go to the other replica. Stop writing
+                // as soon as the Lease names someone else, or cannot be read for
+                // longer than its duration.
+                () = lost(&client, &config), if leading => {
+                    tracing::warn!("the Lease is no longer confirmed as ours; stopping writes");
+                    metrics.set_leader(false);
+                    let _ = tx.send(false);
+                    break;
+                }
                 changed = state.changed() => {
                     if changed.is_err() {
                         // The manager's task ended (an API error it gave up on): stop
@@ -147,6 +158,29 @@ async fn campaign(
         // Dropping the receiver ends the manager's task (releasing the Lease if held).
         drop(state);
         let _ = handle.await;
+    }
+}
+
+/// Resolves once the Lease is held by another replica, or has not been seen held by
+/// us for longer than its duration.
+async fn lost(client: &Client, config: &LeaseConfig) {
+    let api: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
+    let mut confirmed = tokio::time::Instant::now();
+    let limit = Duration::from_secs(config.duration);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // Read errors and a missing Lease only age the last confirmation.
+        if let Ok(Some(lease)) = api.get_opt(&config.name).await {
+            let holder = lease.spec.and_then(|s| s.holder_identity);
+            if holder.as_deref() == Some(config.identity.as_str()) {
+                confirmed = tokio::time::Instant::now();
+            } else if holder.is_some_and(|h| !h.is_empty()) {
+                return;
+            }
+        }
+        if confirmed.elapsed() > limit {
+            return;
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use anyhow::{Context, Result};
 
 use crate::command::{run, succeeds};
+use crate::control_plane::SERVICE_CIDRS;
 use crate::lan::{self, Host};
 
 /// Every pod CIDR of every node, one per family (kube-proxy's cluster CIDR).
@@ -269,6 +270,25 @@ pub fn route_between_nodes(nodes: &[Host]) -> Result<()> {
         let ns = node.netns.as_str();
         for key in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
             run("ip", &["netns", "exec", ns, "sysctl", "-q", "-w", key])?;
+        }
+        // Locally sent traffic to a ClusterIP needs a route before
+        // kube-proxy's output-hook DNAT rewrites it (a real node has a
+        // default route for that); on-link, inside the lab's blocks.
+        for cidr in SERVICE_CIDRS {
+            let family = if cidr.contains(':') { "-6" } else { "-4" };
+            run(
+                "ip",
+                &[
+                    "-n",
+                    ns,
+                    family,
+                    "route",
+                    "replace",
+                    cidr,
+                    "dev",
+                    lan::INNER_IFACE,
+                ],
+            )?;
         }
         for (j, other) in nodes.iter().enumerate() {
             if i == j {

@@ -749,6 +749,34 @@ mod tests {
         );
     }
 
+    /// The cost of one pass, which every change triggers: run with
+    /// `cargo test --release -p ferrolb-controller full_pass -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "measurement"]
+    fn full_pass_over_10k_services() {
+        let services: Vec<Arc<Service>> = (0..10_000)
+            .map(|i| svc(&format!("s{i:05}"), json!({})))
+            .collect();
+        let snap = Snapshot {
+            services,
+            pools: vec![pool("p", &["198.18.0.0/16"])],
+            namespaces: vec![],
+        };
+        let mut r = Reconciler::new(None);
+        let start = std::time::Instant::now();
+        let first = r.plan(&snap);
+        let allocate = start.elapsed();
+        assert_eq!(first.writes.len(), 10_000);
+        for w in &first.writes {
+            r.written(w, Vec::new());
+        }
+        let start = std::time::Instant::now();
+        let steady = r.plan(&snap);
+        let again = start.elapsed();
+        assert!(steady.writes.is_empty());
+        println!("first pass (10k allocations): {allocate:?}; steady pass: {again:?}");
+    }
+
     #[test]
     fn pool_reports_follow_overlaps_and_counts() {
         let mut r = Reconciler::new(None);

@@ -295,6 +295,27 @@ pub fn curl(from: &Host, url: &str) -> Result<Option<String>> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned()))
 }
 
+/// One HTTP GET from `from` to a pod's HTTP stand-in: the body (the pod's
+/// name) and the client address the pod saw, or `None` when nothing answered.
+pub fn curl_with_client(from: &Host, url: &str) -> Result<Option<(String, String)>> {
+    let out = exec_in(from, "curl", &["-s", "-m", "2", "-g", "-i", url])?;
+    if !out.status.success() {
+        return Ok(None);
+    }
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+    let header = format!("{}:", crate::agent::server::CLIENT_HEADER.to_lowercase());
+    let client = head
+        .lines()
+        .find_map(|l| {
+            l.to_lowercase()
+                .starts_with(&header)
+                .then(|| l[header.len()..].trim().to_owned())
+        })
+        .unwrap_or_default();
+    Ok(Some((body.trim().to_owned(), client)))
+}
+
 /// The pid of a container of a pod the lab's node agent runs, if it runs.
 pub fn container_pid(lab: &Lab, namespace: &str, pod: &str, container: &str) -> Option<i32> {
     let dir = crate::agent::pod::pod_dir(&lab.state, namespace, pod);

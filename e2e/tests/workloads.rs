@@ -133,6 +133,12 @@ async fn deployment_runs_ready_pods_with_endpoint_slices_and_a_node_port_spreads
         async move { harness::curl(&client_host, &url) }
     })
     .await?;
+    let (_, seen) =
+        harness::curl_with_client(&client_host, &url)?.context("the NodePort stopped answering")?;
+    ensure!(
+        seen != client_host.ipv4.to_string(),
+        "with externalTrafficPolicy Cluster the client's address should be masqueraded"
+    );
     let mut answered = BTreeSet::from([first]);
     for _ in 0..30 {
         if let Some(body) = harness::curl(&client_host, &url)? {
@@ -406,16 +412,20 @@ async fn external_traffic_policy_local_serves_only_from_nodes_with_an_endpoint()
         .await?;
     let client_host = Host::client();
     let with_endpoint = format!("http://{}:{port}/", Host::node(2).ipv4);
-    wait_for(
+    let (_, seen) = wait_for(
         "node2 (with the endpoint) to answer",
         Duration::from_secs(30),
         || {
             let url = with_endpoint.clone();
             let client_host = client_host.clone();
-            async move { harness::curl(&client_host, &url) }
+            async move { harness::curl_with_client(&client_host, &url) }
         },
     )
     .await?;
+    ensure!(
+        seen == client_host.ipv4.to_string(),
+        "with externalTrafficPolicy Local the pod should see the client's address, saw {seen}"
+    );
     // Give kube-proxy time to drop the Cluster-policy rules on the others.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for node in [Host::node(1), Host::node(3)] {

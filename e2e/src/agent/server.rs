@@ -1,14 +1,17 @@
 //! The HTTP stand-in for a container image: run inside the pod's network
 //! namespace (`lab pod-server`), it answers every request on its ports with
-//! the pod's name, so a curl shows which pod a Service sent it to.
+//! the pod's name, so a curl shows which pod a Service sent it to, and
+//! names the client's address in a header.
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 
 use anyhow::{Context, Result};
 
-/// The line printed once every port listens (the agent waits for it).
+/// The line printed once every port listens.
 pub const LISTENING: &str = "listening";
+/// The response header naming the address the request came from.
+pub const CLIENT_HEADER: &str = "X-Lab-Client";
 
 /// Listens on `ports` (IPv4 and IPv6) and answers forever.
 pub fn serve(name: &str, ports: &[u16]) -> Result<()> {
@@ -47,8 +50,14 @@ fn answer(stream: TcpStream, body: &str) {
         }
         line.clear();
     }
+    // Who connected, as the pod sees it: shows whether a Service path
+    // kept the client's address (externalTrafficPolicy: Local) or not.
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.ip().to_canonical().to_string())
+        .unwrap_or_default();
     let response = format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n{CLIENT_HEADER}: {peer}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let mut stream = &stream;

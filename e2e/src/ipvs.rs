@@ -47,14 +47,20 @@ pub async fn write_config_map(client: &kube::Client, strict_arp: bool) -> Result
         },
         "data": { "config.conf": kube_proxy_config(strict_arp) },
     });
-    api.patch(
-        "kube-proxy",
-        &PatchParams::apply("ferrolb-lab").force(),
-        &Patch::Apply(&cm),
-    )
-    .await
-    .context("cannot write the ConfigMap kube-system/kube-proxy")?;
-    Ok(())
+    // Right after start the API server may still be creating kube-system.
+    let params = PatchParams::apply("ferrolb-lab").force();
+    let mut attempts = 0;
+    loop {
+        match api.patch("kube-proxy", &params, &Patch::Apply(&cm)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if attempts < 60 => {
+                attempts += 1;
+                tracing::debug!("writing kube-system/kube-proxy: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e).context("cannot write the ConfigMap kube-system/kube-proxy"),
+        }
+    }
 }
 
 /// The sysctl values strictARP on (or off) means.

@@ -159,6 +159,26 @@ async fn deployment_runs_ready_pods_with_endpoint_slices_and_a_node_port_spreads
         names.contains(&body),
         "IPv6 answer {body} is not a pod of the Deployment"
     );
+
+    // Deleting a pod: the agent stops it and finalises the deletion (no
+    // pod stays Terminating), and the ReplicaSet's replacement runs.
+    let victim = running[0].name_any();
+    pods.delete(&victim, &Default::default()).await?;
+    wait_for(
+        &format!("pod {victim} to be gone and a replacement Ready"),
+        Duration::from_secs(60),
+        || {
+            let pods = pods.clone();
+            let victim = victim.clone();
+            async move {
+                let list = pods.list(&ListParams::default().labels("app=web")).await?;
+                let gone = list.items.iter().all(|p| p.name_any() != victim);
+                let ready = list.items.iter().filter(|p| ready(p)).count();
+                Ok((gone && ready == 3).then_some(()))
+            }
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -437,5 +457,81 @@ async fn external_traffic_policy_local_serves_only_from_nodes_with_an_endpoint()
             node.name
         );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn host_network_ferrolb_pod_runs_in_its_node_namespace_with_node_fields() -> Result<()> {
+    let Some(lab) = harness::lab().await? else {
+        return Ok(());
+    };
+    let client = lab.client().await?;
+    let ns = TestNamespace::create(lab, &client, "hostnet").await?;
+    let node = Host::node(2);
+    // The controller keeps running without permissions: enough to see where
+    // and how it runs. A port no chart or test uses on the node.
+    let pod: Pod = object(json!({
+        "metadata": { "name": "hostnet" },
+        "spec": {
+            "nodeName": node.name,
+            "hostNetwork": true,
+            "containers": [{
+                "name": "c",
+                "image": "ferrolb-controller",
+                "args": ["--load-balancer-class=lab.example/unused", "--metrics-bind-address=0.0.0.0:17472"],
+                "env": [
+                    { "name": "NODE", "valueFrom": { "fieldRef": { "fieldPath": "spec.nodeName" } } },
+                    { "name": "HOST_IP", "valueFrom": { "fieldRef": { "fieldPath": "status.hostIP" } } },
+                    { "name": "POD_IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } },
+                ],
+            }],
+        },
+    }))?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns.name());
+    pods.create(&PostParams::default(), &pod).await?;
+    let pid = wait_for(
+        "the hostNetwork process",
+        Duration::from_secs(60),
+        || async { Ok(harness::container_pid(lab, ns.name(), "hostnet", "c")) },
+    )
+    .await?;
+    let netns = ferrolb_e2e::command::run("ip", &["netns", "identify", &pid.to_string()])?;
+    ensure!(
+        netns.trim() == node.netns,
+        "a hostNetwork pod should run in {}, runs in {netns:?}",
+        node.netns
+    );
+    let environ =
+        String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/environ"))?).into_owned();
+    for expected in [
+        format!("NODE={}", node.name),
+        format!("HOST_IP={}", node.ipv4),
+        format!("POD_IP={}", node.ipv4),
+    ] {
+        ensure!(
+            environ.split('\0').any(|v| v == expected),
+            "{expected} missing from the environment"
+        );
+    }
+    let status = wait_for(
+        "the pod's status to show the node's IP",
+        Duration::from_secs(20),
+        || {
+            let pods = pods.clone();
+            async move {
+                Ok(pods
+                    .get("hostnet")
+                    .await?
+                    .status
+                    .filter(|s| s.pod_ip.is_some()))
+            }
+        },
+    )
+    .await?;
+    ensure!(
+        status.pod_ip == Some(node.ipv4.to_string()),
+        "podIP {:?}",
+        status.pod_ip
+    );
     Ok(())
 }

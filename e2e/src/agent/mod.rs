@@ -128,9 +128,44 @@ pub async fn run(index: u8, state: PathBuf) -> Result<()> {
     // Pods of a previous agent: their processes and namespaces are gone now,
     // and the pods come back below (keeping their IPs).
     podnet::destroy_pod_netns(Some(&host.name))?;
+    stop_host_network_leftovers(&ctx.state, &host);
     tokio::spawn(heartbeat(client.clone(), host.name.clone()));
     tokio::spawn(sync_kube_ipvs0(client.clone(), host.clone()));
     run_pods(ctx).await
+}
+
+/// Stops the containers a previous agent of this node left running in the
+/// node's own namespace (hostNetwork pods), found by their pid files.
+fn stop_host_network_leftovers(state: &Path, host: &Host) {
+    let pid_files = std::fs::read_dir(state.join("pods"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|pod| {
+            std::fs::read_dir(pod.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|f| f.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pid"));
+    for file in pid_files {
+        let Some(pid) = std::fs::read_to_string(&file)
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let in_node = crate::command::run("ip", &["netns", "identify", &pid.to_string()])
+            .is_ok_and(|ns| ns.trim() == host.netns);
+        if in_node {
+            tracing::info!(
+                "stopping pid {pid} left by a previous agent ({})",
+                file.display()
+            );
+            crate::process::stop(pid);
+        }
+    }
 }
 
 async fn set_pod_cidrs(client: &kube::Client, host: &Host, cidr: PodCidr) -> Result<()> {

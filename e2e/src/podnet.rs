@@ -92,9 +92,11 @@ impl PodNet {
     pub fn netns(&self) -> String {
         format!("{POD_NETNS_PREFIX}{}-{}", self.node.name, self.number)
     }
-    /// The node end of the veth, in the node's namespace.
+    /// The node end of the veth, in the node's namespace: `vethpod<n>`,
+    /// a `veth…` name like a CNI's, which node software (our speaker)
+    /// ignores by default.
     pub fn node_veth(&self) -> String {
-        format!("pod{}", self.number)
+        format!("vethpod{}", self.number)
     }
     /// The pod's addresses.
     pub fn ips(&self) -> (Ipv4Addr, Ipv6Addr) {

@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use ferrolb_e2e::harness::{self, CutLink, NodeProcess, TestNamespace, wait_for};
+use ferrolb_e2e::harness::{self, CutLink, NodeProcess, StrictArp, TestNamespace, wait_for};
 use ferrolb_e2e::lab::Lab;
 use ferrolb_e2e::lan::{self, Host};
 use ferrolb_speaker::election::{ElectionKey, NodeName, owner};
@@ -187,6 +187,10 @@ struct Setup {
     gossip_port: u16,
     metrics_port: u16,
     _cleanup: Vec<Cleanup>,
+    // The lab binds every LoadBalancer IP to kube-ipvs0 on every node, as
+    // IPVS kube-proxy does: only with strictARP on do the kernels stay quiet
+    // and the speakers alone answer.
+    _strict_arp: StrictArp,
 }
 
 impl Setup {
@@ -195,8 +199,10 @@ impl Setup {
         prefix: &str,
         addresses: &str,
         ports: (u16, u16),
+        by_pool_name: bool,
     ) -> Result<Self> {
         let client = lab.client().await?;
+        let strict_arp = StrictArp::set(lab, true).await?;
         install_crds(lab)?;
         let ns = TestNamespace::create(lab, &client, prefix).await?;
         let name = ns.name().to_owned();
@@ -229,7 +235,7 @@ impl Setup {
                 &Patch::Apply(json!({
                     "apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement",
                     "metadata": {"name": name},
-                    "spec": {"ipAddressPools": [name]},
+                    "spec": if by_pool_name { json!({"ipAddressPools": [name]}) } else { json!({}) },
                 })),
             )
             .await
@@ -254,6 +260,7 @@ impl Setup {
             gossip_port: ports.0,
             metrics_port: ports.1,
             _cleanup: cleanup,
+            _strict_arp: strict_arp,
         };
         for i in 0..setup.nodes.len() {
             setup.start(i)?;
@@ -485,7 +492,14 @@ async fn one_owner_per_ip_failover_handover_and_refusal() -> Result<()> {
         return Ok(());
     };
     let _serial = SERIAL.lock().await;
-    let mut setup = Setup::new(lab, "spk", "198.18.0.220-198.18.0.231", (17946, 17473)).await?;
+    let mut setup = Setup::new(
+        lab,
+        "spk",
+        "198.18.0.220-198.18.0.231",
+        (17946, 17473),
+        true,
+    )
+    .await?;
     let client_host = Host::client();
     let names: Vec<String> = setup.nodes.iter().map(|h| h.name.clone()).collect();
     let all: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -594,7 +608,17 @@ async fn failover_benchmark() -> Result<()> {
         .and_then(|t| t.parse().ok())
         .unwrap_or(20);
     let mut setup =
-        Setup::new(lab, "spkbench", "198.18.0.232-198.18.0.235", (17947, 17474)).await?;
+        // The advertisement covers every pool: the figures must not depend on
+        // the pool annotation, which a controller of another test running in
+        // the same lab may rewrite.
+        Setup::new(
+            lab,
+            "spkbench",
+            "198.18.0.232-198.18.0.235",
+            (17947, 17474),
+            false,
+        )
+        .await?;
     let client_host = Host::client();
     let names: Vec<String> = setup.nodes.iter().map(|h| h.name.clone()).collect();
     let all: Vec<&str> = names.iter().map(String::as_str).collect();

@@ -12,8 +12,10 @@
 //!
 //! Timings ([`MembershipConfig`]) are tuned for a LAN: a member is probed
 //! every 100 ms, a probe unanswered within 40 ms goes indirect, and a suspect
-//! that does not refute within 200 ms is declared down, so a dead speaker is
-//! detected in about 300 ms on average and well under a second at worst.
+//! that does not refute within 100 ms is declared down, so a dead speaker is
+//! detected in about 250 ms on average and under half a second at worst
+//! (measured in the lab: docs/benchmarks.md). A shorter suspicion would risk
+//! declaring a CPU-starved speaker down; a longer one delays every failover.
 
 mod seal;
 
@@ -111,7 +113,7 @@ impl MembershipConfig {
             advertise,
             probe_period: Duration::from_millis(100),
             probe_rtt: Duration::from_millis(40),
-            suspect_timeout: Duration::from_millis(200),
+            suspect_timeout: Duration::from_millis(100),
         }
     }
 

@@ -49,8 +49,9 @@ pub(crate) struct Cli {
     pub gossip_probe_period: Duration,
 
     /// How long a suspected peer has to refute before it is declared down
-    /// and its IPs move.
-    #[arg(long, env = "FERROLB_GOSSIP_SUSPECT_TIMEOUT", default_value = "200ms", value_parser = humantime::parse_duration)]
+    /// and its IPs move. Raise it on heavily loaded nodes, where a starved
+    /// speaker could miss the window and have its IPs move for nothing.
+    #[arg(long, env = "FERROLB_GOSSIP_SUSPECT_TIMEOUT", default_value = "100ms", value_parser = humantime::parse_duration)]
     pub gossip_suspect_timeout: Duration,
 
     /// kube-proxy's ConfigMap as namespace/name, read for the strictARP check.

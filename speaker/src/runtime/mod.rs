@@ -465,6 +465,16 @@ impl Election {
                 .filter(|ip| !owned.contains_key(ip))
                 .count();
             tracing::info!(gained, lost, announcing = owned.len(), "ownership changed");
+            for ip in self.owned.keys().filter(|ip| !owned.contains_key(ip)) {
+                let unit = plan.units.iter().find(|u| u.key.contains(ip));
+                match unit.map(|u| &u.outcome) {
+                    Some(Ok(o)) => tracing::info!(%ip, owner = %o.node, "released to another node"),
+                    Some(Err(refusal)) => {
+                        tracing::info!(%ip, reason = %refusal.reason, message = %refusal.message, "released: nobody may announce it")
+                    }
+                    None => tracing::info!(%ip, "released: no Service has it any more"),
+                }
+            }
             data_plane.set_owned(&owned);
             self.metrics
                 .ownership_changes

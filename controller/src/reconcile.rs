@@ -16,7 +16,10 @@ use ferrolb_crds::IPAddressPool;
 use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Service};
 use kube::{Resource, ResourceExt};
 
-use crate::allocator::{Allocation, Allocator, Pool, PoolHealth, ServiceKey};
+use crate::allocator::{
+    Allocation, Allocator, LabelOperator, LabelRequirement, LabelSelector, Pool, PoolHealth,
+    ServiceAllocation, ServiceKey,
+};
 use crate::pool::{self, PoolSpecError};
 use crate::service::{self, Handling};
 use crate::status::{PoolReport, PoolState, ServiceView};
@@ -95,10 +98,12 @@ pub struct Plan {
 
 #[derive(Debug, Default)]
 struct PoolRecord {
-    /// The version the allocator holds (the last valid one).
+    /// The last valid version.
     applied: Option<Pool>,
     /// Why the current spec cannot be used.
     error: Option<PoolSpecError>,
+    /// Whether the allocator holds [`frozen`] `applied` (the spec is invalid).
+    frozen: bool,
 }
 
 /// See the module documentation.
@@ -260,6 +265,16 @@ impl Reconciler {
                     return;
                 }
                 Ok(t) => {
+                    if before.is_none()
+                        && let Some(name) = &t.request.requested_pool
+                        && let Some(e) = self.pools.get(name).and_then(|r| r.error.as_ref())
+                    {
+                        let note = format!(
+                            "{key} asks for IPAddressPool {name:?}, which is invalid and takes no new allocations: {e}"
+                        );
+                        self.fail(&key, reference, note, "pool_invalid", plan);
+                        return;
+                    }
                     let seen = self.aliases.entry(key.clone()).or_default();
                     for alias in &t.aliases {
                         if seen.insert(alias.alias.clone()) {
@@ -380,9 +395,10 @@ impl Reconciler {
             match pool::translate(object) {
                 Ok(p) => {
                     record.error = None;
-                    if record.applied.as_ref() != Some(&p) {
+                    if record.applied.as_ref() != Some(&p) || record.frozen {
                         changed = true;
                         record.applied = Some(p.clone());
+                        record.frozen = false;
                         let held = held_from(&self.allocator, &name);
                         let affected = self.allocator.upsert_pool(p);
                         self.remember_displaced(held, affected);
@@ -393,6 +409,15 @@ impl Reconciler {
                         tracing::warn!(pool = %name, error = %e, "IPAddressPool is invalid");
                     }
                     record.error = Some(e);
+                    // Services keep what they hold from the last valid version, but
+                    // the pool takes no new allocations until it is fixed.
+                    if !record.frozen
+                        && let Some(valid) = record.applied.clone()
+                    {
+                        record.frozen = true;
+                        changed = true;
+                        self.allocator.upsert_pool(frozen(valid));
+                    }
                 }
             }
         }
@@ -499,6 +524,34 @@ fn released(
         result: "success",
         reason: "released",
     });
+}
+
+/// A pool as the allocator keeps it while its spec is invalid: its addresses, so
+/// holders keep their IPs (held IPs are judged by address, not by policy), but no
+/// automatic use and a service selector that matches nothing, so nothing new is
+/// allocated from it.
+fn frozen(mut pool: Pool) -> Pool {
+    const KEY: &str = "ferrolb.io/pool-invalid";
+    pool.auto_assign = false;
+    pool.allocation = Some(ServiceAllocation {
+        priority: None,
+        namespaces: Vec::new(),
+        namespace_selectors: Vec::new(),
+        service_selectors: vec![LabelSelector {
+            match_labels: BTreeMap::new(),
+            match_expressions: vec![
+                LabelRequirement {
+                    key: KEY.to_owned(),
+                    operator: LabelOperator::Exists,
+                },
+                LabelRequirement {
+                    key: KEY.to_owned(),
+                    operator: LabelOperator::DoesNotExist,
+                },
+            ],
+        }],
+    });
+    pool
 }
 
 /// The allocations drawn from pool `name`, before a change to it.
@@ -842,6 +895,37 @@ mod tests {
         println!(
             "first pass (10k allocations): {allocate:?}; pass re-deciding every Service: {recheck:?}; steady pass: {again:?}"
         );
+    }
+
+    #[test]
+    fn invalid_pool_keeps_holders_but_allocates_nothing_new() {
+        let mut r = Reconciler::new(None);
+        let ask = json!({ "metadata": { "annotations": { "ferrolb.io/address-pool": "p" } } });
+        let held = with_status(&svc("a", ask.clone()), &["198.18.0.10"], "p");
+        let mut snap = Snapshot {
+            services: vec![held.clone()],
+            pools: vec![pool("p", &["198.18.0.10-198.18.0.20"])],
+            namespaces: vec![],
+        };
+        r.restore(&snap);
+        assert!(r.plan(&snap).writes.is_empty());
+        snap.pools = vec![pool("p", &["198.18.0.10-198.18.0.20", "198.18.0.5/24"])];
+        snap.services = vec![held, svc("bb", ask.clone()), svc("ccc", json!({}))];
+        let plan = r.plan(&snap);
+        assert!(plan.writes.is_empty(), "{:?}", plan.writes);
+        let notes: Vec<&str> = plan.notices.iter().map(|n| n.note.as_str()).collect();
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(
+            notes[0].contains("invalid") && notes[0].contains("198.18.0.5/24"),
+            "{notes:?}"
+        );
+        let reports = r.pool_reports(&snap.pools);
+        assert!(matches!(reports[0].1.state, PoolState::Invalid { .. }));
+        assert_eq!(reports[0].1.usage[0].1.assigned, 1);
+        // Fixed: allocations resume.
+        snap.pools = vec![pool("p", &["198.18.0.10-198.18.0.20"])];
+        let plan = r.plan(&snap);
+        assert_eq!(plan.writes.len(), 2, "{:?}", plan.writes);
     }
 
     #[test]

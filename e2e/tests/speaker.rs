@@ -174,6 +174,42 @@ impl Drop for Cleanup {
     }
 }
 
+/// A label on a Node, removed when dropped.
+struct NodeLabel {
+    node: String,
+    key: String,
+    kubectl: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl NodeLabel {
+    fn set(lab: &Lab, node: &str, key: &str) -> Result<Self> {
+        kubectl(
+            lab,
+            &["label", "node", node, &format!("{key}=true"), "--overwrite"],
+            None,
+        )?;
+        Ok(Self {
+            node: node.to_owned(),
+            key: key.to_owned(),
+            kubectl: lab.tools().path("kubectl"),
+            kubeconfig: lab.kubeconfig(),
+        })
+    }
+}
+
+impl Drop for NodeLabel {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["label", "node", &self.node, &format!("{}-", self.key)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// The objects and processes of one test: a pool, an advertisement, a
 /// gossip Secret, and one speaker per node.
 struct Setup {
@@ -316,12 +352,26 @@ impl Setup {
     /// Creates a LoadBalancer Service with `ip` in its status and an
     /// EndpointSlice whose one endpoint, on `node`, is `ready`.
     async fn service(&self, name: &str, ip: Ipv4Addr, node: &str, ready: bool) -> Result<()> {
+        self.service_with_policy(name, ip, node, ready, "Cluster")
+            .await
+    }
+
+    /// [`Setup::service`] with an `externalTrafficPolicy`.
+    async fn service_with_policy(
+        &self,
+        name: &str,
+        ip: Ipv4Addr,
+        node: &str,
+        ready: bool,
+        policy: &str,
+    ) -> Result<()> {
         let ns = self.ns.name();
         let svc: Service = serde_json::from_value(json!({
             "metadata": {"name": name, "annotations": {"ferrolb.io/ip-allocated-from-pool": self.pool}},
             "spec": {
                 "type": "LoadBalancer",
                 "loadBalancerClass": self.class,
+                "externalTrafficPolicy": policy,
                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
             },
         }))?;
@@ -537,6 +587,58 @@ async fn one_owner_per_ip_failover_handover_and_refusal() -> Result<()> {
     }
     eprintln!("owners of 10 IPs over {} nodes: {owners:?}", all.len());
     ensure!(owners.len() >= 2, "owners do not spread: {owners:?}");
+
+    // The lab binds LoadBalancer IPs to kube-ipvs0 on every node, as IPVS
+    // kube-proxy does, so the owner answers ping.
+    wait_for(
+        &format!("{} to answer ping", ips[0]),
+        Duration::from_secs(20),
+        || async { Ok(harness::ping(&client_host, IpAddr::V4(ips[0]))?.then_some(())) },
+    )
+    .await?;
+
+    // The exclude label moves the IP to the runner-up, and back when removed.
+    let ip = ips[2];
+    let owner_now = expected_owner(ip, &all);
+    let rest: Vec<&str> = all.iter().copied().filter(|n| *n != owner_now).collect();
+    let label = NodeLabel::set(
+        lab,
+        &owner_now,
+        "node.kubernetes.io/exclude-from-external-load-balancers",
+    )?;
+    let runner_up = expected_owner(ip, &rest);
+    wait_for_single_mac(
+        &client_host,
+        ip,
+        &mac_of(&runner_up),
+        Duration::from_secs(20),
+    )
+    .await?;
+    drop(label);
+    wait_for_single_mac(
+        &client_host,
+        ip,
+        &mac_of(&owner_now),
+        Duration::from_secs(20),
+    )
+    .await?;
+
+    // externalTrafficPolicy: Local: the node with the endpoint announces,
+    // even where the hash alone would pick another.
+    let local_ip = vip(231);
+    let natural = expected_owner(local_ip, &all);
+    let others: Vec<&str> = all.iter().copied().filter(|n| *n != natural).collect();
+    let endpoint_node = expected_owner(local_ip, &others);
+    setup
+        .service_with_policy("local", local_ip, &endpoint_node, true, "Local")
+        .await?;
+    wait_for_single_mac(
+        &client_host,
+        local_ip,
+        &mac_of(&endpoint_node),
+        Duration::from_secs(20),
+    )
+    .await?;
 
     // SIGKILL the owner of the first IP and cut its link: the runner-up
     // takes over, and nobody else answers.

@@ -401,14 +401,15 @@ struct Election {
     gossip_address: String,
     last_speaker_status: Option<SpeakerStatusStatus>,
     started: Time,
-    strict_arp: Option<Verdict>,
+    /// The last strictARP verdict and when its status last changed.
+    strict_arp: Option<(Verdict, Time)>,
 }
 
 impl Election {
     /// Records a strictARP result: metric, log line and Warning Event when it
     /// changes; the SpeakerStatus condition follows on the next recompute.
     fn set_strict_arp(&mut self, verdict: Verdict, node: Option<ObjectReference>) {
-        if self.strict_arp.as_ref() == Some(&verdict) {
+        if self.strict_arp.as_ref().map(|(v, _)| v) == Some(&verdict) {
             return;
         }
         let labels = metrics::NodeLabels {
@@ -435,7 +436,16 @@ impl Election {
                 }));
             }
         }
-        self.strict_arp = Some(verdict);
+        // The condition's transition time moves only when its status does.
+        let since = match &self.strict_arp {
+            Some((previous, since))
+                if previous.condition_status() == verdict.condition_status() =>
+            {
+                since.clone()
+            }
+            _ => Time(Timestamp::now()),
+        };
+        self.strict_arp = Some((verdict, since));
     }
 
     fn recompute(&mut self, caches: &Caches, live: &BTreeSet<NodeName>, data_plane: &DataPlane) {
@@ -537,12 +547,12 @@ impl Election {
                 observed_generation: None,
             }]
             .into_iter()
-            .chain(self.strict_arp.as_ref().map(|v| Condition {
+            .chain(self.strict_arp.as_ref().map(|(v, since)| Condition {
                 type_: ferrolb_crds::conditions::STRICT_ARP.to_owned(),
                 status: v.condition_status().to_owned(),
                 reason: v.reason.to_owned(),
                 message: v.message.clone(),
-                last_transition_time: self.started.clone(),
+                last_transition_time: since.clone(),
                 observed_generation: None,
             }))
             .collect(),

@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Node, Pod, Service};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use serde_json::json;
 use tokio::sync::watch;
@@ -207,24 +207,44 @@ async fn heartbeat(client: kube::Client, node: String) {
     }
 }
 
-/// Keeps `kube-ipvs0` holding exactly the LoadBalancer IPs of every Service.
+/// Keeps `kube-ipvs0` holding exactly the LoadBalancer IPs of every Service,
+/// following Services with a watch.
 async fn sync_kube_ipvs0(client: kube::Client, host: Host) {
     let api: Api<Service> = Api::all(client);
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let (store, writer) = reflector::store();
+    let mut events = reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .boxed();
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    let mut listed = false;
+    let mut last: Option<BTreeSet<std::net::IpAddr>> = None;
     loop {
-        tick.tick().await;
-        let Ok(services) = api.list(&ListParams::default()).await else {
-            continue;
+        let forced = tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(watcher::Event::InitDone)) => { listed = true; false }
+                Some(Err(e)) => { tracing::warn!("service watch: {e}"); false }
+                Some(Ok(_)) => false,
+                None => return,
+            },
+            // Also repair what something else changed on the device.
+            _ = tick.tick() => true,
         };
-        let ips: BTreeSet<std::net::IpAddr> = services
-            .items
+        if !listed {
+            continue;
+        }
+        let ips: BTreeSet<std::net::IpAddr> = store
+            .state()
             .iter()
             .filter_map(|s| s.status.as_ref()?.load_balancer.as_ref()?.ingress.as_ref())
             .flatten()
             .filter_map(|i| i.ip.as_deref()?.parse().ok())
             .collect();
-        if let Err(e) = ipvs::sync_addresses(&host, &ips) {
-            tracing::warn!("kube-ipvs0 on {}: {e:#}", host.name);
+        if !forced && last.as_ref() == Some(&ips) {
+            continue;
+        }
+        match ipvs::sync_addresses(&host, &ips) {
+            Ok(()) => last = Some(ips),
+            Err(e) => tracing::warn!("kube-ipvs0 on {}: {e:#}", host.name),
         }
     }
 }

@@ -373,3 +373,52 @@ fn pod_number(cidr: PodCidr, pod: &Pod, running: &HashMap<String, RunningPod>) -
         .filter(|n| !used.contains(n));
     current.or_else(|| POD_NUMBERS.into_iter().find(|n| !used.contains(n)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod_with_ip(ip: Option<&str>) -> Pod {
+        serde_json::from_value(json!({ "status": { "podIP": ip } })).expect("a valid pod")
+    }
+
+    fn running(numbers: &[u8]) -> HashMap<String, RunningPod> {
+        numbers
+            .iter()
+            .map(|n| {
+                let (wanted, _) = watch::channel(Wanted::Run);
+                let task = tokio::spawn(async {});
+                (
+                    n.to_string(),
+                    RunningPod {
+                        wanted,
+                        task,
+                        number: Some(*n),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn pods_keep_their_ip_or_get_the_lowest_free_number() {
+        let cidr = PodCidr { node: 2 };
+        let taken = running(&[2, 3]);
+        assert_eq!(pod_number(cidr, &pod_with_ip(None), &taken), Some(4));
+        assert_eq!(
+            pod_number(cidr, &pod_with_ip(Some("198.18.66.9")), &taken),
+            Some(9)
+        );
+        // An address of another node, or a taken one, is not kept.
+        assert_eq!(
+            pod_number(cidr, &pod_with_ip(Some("198.18.65.9")), &taken),
+            Some(4)
+        );
+        assert_eq!(
+            pod_number(cidr, &pod_with_ip(Some("198.18.66.3")), &taken),
+            Some(4)
+        );
+        let full = running(&POD_NUMBERS.collect::<Vec<_>>());
+        assert_eq!(pod_number(cidr, &pod_with_ip(None), &full), None);
+    }
+}

@@ -6,6 +6,7 @@
 //! [`harness`] module is what end-to-end tests use.
 
 pub mod agent;
+pub mod chart;
 pub mod command;
 pub mod control_plane;
 pub mod demo;

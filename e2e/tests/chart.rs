@@ -1,0 +1,682 @@
+//! End-to-end checks of the Helm chart (`charts/ferrolb`) in the lab: lint,
+//! rendered manifests accepted by the API server, the values schema, and a
+//! release's whole life (install, a LoadBalancer Service served by the chart's
+//! own pods, upgrade, uninstall).
+//!
+//! The release handles only Services of its own load-balancer class and uses
+//! ports, a pool and addresses of its own, so it runs beside the other tests'
+//! controllers and speakers. The tests that touch the cluster take one lock;
+//! a release left by an interrupted run is removed first.
+//!
+//! They skip without root or built tools unless `FERROLB_E2E` is set (as
+//! `cargo lab test` does).
+
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use ferrolb_e2e::chart;
+use ferrolb_e2e::harness::{self, TestNamespace, wait_for};
+use ferrolb_e2e::lab::Lab;
+use ferrolb_e2e::lan::Host;
+use ferrolb_e2e::{objects, tools};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
+use kube::Client;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+use tokio::sync::Mutex;
+
+const RELEASE: &str = "ferrolb-chart-test";
+const RELEASE_NAMESPACE: &str = "ferrolb-chart-test";
+const CLASS: &str = "ferrolb.io/chart-test";
+const POOL: &str = "chart-test";
+const POOL_RANGE: (&str, &str) = ("198.18.0.240", "198.18.0.247");
+/// Ports no other test or the demo uses: the speakers share the nodes' network.
+const PORTS: [&str; 3] = [
+    "controller.metricsPort=27472",
+    "speaker.metricsPort=27473",
+    "speaker.gossipPort=27946",
+];
+
+/// The tests that touch the cluster share the release name and take turns.
+static CLUSTER: Mutex<()> = Mutex::const_new(());
+
+fn kubectl(lab: &Lab, args: &[&str], input: Option<&str>) -> Result<String> {
+    let mut child = Command::new(lab.tools().path("kubectl"))
+        .arg("--kubeconfig")
+        .arg(lab.kubeconfig())
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run kubectl")?;
+    if let Some(input) = input {
+        child
+            .stdin
+            .take()
+            .context("kubectl has no stdin")?
+            .write_all(input.as_bytes())
+            .context("cannot write to kubectl")?;
+    }
+    let out = child.wait_with_output().context("kubectl failed")?;
+    ensure!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn chart_path() -> String {
+    chart::dir().to_string_lossy().into_owned()
+}
+
+/// The rendered documents of `helm template`, split at `---`.
+fn documents(rendered: &str) -> Vec<String> {
+    rendered
+        .split("\n---")
+        .map(str::trim)
+        .filter(|d| d.lines().any(|l| l.starts_with("kind: ")))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn kind(document: &str) -> &str {
+    document
+        .lines()
+        .find_map(|l| l.strip_prefix("kind: "))
+        .unwrap_or_default()
+        .trim()
+}
+
+#[tokio::test]
+async fn lint_is_clean_also_strict() -> Result<()> {
+    let Some(lab) = harness::lab().await? else {
+        return Ok(());
+    };
+    let chart = chart_path();
+    for strict in [false, true] {
+        let mut args = vec!["lint", chart.as_str()];
+        if strict {
+            args.push("--strict");
+        }
+        let out = chart::helm(lab, &args)?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ensure!(out.status.success(), "helm {args:?} failed:\n{text}");
+        ensure!(
+            !text.contains("[WARNING]") && !text.contains("[ERROR]"),
+            "helm {args:?} is not clean:\n{text}"
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn schema_rejects_bad_values_naming_the_field() -> Result<()> {
+    let Some(lab) = harness::lab().await? else {
+        return Ok(());
+    };
+    let dir = std::env::temp_dir().join(format!("ferrolb-chart-values-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).context("cannot create a directory for values files")?;
+    let cases: [(&str, &str, &str); 6] = [
+        ("log-format", "logFormat: xml\n", "/logFormat"),
+        (
+            "replicas",
+            "controller:\n  replicas: 0\n",
+            "/controller/replicas",
+        ),
+        (
+            "max-pps",
+            "speaker:\n  announce:\n    maxPacketsPerSecond: 0\n",
+            "/speaker/announce/maxPacketsPerSecond",
+        ),
+        (
+            "pull-policy",
+            "image:\n  pullPolicy: Sometimes\n",
+            "/image/pullPolicy",
+        ),
+        ("unknown-key", "replicas: 2\n", "'replicas' not allowed"),
+        (
+            "refresh",
+            "speaker:\n  announce:\n    refreshInterval: soon\n",
+            "/speaker/announce/refreshInterval",
+        ),
+    ];
+    let chart = chart_path();
+    let mut failures = Vec::new();
+    for (name, values, field) in cases {
+        let file: PathBuf = dir.join(format!("{name}.yaml"));
+        std::fs::write(&file, values)
+            .with_context(|| format!("cannot write {}", file.display()))?;
+        let file = file.to_string_lossy().into_owned();
+        let out = chart::helm(lab, &["template", "x", &chart, "-f", &file])?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() {
+            failures.push(format!("{name}: helm accepted {values:?}"));
+        } else if !stderr.contains(field) {
+            failures.push(format!("{name}: the error does not name {field}: {stderr}"));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    ensure!(failures.is_empty(), "{}", failures.join("\n"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn templates_are_accepted_by_the_api_server() -> Result<()> {
+    let Some(lab) = harness::lab().await? else {
+        return Ok(());
+    };
+    let _turn = CLUSTER.lock().await;
+    let client = lab.client().await?;
+    // Namespaced objects need an existing namespace for a server-side dry run.
+    let ns = TestNamespace::create(lab, &client, "chart-dry").await?;
+    let kube_version = tools::kubernetes_version()?;
+    let monitoring_crds = kubectl(lab, &["get", "crd", "-o", "name"], None)?
+        .contains("servicemonitors.monitoring.coreos.com");
+    let variants: [(&str, Vec<&str>); 2] = [
+        ("default values", vec![]),
+        (
+            "non-default values",
+            vec![
+                "speaker.strictARP.enforce=true",
+                "monitoring.serviceMonitor.enabled=true",
+                "monitoring.prometheusRule.enabled=true",
+                "loadBalancerClass=ferrolb.io/dry-run",
+                "controller.replicas=1",
+                "speaker.gossipSecretName=custom-gossip",
+                "logFormat=json",
+                "speaker.ignoreExcludeLabel=true",
+            ],
+        ),
+    ];
+    let chart = chart_path();
+    for (what, sets) in variants {
+        let mut args = vec![
+            "template",
+            "ferrolb-chart-dry",
+            chart.as_str(),
+            "--namespace",
+            ns.name(),
+            "--kube-version",
+            kube_version.as_str(),
+        ];
+        for set in &sets {
+            args.extend(["--set", set]);
+        }
+        let rendered = chart::helm_ok(lab, &args)?;
+        let docs = documents(&rendered);
+        let monitoring = ["ServiceMonitor", "PrometheusRule"];
+        if !sets.is_empty() {
+            // What the values switch on is really rendered.
+            for k in monitoring {
+                ensure!(docs.iter().any(|d| kind(d) == k), "{what}: no {k} rendered");
+            }
+            ensure!(
+                rendered.contains("- NET_ADMIN") && rendered.contains("--enforce-strict-arp"),
+                "{what}: strictARP enforcement adds neither NET_ADMIN nor the flag"
+            );
+            ensure!(
+                rendered.contains("--load-balancer-class=ferrolb.io/dry-run")
+                    && rendered.contains("--gossip-secret=custom-gossip")
+                    && rendered.contains("resourceNames: [custom-gossip]"),
+                "{what}: the class or the custom gossip Secret is not passed on"
+            );
+            ensure!(
+                !docs
+                    .iter()
+                    .any(|d| kind(d) == "Secret" || kind(d) == "PodDisruptionBudget"),
+                "{what}: a custom gossip Secret or one replica still renders a Secret or a PDB"
+            );
+        }
+        let applied: Vec<&str> = docs
+            .iter()
+            .filter(|d| monitoring_crds || !monitoring.contains(&kind(d)))
+            .map(String::as_str)
+            .collect();
+        let manifest = applied.join("\n---\n");
+        let out = kubectl(
+            lab,
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=ferrolb-chart-dry-run",
+                "--dry-run=server",
+                "--validate=strict",
+                "-f",
+                "-",
+            ],
+            Some(&manifest),
+        )
+        .with_context(|| format!("the API server refused the chart rendered with {what}"))?;
+        ensure!(
+            out.lines().count() == applied.len(),
+            "{what}: {} documents rendered, the API server accepted:\n{out}",
+            applied.len()
+        );
+    }
+    Ok(())
+}
+
+/// The release: uninstalled, with its namespace deleted, when dropped (also
+/// when the test fails).
+struct Release {
+    lab: Lab,
+}
+
+impl Release {
+    fn install(lab: &Lab, extra: &[&str]) -> Result<Self> {
+        remove_release(lab);
+        chart::adopt_crds(lab, RELEASE, RELEASE_NAMESPACE)?;
+        let release = Self { lab: lab.clone() };
+        release.run("install", extra)?;
+        Ok(release)
+    }
+
+    fn run(&self, verb: &str, extra: &[&str]) -> Result<()> {
+        let chart = chart_path();
+        let class = format!("loadBalancerClass={CLASS}");
+        let mut args = vec![
+            verb,
+            RELEASE,
+            chart.as_str(),
+            "--namespace",
+            RELEASE_NAMESPACE,
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            "3m",
+            "--set",
+            class.as_str(),
+        ];
+        for set in PORTS.iter().chain(extra) {
+            args.extend(["--set", set]);
+        }
+        chart::helm_ok(&self.lab, &args)?;
+        Ok(())
+    }
+}
+
+fn remove_release(lab: &Lab) {
+    let _ = chart::helm(
+        lab,
+        &[
+            "uninstall",
+            RELEASE,
+            "--namespace",
+            RELEASE_NAMESPACE,
+            "--wait",
+            "--ignore-not-found",
+        ],
+    );
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        remove_release(&self.lab);
+        let _ = kubectl(
+            &self.lab,
+            &[
+                "delete",
+                "namespace",
+                RELEASE_NAMESPACE,
+                "--ignore-not-found",
+                "--wait=false",
+            ],
+            None,
+        );
+    }
+}
+
+/// Cluster-scoped objects of this test, deleted when dropped.
+struct ClusterObjects {
+    lab: Lab,
+    names: Vec<&'static str>,
+}
+
+impl Drop for ClusterObjects {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = kubectl(&self.lab, &["delete", name, "--ignore-not-found"], None);
+        }
+    }
+}
+
+fn ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Waits until the release runs `controllers` Ready controller pods and one
+/// Ready speaker per node.
+async fn wait_for_pods(client: &Client, controllers: usize, nodes: usize) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
+    for (component, count) in [("controller", controllers), ("speaker", nodes)] {
+        let selector =
+            format!("app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}");
+        wait_for(
+            &format!("{count} Ready {component} pods of the release"),
+            Duration::from_secs(120),
+            || {
+                let pods = pods.clone();
+                let selector = selector.clone();
+                async move {
+                    let list = pods.list(&ListParams::default().labels(&selector)).await?;
+                    let live: Vec<&Pod> = list
+                        .items
+                        .iter()
+                        .filter(|p| p.metadata.deletion_timestamp.is_none())
+                        .collect();
+                    Ok((live.len() == count && live.iter().all(|p| ready(p))).then_some(()))
+                }
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn gossip_key(client: &Client) -> Result<Vec<u8>> {
+    let secret = Api::<Secret>::namespaced(client.clone(), RELEASE_NAMESPACE)
+        .get(&format!("{RELEASE}-gossip"))
+        .await
+        .context("the release has no gossip Secret")?;
+    let key = secret
+        .data
+        .and_then(|d| d.get("key").cloned())
+        .context("the gossip Secret has no key")?;
+    ensure!(
+        key.0.len() == 32,
+        "the gossip key is {} bytes, not 32",
+        key.0.len()
+    );
+    Ok(key.0)
+}
+
+fn announcer(lab: &Lab, namespace: &str) -> Result<Option<String>> {
+    let node = kubectl(
+        lab,
+        &[
+            "get",
+            "servicel2status",
+            "web",
+            "-n",
+            namespace,
+            "-o",
+            "jsonpath={.status.node}",
+            "--ignore-not-found",
+        ],
+        None,
+    )?;
+    Ok(Some(node.trim().to_owned()).filter(|n| !n.is_empty()))
+}
+
+/// Pings and fetches `ip` from the client until both answer: the answering
+/// pod's name.
+async fn reach(ip: IpAddr) -> Result<String> {
+    let client_host = Host::client();
+    wait_for(
+        &format!("{ip} to answer ping and HTTP from the client"),
+        Duration::from_secs(30),
+        || {
+            let client_host = client_host.clone();
+            async move {
+                if !harness::ping(&client_host, ip)? {
+                    bail!("no ping answer");
+                }
+                harness::curl(&client_host, &format!("http://{ip}/"))
+            }
+        },
+    )
+    .await
+}
+
+async fn service_ips(client: &Client, namespace: &str) -> Result<Vec<IpAddr>> {
+    objects::wait_for_load_balancer_ips(client, namespace, "web", Duration::from_secs(60)).await
+}
+
+/// Names of what the release made that are still there (the CRDs aside).
+fn leftovers(lab: &Lab) -> Result<String> {
+    let selector = format!("app.kubernetes.io/instance={RELEASE}");
+    let mut found = kubectl(
+        lab,
+        &[
+            "get",
+            "deployments,daemonsets,serviceaccounts,secrets,services,roles,rolebindings,poddisruptionbudgets",
+            "-A",
+            "-l",
+            &selector,
+            "-o",
+            "name",
+        ],
+        None,
+    )?;
+    found.push_str(&kubectl(
+        lab,
+        &[
+            "get",
+            "clusterroles,clusterrolebindings",
+            "-l",
+            &selector,
+            "-o",
+            "name",
+        ],
+        None,
+    )?);
+    // The names too, in case a label went missing.
+    for (kind, namespace, name) in [
+        ("secret", RELEASE_NAMESPACE, format!("{RELEASE}-gossip")),
+        (
+            "serviceaccount",
+            RELEASE_NAMESPACE,
+            format!("{RELEASE}-speaker"),
+        ),
+        (
+            "rolebinding",
+            "kube-system",
+            format!("{RELEASE}-speaker-kube-proxy"),
+        ),
+        ("clusterrole", "", format!("{RELEASE}-controller")),
+    ] {
+        let mut args = vec![
+            "get",
+            kind,
+            name.as_str(),
+            "-o",
+            "name",
+            "--ignore-not-found",
+        ];
+        if !namespace.is_empty() {
+            args.extend(["-n", namespace]);
+        }
+        found.push_str(&kubectl(lab, &args, None)?);
+    }
+    Ok(found.trim().to_owned())
+}
+
+#[tokio::test]
+async fn install_serves_a_service_then_upgrade_keeps_key_and_ips_and_uninstall_keeps_crds()
+-> Result<()> {
+    let Some(lab) = harness::lab().await? else {
+        return Ok(());
+    };
+    let _turn = CLUSTER.lock().await;
+    let client = lab.client().await?;
+    let nodes = lab.nodes().len();
+    let started = Instant::now();
+
+    // Install: the chart's controller (2 replicas) and speakers run as pods,
+    // with the chart's ServiceAccounts and RBAC.
+    let release = Release::install(lab, &[])?;
+    wait_for_pods(&client, 2, nodes).await?;
+    eprintln!("installed, pods Ready after {:.1?}", started.elapsed());
+
+    // A pool only this test's Service asks for (not auto-assigned, so no other
+    // test's controller hands its addresses out), announced on every node.
+    let pool_spec = format!(
+        "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: {POOL}\n\
+         spec:\n  addresses: [\"{}-{}\"]\n  autoAssign: false\n---\n\
+         apiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata:\n  name: {POOL}\n\
+         spec:\n  ipAddressPools: [{POOL}]\n",
+        POOL_RANGE.0, POOL_RANGE.1
+    );
+    let _objects = ClusterObjects {
+        lab: lab.clone(),
+        names: vec!["l2advertisement/chart-test", "ipaddresspool/chart-test"],
+    };
+    kubectl(lab, &["apply", "-f", "-"], Some(&pool_spec))?;
+
+    let ns = TestNamespace::create(lab, &client, "chart").await?;
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "web" },
+        "spec": {
+            "replicas": 2,
+            "selector": { "matchLabels": { "app": "web" } },
+            "template": {
+                "metadata": { "labels": { "app": "web" } },
+                "spec": { "containers": [{
+                    "name": "web", "image": "nginx",
+                    "ports": [{ "containerPort": 8080 }],
+                }] },
+            },
+        },
+    }))?;
+    Api::<Deployment>::namespaced(client.clone(), ns.name())
+        .create(&PostParams::default(), &deployment)
+        .await?;
+    let service: Service = serde_json::from_value(json!({
+        "metadata": { "name": "web", "annotations": { "ferrolb.io/address-pool": POOL } },
+        "spec": {
+            "type": "LoadBalancer",
+            "loadBalancerClass": CLASS,
+            "selector": { "app": "web" },
+            "ports": [{ "name": "http", "port": 80, "targetPort": 8080 }],
+        },
+    }))?;
+    Api::<Service>::namespaced(client.clone(), ns.name())
+        .create(&PostParams::default(), &service)
+        .await?;
+
+    let ips = service_ips(&client, ns.name()).await?;
+    let (low, high): (IpAddr, IpAddr) = (POOL_RANGE.0.parse()?, POOL_RANGE.1.parse()?);
+    ensure!(
+        ips.iter().all(|ip| (low..=high).contains(ip)),
+        "the Service got {ips:?}, not from {}-{}",
+        POOL_RANGE.0,
+        POOL_RANGE.1
+    );
+    let ip = ips[0];
+    let node = wait_for(
+        "a ServiceL2Status naming the announcing node",
+        Duration::from_secs(30),
+        || async { announcer(lab, ns.name()) },
+    )
+    .await?;
+    ensure!(
+        lab.nodes().iter().any(|h| h.name == node),
+        "ServiceL2Status names {node}, not a lab node"
+    );
+    let pod = reach(ip).await?;
+    ensure!(
+        pod.starts_with("web-"),
+        "http://{ip}/ answered {pod:?}, not a web pod"
+    );
+    eprintln!(
+        "{ip} announced by {node}, answered by {pod}, after {:.1?}",
+        started.elapsed()
+    );
+
+    // Upgrade with a harmless change: every pod restarts, the gossip key and
+    // the Service's IPs stay.
+    let key = gossip_key(&client).await?;
+    release.run("upgrade", &["logLevel=debug"])?;
+    wait_for_pods(&client, 2, nodes).await?;
+    let env = kubectl(
+        lab,
+        &[
+            "get",
+            "daemonset",
+            &format!("{RELEASE}-speaker"),
+            "-n",
+            RELEASE_NAMESPACE,
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].env[0].value}",
+        ],
+        None,
+    )?;
+    ensure!(
+        env == "debug",
+        "the upgrade did not reach the speakers: FERROLB_LOG={env:?}"
+    );
+    ensure!(
+        gossip_key(&client).await? == key,
+        "helm upgrade changed the gossip key"
+    );
+    // Give the new pods time to re-read everything, then check nothing moved.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = service_ips(&client, ns.name()).await?;
+    ensure!(
+        after == ips,
+        "helm upgrade changed the Service's IPs: {ips:?} -> {after:?}"
+    );
+    reach(ip).await?;
+    eprintln!(
+        "upgraded, key and {ips:?} kept, after {:.1?}",
+        started.elapsed()
+    );
+
+    // Uninstall: everything the release made goes, the CRDs stay.
+    chart::helm_ok(
+        lab,
+        &[
+            "uninstall",
+            RELEASE,
+            "--namespace",
+            RELEASE_NAMESPACE,
+            "--wait",
+        ],
+    )?;
+    let left = leftovers(lab)?;
+    ensure!(left.is_empty(), "helm uninstall left:\n{left}");
+    for crd in chart::CRDS {
+        kubectl(lab, &["get", "crd", crd, "-o", "name"], None)
+            .with_context(|| format!("helm uninstall removed CRD {crd}"))?;
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
+    wait_for(
+        "the release's pods to be gone",
+        Duration::from_secs(60),
+        || {
+            let pods = pods.clone();
+            async move {
+                let list = pods
+                    .list(
+                        &ListParams::default()
+                            .labels(&format!("app.kubernetes.io/instance={RELEASE}")),
+                    )
+                    .await?;
+                Ok(list.items.is_empty().then_some(()))
+            }
+        },
+    )
+    .await?;
+    eprintln!("uninstalled, CRDs kept, after {:.1?}", started.elapsed());
+    drop(release);
+    Ok(())
+}

@@ -695,6 +695,96 @@ async fn one_owner_per_ip_failover_handover_and_refusal() -> Result<()> {
     Ok(())
 }
 
+/// The API server unreachable from every node (an nftables rule in each
+/// node namespace drops its traffic to port 6443, which breaks the watches
+/// of the speakers there), removed when dropped.
+struct ApiOutage {
+    nodes: Vec<Host>,
+}
+
+const OUTAGE_TABLE: &str = "ferrolb_e2e_api_outage";
+
+impl ApiOutage {
+    fn start(nodes: &[Host]) -> Result<Self> {
+        let outage = Self {
+            nodes: nodes.to_vec(),
+        };
+        for host in nodes {
+            let rules = format!(
+                "table inet {OUTAGE_TABLE} {{ chain out {{ type filter hook output priority 0; tcp dport 6443 drop; }}; }}"
+            );
+            let out = harness::exec_in(host, "nft", &[&rules])?;
+            ensure!(
+                out.status.success(),
+                "nft in {}: {}",
+                host.netns,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(outage)
+    }
+}
+
+impl Drop for ApiOutage {
+    fn drop(&mut self) {
+        for host in &self.nodes {
+            let _ = harness::exec_in(host, "nft", &["delete", "table", "inet", OUTAGE_TABLE]);
+        }
+    }
+}
+
+/// With the API server unreachable, speakers keep announcing what they own,
+/// and a node failure still fails over: membership does not need the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_outage_keeps_announcing_and_failing_over() -> Result<()> {
+    let Some(lab) = harness::lab().await? else {
+        return Ok(());
+    };
+    let _serial = SERIAL.lock().await;
+    let mut setup = Setup::new(
+        lab,
+        "spkapi",
+        "198.18.0.236-198.18.0.239",
+        (17948, 17475),
+        true,
+    )
+    .await?;
+    let client_host = Host::client();
+    let names: Vec<String> = setup.nodes.iter().map(|h| h.name.clone()).collect();
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    let macs: Vec<String> = setup.nodes.iter().map(lan::mac_of).collect::<Result<_>>()?;
+    let ip = vip(236);
+    setup.service("web", ip, &names[0], true).await?;
+    let old = expected_owner(ip, &all);
+    let index = setup.node_index(&old).context("owner is not a lab node")?;
+    wait_for_single_mac(&client_host, ip, &macs[index], Duration::from_secs(20)).await?;
+
+    let outage = ApiOutage::start(&setup.nodes)?;
+    // Long enough for every watch to notice and start retrying.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let answers = harness::arping(&client_host, ip, 3)?;
+    ensure!(
+        answers == [macs[index].clone()],
+        "during the API outage {ip} is answered by {answers:?}"
+    );
+
+    let rest: Vec<&str> = all.iter().copied().filter(|n| *n != old).collect();
+    let new = expected_owner(ip, &rest);
+    let new_index = setup
+        .node_index(&new)
+        .context("successor is not a lab node")?;
+    let mut cut = None;
+    let took = measure_takeover(&client_host, ip, &macs[index], &macs[new_index], || {
+        setup.kill(index);
+        cut = Some(CutLink::cut(&setup.nodes[index])?);
+        Ok(())
+    })?;
+    eprintln!("during an API outage, crash of {old}: {new} answers for {ip} after {took:?}");
+    drop(outage);
+    drop(cut);
+    Ok(())
+}
+
 /// Failover figures for docs/benchmarks.md: `trials` crashes (SIGKILL and
 /// link cut) and `trials` graceful leaves of the owner, outage seen by a
 /// client sending an ARP request every 10 ms.

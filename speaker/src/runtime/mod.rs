@@ -213,10 +213,27 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     ready.store(true, Ordering::Relaxed);
 
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut key_poll = tokio::time::interval(KEY_POLL);
+    // API reads that are not watches run in their own task: a hung request
+    // (API server unreachable) must never stall the election loop.
+    let (interfaces_tx, interfaces_rx) = tokio::sync::watch::channel(data_plane.interfaces());
+    let (polled_tx, mut polled) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(poll(
+        secrets,
+        cli.gossip_secret.clone(),
+        kube_proxy,
+        interfaces_rx,
+        polled_tx,
+        metrics.clone(),
+    ));
     loop {
         let live_now = live.borrow_and_update().clone();
         election.recompute(&caches, &live_now, &data_plane);
+        interfaces_tx.send_if_modified(|current| {
+            let now = data_plane.interfaces();
+            let changed = *current != now;
+            *current = now;
+            changed
+        });
         let new_seeds = caches.seeds(&cli.node_name, cli.gossip_port);
         if new_seeds != seeds {
             seeds = new_seeds;
@@ -229,20 +246,13 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                     anyhow::bail!("the membership stopped");
                 }
             }
-            _ = key_poll.tick() => {
-                match read_key(&secrets, &cli.gossip_secret).await {
-                    Ok(key) => membership.rotate_key(key),
-                    Err(error) => {
-                        metrics.api_error("secrets");
-                        tracing::debug!(%error, "gossip key not re-read");
-                    }
-                }
-                if let Some((config_maps, name)) = &kube_proxy {
-                    let verdict = strict_arp::check(config_maps, name, &data_plane.interfaces()).await;
+            Some(polled) = polled.recv() => match polled {
+                Polled::Key(key) => membership.rotate_key(key),
+                Polled::StrictArp(verdict) => {
                     let node = caches.node_ref(&cli.node_name);
                     election.set_strict_arp(verdict, node);
                 }
-            }
+            },
             _ = sigterm.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
         }
@@ -264,6 +274,54 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     leaving.await;
     data_plane.shutdown().await;
     Ok(())
+}
+
+/// A result of the periodic reads.
+enum Polled {
+    /// The gossip key, possibly rotated.
+    Key(GossipKey),
+    /// The strictARP check.
+    StrictArp(Verdict),
+}
+
+/// Re-reads the gossip Secret and runs the strictARP check every KEY_POLL,
+/// each read bounded by a timeout.
+async fn poll(
+    secrets: Api<Secret>,
+    secret: String,
+    kube_proxy: Option<(Api<ConfigMap>, String)>,
+    interfaces: tokio::sync::watch::Receiver<Vec<String>>,
+    tx: tokio::sync::mpsc::Sender<Polled>,
+    metrics: SpeakerMetrics,
+) {
+    let mut tick = tokio::time::interval(KEY_POLL);
+    loop {
+        tick.tick().await;
+        match tokio::time::timeout(KEY_POLL, read_key(&secrets, &secret)).await {
+            Ok(Ok(key)) => {
+                if tx.send(Polled::Key(key)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Err(error)) => {
+                metrics.api_error("secrets");
+                tracing::debug!(%error, "gossip key not re-read");
+            }
+            Err(_) => {
+                metrics.api_error("secrets");
+                tracing::debug!("gossip key not re-read: the API server did not answer");
+            }
+        }
+        if let Some((config_maps, name)) = &kube_proxy {
+            let current = interfaces.borrow().clone();
+            let check = strict_arp::check(config_maps, name, &current);
+            if let Ok(verdict) = tokio::time::timeout(KEY_POLL, check).await
+                && tx.send(Polled::StrictArp(verdict)).await.is_err()
+            {
+                return;
+            }
+        }
+    }
 }
 
 async fn read_key(secrets: &Api<Secret>, name: &str) -> anyhow::Result<GossipKey> {

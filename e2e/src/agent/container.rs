@@ -54,6 +54,16 @@ pub enum Readiness {
     Http(IpAddr, HttpProbe),
 }
 
+/// The checks the agent runs against a container.
+#[derive(Clone, Debug)]
+pub struct Checks {
+    /// What decides Ready.
+    pub readiness: Readiness,
+    /// An HTTP liveness probe: failing it `failure_threshold` times in a
+    /// row gets the process stopped and restarted, as the kubelet does.
+    pub liveness: Option<(IpAddr, HttpProbe)>,
+}
+
 /// A container being run; shares its state with the pod's status loop.
 #[derive(Debug)]
 pub struct Container {
@@ -71,7 +81,7 @@ impl Container {
         view: ContainerView,
         launch: Launch,
         restart_policy: Option<String>,
-        readiness: Readiness,
+        checks: Checks,
         grace: Duration,
     ) -> Self {
         let view = Arc::new(Mutex::new(view));
@@ -80,7 +90,7 @@ impl Container {
             view.clone(),
             launch,
             restart_policy,
-            readiness,
+            checks,
             grace,
             stop_rx,
         ));
@@ -108,13 +118,13 @@ async fn supervise(
     view: Arc<Mutex<ContainerView>>,
     launch: Launch,
     restart_policy: Option<String>,
-    readiness: Readiness,
+    checks: Checks,
     grace: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = BACKOFF_START;
     loop {
-        let code = match run_once(&view, &launch, &readiness, grace, &mut stop).await {
+        let code = match run_once(&view, &launch, &checks, grace, &mut stop).await {
             Ok(Some(code)) => code,
             Ok(None) => return,
             Err(e) => {
@@ -158,10 +168,11 @@ fn append_log(launch: &Launch, line: &str) {
 async fn run_once(
     view: &Mutex<ContainerView>,
     launch: &Launch,
-    readiness: &Readiness,
+    checks: &Checks,
     grace: Duration,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<Option<i32>> {
+    let readiness = &checks.readiness;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -215,8 +226,37 @@ async fn run_once(
     };
     let mut failures = 0u32;
     let mut tick = tokio::time::interval(period);
+    let (live_period, live_delay) = checks
+        .liveness
+        .as_ref()
+        .map_or((3600, 0), |(_, p)| (p.period, p.initial_delay));
+    let mut live_tick = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(live_delay.max(1)),
+        Duration::from_secs(live_period),
+    );
+    let mut live_failures = 0u32;
     loop {
         tokio::select! {
+            _ = live_tick.tick(), if checks.liveness.is_some() => {
+                let Some((ip, probe)) = &checks.liveness else { continue };
+                if http_ok(SocketAddr::new(*ip, probe.port), &probe.path).await {
+                    live_failures = 0;
+                } else {
+                    live_failures += 1;
+                }
+                if live_failures >= probe.failure_threshold {
+                    append_log(launch, "lab agent: liveness probe failed; restarting the container");
+                    if let Some(pid) = pid {
+                        let target = nix::unistd::Pid::from_raw(pid);
+                        let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGTERM);
+                        if tokio::time::timeout(grace, child.wait()).await.is_err() {
+                            let _ = child.kill().await;
+                        }
+                    }
+                    let _ = child.wait().await;
+                    return Ok(Some(137));
+                }
+            }
             status = child.wait() => {
                 let status = status.context("cannot wait for a container")?;
                 use std::os::unix::process::ExitStatusExt as _;

@@ -14,7 +14,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use super::NodeCtx;
-use super::container::{Container, Launch, Readiness};
+use super::container::{Checks, Container, Launch, Readiness};
 use super::spec::{self, ContainerView, PodFacts, Workload};
 use crate::podnet::PodNet;
 
@@ -202,11 +202,15 @@ async fn start(ctx: &Arc<NodeCtx>, pod: &Pod, net: Option<&PodNet>) -> Result<Ru
             last_exit: None,
             finished: false,
         };
+        let checks = Checks {
+            readiness,
+            liveness: spec::liveness_probe(c).map(|p| (probe_ip, p)),
+        };
         containers.push(Container::start(
             view,
             launch,
             pod_spec.restart_policy.clone(),
-            readiness,
+            checks,
             grace,
         ));
     }

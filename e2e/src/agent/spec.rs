@@ -143,15 +143,29 @@ pub struct HttpProbe {
     pub path: String,
     /// Seconds between checks.
     pub period: u64,
-    /// Consecutive failures that make the container unready.
+    /// Consecutive failures that make the container unready (readiness)
+    /// or get it restarted (liveness).
     pub failure_threshold: u32,
+    /// Seconds after the start before the first check.
+    pub initial_delay: u64,
 }
 
 /// The container's readiness probe, when it is an `httpGet` probe whose port
 /// resolves (a number, or the name of one of its ports).
 pub fn readiness_probe(container: &Container) -> Option<HttpProbe> {
+    http_probe(container, container.readiness_probe.as_ref()?)
+}
+
+/// The container's liveness probe, when it is a resolvable `httpGet` probe.
+pub fn liveness_probe(container: &Container) -> Option<HttpProbe> {
+    http_probe(container, container.liveness_probe.as_ref()?)
+}
+
+fn http_probe(
+    container: &Container,
+    probe: &k8s_openapi::api::core::v1::Probe,
+) -> Option<HttpProbe> {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-    let probe = container.readiness_probe.as_ref()?;
     let get = probe.http_get.as_ref()?;
     let port = match &get.port {
         IntOrString::Int(p) => u16::try_from(*p).ok()?,
@@ -175,6 +189,10 @@ pub fn readiness_probe(container: &Container) -> Option<HttpProbe> {
             .and_then(|p| u32::try_from(p).ok())
             .unwrap_or(3)
             .max(1),
+        initial_delay: probe
+            .initial_delay_seconds
+            .and_then(|p| u64::try_from(p).ok())
+            .unwrap_or(0),
     })
 }
 
@@ -388,7 +406,8 @@ mod tests {
                 port: 7472,
                 path: "/readyz".into(),
                 period: 5,
-                failure_threshold: 3
+                failure_threshold: 3,
+                initial_delay: 0
             })
         );
     }

@@ -18,6 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use ferrolb_e2e::agent::pod::pod_dir;
 use ferrolb_e2e::chart;
 use ferrolb_e2e::harness::{self, TestNamespace, wait_for};
 use ferrolb_e2e::lab::Lab;
@@ -25,8 +26,8 @@ use ferrolb_e2e::lan::Host;
 use ferrolb_e2e::{objects, tools};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
-use kube::Client;
 use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 use tokio::sync::Mutex;
 
@@ -392,6 +393,43 @@ async fn wait_for_pods(client: &Client, controllers: usize, nodes: usize) -> Res
     Ok(())
 }
 
+/// Checks that every pod of the release runs our binary (the node agent has a
+/// live process for it) and that none was refused by the API server: the
+/// chart's RBAC is enough for what the binaries do (a refusal names itself
+/// "forbidden" in their logs).
+async fn check_pods_and_rbac(lab: &Lab, client: &Client) -> Result<()> {
+    let pods = Api::<Pod>::namespaced(client.clone(), RELEASE_NAMESPACE)
+        .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}")))
+        .await?;
+    let mut refused = Vec::new();
+    for pod in &pods.items {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let container = pod
+            .labels()
+            .get("app.kubernetes.io/component")
+            .cloned()
+            .unwrap_or_default();
+        ensure!(
+            harness::container_pid(lab, RELEASE_NAMESPACE, &name, &container).is_some(),
+            "pod {name} has no running {container} process"
+        );
+        let log = pod_dir(&lab.state, RELEASE_NAMESPACE, &name).join(format!("{container}.log"));
+        let text = std::fs::read_to_string(&log)
+            .with_context(|| format!("cannot read {}", log.display()))?;
+        refused.extend(
+            text.lines()
+                .filter(|l| l.to_lowercase().contains("forbidden"))
+                .map(|l| format!("{name}: {l}")),
+        );
+    }
+    ensure!(
+        refused.is_empty(),
+        "the API server refused the chart's pods:\n{}",
+        refused.join("\n")
+    );
+    Ok(())
+}
+
 async fn gossip_key(client: &Client) -> Result<Vec<u8>> {
     let secret = Api::<Secret>::namespaced(client.clone(), RELEASE_NAMESPACE)
         .get(&format!("{RELEASE}-gossip"))
@@ -597,6 +635,15 @@ async fn install_serves_a_service_then_upgrade_keeps_key_and_ips_and_uninstall_k
         pod.starts_with("web-"),
         "http://{ip}/ answered {pod:?}, not a web pod"
     );
+    if let IpAddr::V4(v4) = ip {
+        // strictARP is on in the lab: only the announcing speaker answers ARP.
+        let macs = harness::arping(&Host::client(), v4, 2)?;
+        ensure!(
+            macs.len() == 1,
+            "ARP for {ip} answered by {macs:?}, not one node"
+        );
+    }
+    check_pods_and_rbac(lab, &client).await?;
     eprintln!(
         "{ip} announced by {node}, answered by {pod}, after {:.1?}",
         started.elapsed()
@@ -636,6 +683,7 @@ async fn install_serves_a_service_then_upgrade_keeps_key_and_ips_and_uninstall_k
         "helm upgrade changed the Service's IPs: {ips:?} -> {after:?}"
     );
     reach(ip).await?;
+    check_pods_and_rbac(lab, &client).await?;
     eprintln!(
         "upgraded, key and {ips:?} kept, after {:.1?}",
         started.elapsed()

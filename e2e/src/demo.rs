@@ -13,10 +13,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::chart;
 use crate::lab::{self, DEFAULT_NODES, Lab};
 use crate::lan::Host;
 use crate::tools;
 
+/// The chart's release name.
+pub const RELEASE: &str = "ferrolb";
 /// The namespace the chart is installed in.
 pub const RELEASE_NAMESPACE: &str = "ferrolb-system";
 /// The namespace of the demo workload.
@@ -98,16 +101,25 @@ impl Demo {
     }
 
     fn helm_install(&self) -> Result<()> {
-        let chart = repo_root().join("charts/ferrolb");
-        let output = Command::new(self.lab.tools().path("helm"))
-            .arg("--kubeconfig")
-            .arg(self.lab.kubeconfig())
-            .args(["upgrade", "--install", "ferrolb"])
-            .arg(&chart)
-            .args(["--namespace", RELEASE_NAMESPACE, "--create-namespace"])
-            .args(["--wait", "--timeout", "3m"])
-            .output()
-            .context("cannot run helm")?;
+        // CRDs applied earlier with kubectl (the tests do) or left by another
+        // release are taken over instead of failing the install.
+        chart::adopt_crds(&self.lab, RELEASE, RELEASE_NAMESPACE)?;
+        let chart = chart::dir().to_string_lossy().into_owned();
+        let output = chart::helm(
+            &self.lab,
+            &[
+                "upgrade",
+                "--install",
+                RELEASE,
+                &chart,
+                "--namespace",
+                RELEASE_NAMESPACE,
+                "--create-namespace",
+                "--wait",
+                "--timeout",
+                "3m",
+            ],
+        )?;
         check("helm upgrade --install", &output)
     }
 

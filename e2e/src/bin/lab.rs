@@ -28,8 +28,10 @@ enum Cmd {
         /// strictARP of the emulated IPVS-mode kube-proxy: true sets
         /// arp_ignore=1/arp_announce=2 in the node namespaces, false leaves
         /// them 0 (every node answers ARP for every LoadBalancer IP).
-        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-        strict_arp: bool,
+        /// Default true for a new lab; a lab already up is switched only
+        /// when the option is given.
+        #[arg(long)]
+        strict_arp: Option<bool>,
     },
     /// Switch strictARP of the emulated IPVS mode on a running lab (node
     /// sysctls and the kube-system/kube-proxy ConfigMap).
@@ -131,7 +133,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Cmd::Up { nodes, strict_arp } => {
             build_ferrolb();
-            let lab = Lab::up_with(nodes, strict_arp).await?;
+            let mut lab = Lab::up_with(nodes, strict_arp.unwrap_or(true)).await?;
+            if let Some(on) = strict_arp.filter(|on| *on != lab.record.strict_arp) {
+                lab.set_strict_arp(on).await?;
+            }
             say(&format!(
                 "lab up: {} nodes, API server {}\n\
                  try: cargo lab kubectl -- get nodes -o wide\n     \

@@ -74,7 +74,12 @@ fn kubectl(lab: &Lab, args: &[&str], stdin: Option<&str>) -> Result<String> {
 fn install_crds(lab: &Lab) -> Result<()> {
     let file = repo_root().join("crds/ferrolb.io.crds.yaml");
     let file = file.to_string_lossy();
-    kubectl(lab, &["apply", "-f", &file], None).context("the API server refused the CRDs")?;
+    kubectl(
+        lab,
+        &["apply", "--server-side", "--force-conflicts", "-f", &file],
+        None,
+    )
+    .context("the API server refused the CRDs")?;
     kubectl(
         lab,
         &[

@@ -84,37 +84,17 @@ fn kubectl(lab: &Lab, args: &[&str], stdin: Option<&str>) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Applies the committed CRDs; when the API server refuses their CEL rules
-/// (cost estimate), installs the same schemas without them, as the
-/// controller tests do: the speaker's behaviour does not depend on them.
+/// Applies `crds/ferrolb.io.crds.yaml` exactly as committed: the API server must
+/// accept its CEL rules, so the tests run with the validation users get.
 fn install_crds(lab: &Lab) -> Result<()> {
     let file = repo_root().join("crds/ferrolb.io.crds.yaml");
     let file = file.to_string_lossy().into_owned();
-    if kubectl(
+    kubectl(
         lab,
         &["apply", "--server-side", "--force-conflicts", "-f", &file],
         None,
     )
-    .is_err()
-    {
-        let rendered = kubectl(
-            lab,
-            &["create", "--dry-run=client", "-o", "json", "-f", &file],
-            None,
-        )?;
-        let mut items = Vec::new();
-        for value in serde_json::Deserializer::from_str(&rendered).into_iter::<Value>() {
-            let mut value = value.context("kubectl printed invalid JSON")?;
-            strip_validations(&mut value);
-            items.push(value);
-        }
-        let list = json!({ "apiVersion": "v1", "kind": "List", "items": items });
-        kubectl(
-            lab,
-            &["apply", "--server-side", "--force-conflicts", "-f", "-"],
-            Some(&list.to_string()),
-        )?;
-    }
+    .context("the API server refused the CRDs")?;
     for crd in [
         "ipaddresspools",
         "l2advertisements",
@@ -133,17 +113,6 @@ fn install_crds(lab: &Lab) -> Result<()> {
         )?;
     }
     Ok(())
-}
-
-fn strip_validations(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            map.remove("x-kubernetes-validations");
-            map.values_mut().for_each(strip_validations);
-        }
-        Value::Array(items) => items.iter_mut().for_each(strip_validations),
-        _ => {}
-    }
 }
 
 fn dynamic(client: &Client, kind: &str, namespace: Option<&str>) -> Api<DynamicObject> {

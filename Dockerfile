@@ -20,6 +20,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY address address
 COPY crds crds
+COPY telemetry telemetry
 COPY controller controller
 COPY speaker speaker
 COPY e2e e2e

@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+pub use ferrolb_telemetry::LogFormat;
 
 /// FerroLB controller: assigns IPs from IPAddressPools to LoadBalancer Services.
 #[derive(Debug, Clone, Parser)]
@@ -66,15 +67,6 @@ pub enum Command {
         /// The file to read, or `-` for standard input.
         file: PathBuf,
     },
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 impl Cli {

@@ -14,7 +14,6 @@ pub mod allocator;
 pub mod cli;
 pub mod convert;
 pub mod events;
-pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod pool;

@@ -9,15 +9,14 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
-use ferrolb_controller::cli::{Cli, Command, LogFormat};
+use ferrolb_controller::cli::{Cli, Command};
 use ferrolb_controller::convert;
 use ferrolb_controller::events::Publisher;
-use ferrolb_controller::http::{self, Health};
 use ferrolb_controller::leader::{Election, LeaseConfig};
 use ferrolb_controller::metrics::Metrics;
 use ferrolb_controller::runtime::{self, Context};
+use ferrolb_telemetry::{Health, init_logs};
 use prometheus_client::registry::Registry;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -30,18 +29,6 @@ fn main() -> Result<()> {
         .build()
         .context("cannot start the async runtime")?
         .block_on(run(cli))
-}
-
-fn init_logs(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("FERROLB_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
 
 // Printing the converted resources on stdout is the point of `convert`.
@@ -76,9 +63,10 @@ async fn run(cli: Cli) -> Result<()> {
     let health = Health {
         registry: Arc::new(registry),
         ready: ready.clone(),
+        not_ready: "watches not synced yet",
     };
     let address = cli.metrics_bind_address;
-    let server = tokio::spawn(async move { http::serve(address, health).await });
+    let server = tokio::spawn(async move { ferrolb_telemetry::serve(address, health).await });
 
     let election = if cli.leader_elect {
         Election::start(

@@ -8,9 +8,9 @@ mod runtime;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use tracing_subscriber::EnvFilter;
+use ferrolb_telemetry::init_logs;
 
-use crate::runtime::cli::{Cli, LogFormat};
+use crate::runtime::cli::Cli;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -20,16 +20,4 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?
         .block_on(runtime::run(cli))
-}
-
-fn init_logs(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("FERROLB_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }

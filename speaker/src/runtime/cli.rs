@@ -5,7 +5,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::Parser;
+pub(crate) use ferrolb_telemetry::LogFormat;
 
 /// FerroLB speaker: elects one node per LoadBalancer IP set and announces it
 /// on the local network with gratuitous ARP and neighbor advertisements.
@@ -90,15 +91,6 @@ pub(crate) struct Cli {
     /// Log format. The level filter comes from FERROLB_LOG (default `info`).
     #[arg(long, env = "FERROLB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
 }
 
 impl Cli {

@@ -1,15 +1,6 @@
 //! The speaker's own metrics and the HTTP endpoint serving them with the
 //! health probes.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -77,63 +68,5 @@ impl SpeakerMetrics {
                 resource: resource.to_owned(),
             })
             .inc();
-    }
-}
-
-#[derive(Clone)]
-struct Shared {
-    registry: Arc<Registry>,
-    ready: Arc<AtomicBool>,
-}
-
-/// Serves /metrics, /healthz and /readyz on `addr` until the process ends.
-pub(crate) async fn serve(
-    addr: SocketAddr,
-    registry: Registry,
-    ready: Arc<AtomicBool>,
-) -> anyhow::Result<()> {
-    let shared = Shared {
-        registry: Arc::new(registry),
-        ready,
-    };
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .with_state(shared);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e}"))?;
-    axum::serve(listener, app).await?;
-    Ok(())
-}
-
-async fn metrics(State(shared): State<Shared>) -> impl IntoResponse {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &shared.registry) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        ),
-        Err(_) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain")],
-            String::from("encoding failed"),
-        ),
-    }
-}
-
-async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
-    if shared.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready")
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "caches syncing or membership joining",
-        )
     }
 }

@@ -84,7 +84,12 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         let ready = Arc::clone(&ready);
         let addr = cli.metrics_bind_address;
         tokio::spawn(async move {
-            if let Err(error) = metrics::serve(addr, registry, ready).await {
+            let health = ferrolb_telemetry::Health {
+                registry: Arc::new(registry),
+                ready,
+                not_ready: "caches syncing or membership joining",
+            };
+            if let Err(error) = ferrolb_telemetry::serve(addr, health).await {
                 tracing::error!(%error, "metrics endpoint stopped");
             }
         });

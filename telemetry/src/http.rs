@@ -1,6 +1,5 @@
-//! The HTTP endpoint: `/metrics` (Prometheus text format), `/healthz` (the process
-//! runs) and `/readyz` (the watches have synced; leader or not, so a standby replica
-//! counts as available to the Deployment and its PodDisruptionBudget).
+//! `/metrics` (OpenMetrics text), `/healthz` (the process serves) and `/readyz` (the
+//! process has what it needs to do its job: watches synced, membership joined).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,8 +34,10 @@ pub enum HttpError {
 pub struct Health {
     /// The metrics registry.
     pub registry: Arc<Registry>,
-    /// Set once every watch has synced.
+    /// Set once the process is ready; `/readyz` answers 503 until then.
     pub ready: Arc<AtomicBool>,
+    /// What `/readyz` says while not ready, e.g. "watches not synced yet".
+    pub not_ready: &'static str,
 }
 
 /// Serves until the process ends.
@@ -76,6 +77,6 @@ async fn readyz(State(health): State<Health>) -> Response {
     if health.ready.load(Ordering::Relaxed) {
         "ok".into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "watches not synced yet").into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, health.not_ready).into_response()
     }
 }

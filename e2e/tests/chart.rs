@@ -12,7 +12,7 @@
 //! `cargo lab test` does).
 
 use std::io::Write as _;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -280,8 +280,30 @@ struct Release {
 }
 
 impl Release {
-    fn install(lab: &Lab, extra: &[&str]) -> Result<Self> {
+    async fn install(lab: &Lab, extra: &[&str]) -> Result<Self> {
         remove_release(lab);
+        // The previous run deletes the namespace without waiting; helm cannot
+        // create objects in it while it terminates.
+        wait_for(
+            &format!("namespace {RELEASE_NAMESPACE} of an earlier run to be deleted"),
+            Duration::from_secs(60),
+            || async {
+                let phase = kubectl(
+                    lab,
+                    &[
+                        "get",
+                        "namespace",
+                        RELEASE_NAMESPACE,
+                        "-o",
+                        "jsonpath={.status.phase}",
+                        "--ignore-not-found",
+                    ],
+                    None,
+                )?;
+                Ok((phase != "Terminating").then_some(()))
+            },
+        )
+        .await?;
         chart::adopt_crds(lab, RELEASE, RELEASE_NAMESPACE)?;
         let release = Self { lab: lab.clone() };
         release.run("install", extra)?;
@@ -395,8 +417,8 @@ async fn wait_for_pods(client: &Client, controllers: usize, nodes: usize) -> Res
 
 /// Checks that every pod of the release runs our binary (the node agent has a
 /// live process for it) and that none was refused by the API server: the
-/// chart's RBAC is enough for what the binaries do (a refusal names itself
-/// "forbidden" in their logs).
+/// chart's RBAC is enough for what the binaries do (RBAC's refusals name the
+/// ServiceAccount in their logs).
 async fn check_pods_and_rbac(lab: &Lab, client: &Client) -> Result<()> {
     let pods = Api::<Pod>::namespaced(client.clone(), RELEASE_NAMESPACE)
         .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}")))
@@ -418,7 +440,8 @@ async fn check_pods_and_rbac(lab: &Lab, client: &Client) -> Result<()> {
             .with_context(|| format!("cannot read {}", log.display()))?;
         refused.extend(
             text.lines()
-                .filter(|l| l.to_lowercase().contains("forbidden"))
+                // RBAC's refusal, not others (e.g. a terminating namespace).
+                .filter(|l| l.contains("is forbidden: User \"system:serviceaccount:"))
                 .map(|l| format!("{name}: {l}")),
         );
     }
@@ -483,6 +506,32 @@ async fn reach(ip: IpAddr) -> Result<String> {
         },
     )
     .await
+}
+
+/// The announcing node answers ARP for `ip`; with strictARP on (the lab's
+/// default, which a test may switch off for a while) no other node does.
+fn check_arp(lab: &Lab, node: &str, ip: Ipv4Addr) -> Result<()> {
+    let owner = lab
+        .nodes()
+        .into_iter()
+        .find(|h| h.name == node)
+        .with_context(|| format!("no lab node {node}"))?;
+    let read = |program: &str, args: &[&str]| -> Result<String> {
+        let out = harness::exec_in(&owner, program, args)?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_lowercase())
+    };
+    let mac = read("cat", &["/sys/class/net/eth0/address"])?;
+    let strict = read("sysctl", &["-n", "net.ipv4.conf.all.arp_ignore"])? == "1";
+    let macs = harness::arping(&Host::client(), ip, 2)?;
+    ensure!(
+        macs.contains(&mac),
+        "ARP for {ip} answered by {macs:?}, not by {node} ({mac})"
+    );
+    ensure!(
+        !strict || macs.len() == 1,
+        "ARP for {ip} answered by {macs:?} with strictARP on, not only {node} ({mac})"
+    );
+    Ok(())
 }
 
 async fn service_ips(client: &Client, namespace: &str) -> Result<Vec<IpAddr>> {
@@ -561,7 +610,7 @@ async fn install_serves_a_service_then_upgrade_keeps_key_and_ips_and_uninstall_k
 
     // Install: the chart's controller (2 replicas) and speakers run as pods,
     // with the chart's ServiceAccounts and RBAC.
-    let release = Release::install(lab, &[])?;
+    let release = Release::install(lab, &[]).await?;
     wait_for_pods(&client, 2, nodes).await?;
     eprintln!("installed, pods Ready after {:.1?}", started.elapsed());
 
@@ -636,12 +685,7 @@ async fn install_serves_a_service_then_upgrade_keeps_key_and_ips_and_uninstall_k
         "http://{ip}/ answered {pod:?}, not a web pod"
     );
     if let IpAddr::V4(v4) = ip {
-        // strictARP is on in the lab: only the announcing speaker answers ARP.
-        let macs = harness::arping(&Host::client(), v4, 2)?;
-        ensure!(
-            macs.len() == 1,
-            "ARP for {ip} answered by {macs:?}, not one node"
-        );
+        check_arp(lab, &node, v4)?;
     }
     check_pods_and_rbac(lab, &client).await?;
     eprintln!(

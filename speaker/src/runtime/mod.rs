@@ -72,6 +72,11 @@ const KEY_POLL: Duration = Duration::from_secs(10);
 
 /// Runs the speaker until SIGTERM or SIGINT.
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.enforce_strict_arp {
+        tracing::warn!(
+            "--enforce-strict-arp is not implemented yet: no sysctl is changed; fix kube-proxy's strictARP or the sysctls as the StrictARP condition says"
+        );
+    }
     let client = Client::try_default()
         .await
         .context("cannot configure the Kubernetes client")?;

@@ -79,8 +79,8 @@ pub(crate) struct Cli {
     pub ignore_exclude_label: bool,
 
     /// Set arp_ignore=1 and arp_announce=2 on announcing interfaces (needs
-    /// NET_ADMIN). Not implemented yet: the speaker warns and changes nothing; the
-    /// strictARP check and its reporting work without it.
+    /// NET_ADMIN). Only interfaces announced on are touched, and only values less
+    /// strict than those.
     #[arg(long, env = "FERROLB_ENFORCE_STRICT_ARP")]
     pub enforce_strict_arp: bool,
 

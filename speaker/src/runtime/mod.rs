@@ -72,11 +72,6 @@ const KEY_POLL: Duration = Duration::from_secs(10);
 
 /// Runs the speaker until SIGTERM or SIGINT.
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
-    if cli.enforce_strict_arp {
-        tracing::warn!(
-            "--enforce-strict-arp is not implemented yet: no sysctl is changed; fix kube-proxy's strictARP or the sysctls as the StrictARP condition says"
-        );
-    }
     let client = Client::try_default()
         .await
         .context("cannot configure the Kubernetes client")?;
@@ -231,6 +226,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         secrets,
         cli.gossip_secret.clone(),
         kube_proxy,
+        cli.enforce_strict_arp,
         interfaces_rx,
         polled_tx,
         metrics.clone(),
@@ -300,6 +296,7 @@ async fn poll(
     secrets: Api<Secret>,
     secret: String,
     kube_proxy: Option<(Api<ConfigMap>, String)>,
+    enforce_strict_arp: bool,
     interfaces: tokio::sync::watch::Receiver<Vec<String>>,
     tx: tokio::sync::mpsc::Sender<Polled>,
     metrics: SpeakerMetrics,
@@ -321,6 +318,10 @@ async fn poll(
                 metrics.api_error("secrets");
                 tracing::debug!("gossip key not re-read: the API server did not answer");
             }
+        }
+        if enforce_strict_arp {
+            let current = interfaces.borrow().clone();
+            strict_arp::enforce(&current).await;
         }
         if let Some((config_maps, name)) = &kube_proxy {
             let current = interfaces.borrow().clone();

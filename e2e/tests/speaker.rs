@@ -191,6 +191,8 @@ struct Setup {
     speakers: Vec<Option<NodeProcess>>,
     gossip_port: u16,
     metrics_port: u16,
+    /// Start speakers with `--enforce-strict-arp`.
+    enforce_strict_arp: bool,
     _cleanup: Vec<Cleanup>,
     // The lab binds every LoadBalancer IP to kube-ipvs0 on every node, as
     // IPVS kube-proxy does: only with strictARP on do the kernels stay quiet
@@ -264,6 +266,7 @@ impl Setup {
             nodes,
             gossip_port: ports.0,
             metrics_port: ports.1,
+            enforce_strict_arp: false,
             _cleanup: cleanup,
             _strict_arp: strict_arp,
         };
@@ -297,7 +300,10 @@ impl Setup {
             &self.class,
         ]
         .map(str::to_owned);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        if self.enforce_strict_arp {
+            args.push("--enforce-strict-arp");
+        }
         self.speakers[i] = Some(NodeProcess::start(self.lab, host, "env", &args)?);
         Ok(())
     }
@@ -842,5 +848,122 @@ async fn failover_benchmark() -> Result<()> {
         results.push(line);
     }
     eprintln!("{}", results.join("\n"));
+    Ok(())
+}
+
+/// Puts each node's own `eth0` ARP sysctls back to the kernel default (0) when
+/// dropped, undoing what `--enforce-strict-arp` set.
+struct ResetInterfaceSysctls(Vec<Host>);
+
+impl Drop for ResetInterfaceSysctls {
+    fn drop(&mut self) {
+        for host in &self.0 {
+            let _ = Command::new("ip")
+                .args(["netns", "exec", &host.netns, "sysctl", "-q", "-w"])
+                .args([
+                    "net.ipv4.conf.eth0.arp_ignore=0",
+                    "net.ipv4.conf.eth0.arp_announce=0",
+                ])
+                .status();
+        }
+    }
+}
+
+/// The `StrictARP` condition status in a node's SpeakerStatus, if written.
+async fn strict_arp_status(client: &Client, node: &str) -> Result<Option<String>> {
+    let status = dynamic(client, "SpeakerStatus", None)
+        .get_opt(node)
+        .await?
+        .and_then(|o| o.data["status"]["conditions"].as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c["type"] == "StrictARP")
+        .and_then(|c| c["status"].as_str().map(str::to_owned));
+    Ok(status)
+}
+
+/// SPEC §5 from the client's point of view. With IPVS kube-proxy emulated (every
+/// Service IP on every node's kube-ipvs0) and strictARP off, several nodes' kernels
+/// answer ARP for the IP and every speaker reports `StrictARP: False`. With
+/// `--enforce-strict-arp` the speakers make their interfaces strict: exactly the
+/// elected owner's MAC answers, the condition turns True, and ping works.
+#[tokio::test]
+async fn strict_arp_off_is_reported_and_enforcement_leaves_one_owner() -> Result<()> {
+    let Some(lab) = harness::lab().await? else {
+        return Ok(());
+    };
+    let _serial = SERIAL.lock().await;
+    let mut setup = Setup::new(
+        lab,
+        "spk-sarp",
+        "198.18.0.248-198.18.0.251",
+        (17949, 17476),
+        true,
+    )
+    .await?;
+    let _reset = ResetInterfaceSysctls(setup.nodes.clone());
+    let _off = StrictArp::set(lab, false).await?;
+    let client_host = Host::client();
+    let names: Vec<String> = setup.nodes.iter().map(|h| h.name.clone()).collect();
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    let ip = vip(248);
+    setup.service("web", ip, &names[0], true).await?;
+
+    // Broken: the kernels of several nodes answer for the IP.
+    let macs = wait_for(
+        &format!("several MACs to answer ARP for {ip} with strictARP off"),
+        Duration::from_secs(30),
+        || async {
+            let mut macs = harness::arping(&client_host, ip, 3)?;
+            macs.sort();
+            macs.dedup();
+            Ok((macs.len() >= 2).then_some(macs))
+        },
+    )
+    .await?;
+    eprintln!(
+        "strictARP off: {} MACs answer for {ip}: {macs:?}",
+        macs.len()
+    );
+    for node in &all {
+        wait_for(
+            &format!("{node}'s SpeakerStatus to report StrictARP False"),
+            Duration::from_secs(30),
+            || async {
+                let status = strict_arp_status(&setup.client, node).await?;
+                Ok((status.as_deref() == Some("False")).then_some(()))
+            },
+        )
+        .await?;
+    }
+
+    // Fixed by enforcement: one MAC, the elected owner's.
+    setup.enforce_strict_arp = true;
+    for i in 0..setup.nodes.len() {
+        setup.kill(i);
+        setup.start(i)?;
+    }
+    let owner = expected_owner(ip, &all);
+    let owner_mac = setup
+        .node_index(&owner)
+        .map(|i| lan::mac_of(&setup.nodes[i]))
+        .transpose()?
+        .context("the owner is not a lab node")?;
+    wait_for_single_mac(&client_host, ip, &owner_mac, Duration::from_secs(30)).await?;
+    ensure!(
+        harness::ping(&client_host, IpAddr::V4(ip))?,
+        "ping {ip} failed with enforcement on"
+    );
+    for node in &all {
+        wait_for(
+            &format!("{node}'s SpeakerStatus to report StrictARP True"),
+            Duration::from_secs(30),
+            || async {
+                let status = strict_arp_status(&setup.client, node).await?;
+                Ok((status.as_deref() == Some("True")).then_some(()))
+            },
+        )
+        .await?;
+    }
     Ok(())
 }

@@ -22,7 +22,7 @@ use ferrolb_e2e::agent::pod::pod_dir;
 use ferrolb_e2e::chart;
 use ferrolb_e2e::harness::{self, TestNamespace, wait_for};
 use ferrolb_e2e::lab::Lab;
-use ferrolb_e2e::lan::Host;
+use ferrolb_e2e::lan::{self, Host};
 use ferrolb_e2e::{objects, tools};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
@@ -511,18 +511,25 @@ async fn reach(ip: IpAddr) -> Result<String> {
 /// The announcing node answers ARP for `ip`; with strictARP on (the lab's
 /// default, which a test may switch off for a while) no other node does.
 fn check_arp(lab: &Lab, node: &str, ip: Ipv4Addr) -> Result<()> {
-    let owner = lab
-        .nodes()
-        .into_iter()
+    let nodes = lab.nodes();
+    let owner = nodes
+        .iter()
         .find(|h| h.name == node)
         .with_context(|| format!("no lab node {node}"))?;
-    let read = |program: &str, args: &[&str]| -> Result<String> {
-        let out = harness::exec_in(&owner, program, args)?;
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_lowercase())
+    let mac = lan::mac_of(owner)?.to_lowercase();
+    // Whether every node ignores ARP for addresses not on the asking interface.
+    let strict = || -> Result<bool> {
+        for host in &nodes {
+            let out = harness::exec_in(host, "sysctl", &["-n", "net.ipv4.conf.all.arp_ignore"])?;
+            if String::from_utf8_lossy(&out.stdout).trim() != "1" {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     };
-    let mac = read("cat", &["/sys/class/net/eth0/address"])?;
-    let strict = read("sysctl", &["-n", "net.ipv4.conf.all.arp_ignore"])? == "1";
+    let before = strict()?;
     let macs = harness::arping(&Host::client(), ip, 2)?;
+    let strict = before && strict()?;
     ensure!(
         macs.contains(&mac),
         "ARP for {ip} answered by {macs:?}, not by {node} ({mac})"

@@ -937,6 +937,36 @@ async fn strict_arp_off_is_reported_and_enforcement_leaves_one_owner() -> Result
         .await?;
     }
 
+    // The metric and a Warning Event on the Node say the same.
+    for (host, node) in setup.nodes.iter().zip(&all) {
+        let url = format!("http://{}:{}/metrics", host.ipv4, setup.metrics_port);
+        let out = Command::new("curl")
+            .args(["-sS", "--max-time", "5", &url])
+            .output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = format!("ferrolb_speaker_strict_arp_ok{{node=\"{node}\"}} 0");
+        ensure!(text.contains(&line), "{url} lacks {line:?}");
+    }
+    let events = kubectl(
+        lab,
+        &[
+            "get",
+            "events.events.k8s.io",
+            "-A",
+            "--field-selector",
+            "reason=StrictARP,type=Warning",
+            "-o",
+            "jsonpath={.items[*].regarding.name}",
+        ],
+        None,
+    )?;
+    for node in &all {
+        ensure!(
+            events.split_whitespace().any(|n| n == *node),
+            "no StrictARP Warning Event for {node}: {events:?}"
+        );
+    }
+
     // Fixed by enforcement: one MAC, the elected owner's.
     setup.enforce_strict_arp = true;
     for i in 0..setup.nodes.len() {

@@ -223,7 +223,7 @@ async fn ferrolb_crds_install_and_a_pool_is_stored() -> Result<()> {
     let admin = lab.client().await?;
     objects::install_crds(&admin).await?;
     let name = format!("e2e-pool-{}", std::process::id());
-    let pool = objects::create_pool(&admin, &name, &["198.18.0.200-198.18.0.209"]).await?;
+    let pool = objects::create_pool(&admin, &name, &["198.18.0.252-198.18.0.254"]).await?;
     let api: Api<IPAddressPool> = Api::all(admin.clone());
     let stored = api.get(&name).await;
     api.delete(&name, &Default::default()).await?;

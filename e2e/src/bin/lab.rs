@@ -247,14 +247,19 @@ fn build_ferrolb() {
     }
 }
 
-/// Builds the tools, brings the lab up (unless already up), runs every test
-/// of the workspace with the end-to-end tests mandatory, and takes down the
-/// lab it brought up.
+/// Builds the tools, brings a fresh lab up (taking down one already running),
+/// runs every test of the workspace with the end-to-end tests mandatory, and
+/// takes the lab down.
 async fn test(args: Vec<String>) -> Result<ExitCode> {
     lab::check_host()?;
     tools::ensure_built()?;
     build_ferrolb();
-    let was_up = Lab::current().is_some();
+    // Tests start from a fresh lab: a lab left up (by `cargo lab demo`, say) may hold a
+    // FerroLB release whose controller and speakers would act on the tests' Services.
+    if Lab::current().is_some() {
+        say("cargo lab test: taking the running lab down to start from a fresh one")?;
+    }
+    lab::down().context("cannot take the running lab down")?;
     Lab::up(DEFAULT_NODES).await?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // Ctrl-C reaches `cargo test` too; outlive it so the lab is still taken
@@ -267,9 +272,7 @@ async fn test(args: Vec<String>) -> Result<ExitCode> {
         .env(MANDATORY_ENV, "1")
         .status()
         .context("cannot run cargo test");
-    if !was_up {
-        lab::down().context("cannot take the lab down after the tests")?;
-    }
+    lab::down().context("cannot take the lab down after the tests")?;
     Ok(exit_code(status?))
 }
 

@@ -11,12 +11,13 @@
 
 use std::fs::File;
 use std::future::Future;
+use std::io::Write as _;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
 use kube::api::{Api, PostParams};
@@ -363,6 +364,47 @@ impl Drop for StrictArp {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// The repository root (the workspace holding `e2e/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Runs the lab's kubectl with the lab's admin kubeconfig, feeding `input` on its
+/// standard input; returns its standard output, or an error with its standard error.
+pub fn kubectl(lab: &Lab, args: &[&str], input: Option<&str>) -> Result<String> {
+    let mut child = Command::new(lab.tools().path("kubectl"))
+        .arg("--kubeconfig")
+        .arg(lab.kubeconfig())
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot run kubectl")?;
+    if let Some(input) = input {
+        child
+            .stdin
+            .take()
+            .context("kubectl has no stdin")?
+            .write_all(input.as_bytes())
+            .context("cannot write to kubectl")?;
+    }
+    let out = child.wait_with_output().context("kubectl failed")?;
+    ensure!(
+        out.status.success(),
+        "kubectl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[cfg(test)]

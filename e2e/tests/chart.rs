@@ -11,15 +11,14 @@
 //! They skip without root or built tools unless `FERROLB_E2E` is set (as
 //! `cargo lab test` does).
 
-use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use ferrolb_e2e::agent::pod::pod_dir;
 use ferrolb_e2e::chart;
+use ferrolb_e2e::harness::kubectl;
 use ferrolb_e2e::harness::{self, TestNamespace, wait_for};
 use ferrolb_e2e::lab::Lab;
 use ferrolb_e2e::lan::{self, Host};
@@ -45,37 +44,6 @@ const PORTS: [&str; 3] = [
 
 /// The tests that touch the cluster share the release name and take turns.
 static CLUSTER: Mutex<()> = Mutex::const_new(());
-
-fn kubectl(lab: &Lab, args: &[&str], input: Option<&str>) -> Result<String> {
-    let mut child = Command::new(lab.tools().path("kubectl"))
-        .arg("--kubeconfig")
-        .arg(lab.kubeconfig())
-        .args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("cannot run kubectl")?;
-    if let Some(input) = input {
-        child
-            .stdin
-            .take()
-            .context("kubectl has no stdin")?
-            .write_all(input.as_bytes())
-            .context("cannot write to kubectl")?;
-    }
-    let out = child.wait_with_output().context("kubectl failed")?;
-    ensure!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 fn chart_path() -> String {
     chart::dir().to_string_lossy().into_owned()

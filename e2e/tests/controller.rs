@@ -12,12 +12,13 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use ferrolb_e2e::harness::{self, TestNamespace, wait_for};
+use ferrolb_e2e::harness::{kubectl, repo_root};
 use ferrolb_e2e::lab::Lab;
 use ferrolb_e2e::process;
 use futures::StreamExt;
@@ -36,38 +37,6 @@ const OUTPUT_ANNOTATION: &str = "ferrolb.io/ip-allocated-from-pool";
 
 // ---------------------------------------------------------------------------
 // Helpers: the CRDs, pools, Services, the controller process.
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
-fn kubectl(lab: &Lab, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let mut cmd = Command::new(lab.tools().path("kubectl"));
-    cmd.arg("--kubeconfig")
-        .arg(lab.kubeconfig())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if stdin.is_some() {
-        cmd.stdin(Stdio::piped());
-    }
-    let mut child = cmd.spawn().context("cannot run kubectl")?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        use std::io::Write;
-        pipe.write_all(input.as_bytes())
-            .context("cannot write to kubectl")?;
-    }
-    let out = child.wait_with_output().context("kubectl failed")?;
-    ensure!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 /// Applies `crds/ferrolb.io.crds.yaml` exactly as committed: the API server must
 /// accept its CEL rules, so the tests run with the validation users get.

@@ -12,12 +12,13 @@
 //! `cargo test -p ferrolb-e2e --test speaker -- --ignored --nocapture`.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use ferrolb_e2e::harness::{self, CutLink, NodeProcess, StrictArp, TestNamespace, wait_for};
+use ferrolb_e2e::harness::{kubectl, repo_root};
 use ferrolb_e2e::lab::Lab;
 use ferrolb_e2e::lan::{self, Host};
 use ferrolb_speaker::election::{ElectionKey, NodeName, owner};
@@ -35,13 +36,6 @@ static SERIAL: Mutex<()> = Mutex::const_new(());
 
 const MANAGER: &str = "ferrolb-e2e-speaker";
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
 /// The speaker binary, built when missing.
 fn speaker_binary() -> Result<PathBuf> {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -57,31 +51,6 @@ fn speaker_binary() -> Result<PathBuf> {
         ensure!(status.success(), "cargo build -p ferrolb-speaker failed");
     }
     Ok(bin)
-}
-
-fn kubectl(lab: &Lab, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let mut cmd = Command::new(lab.tools().path("kubectl"));
-    cmd.arg("--kubeconfig")
-        .arg(lab.kubeconfig())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    if stdin.is_some() {
-        cmd.stdin(Stdio::piped());
-    }
-    let mut child = cmd.spawn().context("cannot run kubectl")?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        use std::io::Write;
-        pipe.write_all(input.as_bytes())
-            .context("cannot write to kubectl")?;
-    }
-    let out = child.wait_with_output().context("kubectl failed")?;
-    ensure!(
-        out.status.success(),
-        "kubectl {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Applies `crds/ferrolb.io.crds.yaml` exactly as committed: the API server must

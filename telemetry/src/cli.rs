@@ -22,7 +22,12 @@ mod tests {
     #[test]
     fn names_flags_without_help_or_env() {
         let command = Command::new("x")
-            .arg(Arg::new("good").long("good").help("documented").env("X_GOOD"))
+            .arg(
+                Arg::new("good")
+                    .long("good")
+                    .help("documented")
+                    .env("X_GOOD"),
+            )
             .arg(Arg::new("no-env").long("no-env").help("documented"))
             .arg(Arg::new("no-help").long("no-help").env("X_NO_HELP"));
         assert_eq!(undocumented_flags(&command), ["no-env", "no-help"]);

@@ -21,7 +21,7 @@ tools=(etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kub
 log() { printf 'lab-tools: %s\n' "$*" >&2; }
 
 install_packages() {
-    local wanted=(iproute2 iputils-ping arping tcpdump nftables iptables conntrack curl mount)
+    local wanted=(iproute2 iputils-ping arping tcpdump nftables iptables conntrack curl mount jq procps)
     local missing=() p
     for p in "${wanted[@]}"; do
         dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -290,11 +290,78 @@ fn not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
-/// Pool status writes, batched: a pool's status is written only when it changed and
-/// at most once per [`POOL_STATUS_INTERVAL`].
+/// Status writes of one kind, batched: an object's status is written only when it
+/// changed and at most once per [`POOL_STATUS_INTERVAL`].
+#[derive(Debug)]
+struct BatchedStatus<S> {
+    last: HashMap<String, (Instant, S)>,
+}
+
+impl<S> Default for BatchedStatus<S> {
+    fn default() -> Self {
+        Self {
+            last: HashMap::new(),
+        }
+    }
+}
+
+impl<S: PartialEq> BatchedStatus<S> {
+    /// Writes `desired` as `name`'s status (the merge `patch` it renders to) unless
+    /// the same status was just written and not yet seen by the watch, or the last
+    /// write is too recent; `next` learns when a deferred or failed write is due.
+    #[allow(clippy::too_many_arguments)]
+    async fn write<K>(
+        &mut self,
+        ctx: &Context,
+        api: &Api<K>,
+        name: String,
+        desired: S,
+        patch: serde_json::Value,
+        operation: &'static str,
+        now: Instant,
+        next: &mut Option<Duration>,
+    ) where
+        K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        if let Some((at, written)) = self.last.get(&name) {
+            let since = now.duration_since(*at);
+            // Written and not yet seen by the watch: nothing to do.
+            if *written == desired && since < Duration::from_secs(10) {
+                return;
+            }
+            if since < POOL_STATUS_INTERVAL {
+                let due = POOL_STATUS_INTERVAL - since;
+                *next = Some(next.map_or(due, |n| n.min(due)));
+                return;
+            }
+        }
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                ctx.metrics.api_write(operation);
+                self.last.insert(name, (now, desired));
+            }
+            Err(e) if not_found(&e) => {}
+            Err(e) => {
+                tracing::warn!(object = %name, error = %e, operation, "cannot write a status; will retry");
+                ctx.metrics.api_error(operation);
+                *next = Some(next.map_or(RETRY_MIN, |n| n.min(RETRY_MIN)));
+            }
+        }
+    }
+
+    /// Forgets objects no longer present.
+    fn retain(&mut self, present: &[String]) {
+        self.last.retain(|name, _| present.contains(name));
+    }
+}
+
+/// Pool status writes, batched, and the pool metrics.
 #[derive(Debug, Default)]
 struct PoolWrites {
-    last: HashMap<String, (Instant, IPAddressPoolStatus)>,
+    status: BatchedStatus<IPAddressPoolStatus>,
     families: HashMap<String, Vec<Family>>,
 }
 
@@ -318,36 +385,21 @@ impl PoolWrites {
             if previous == Some(&desired) {
                 continue;
             }
-            if let Some((at, written)) = self.last.get(&name) {
-                let since = now.duration_since(*at);
-                // Written and not yet seen by the watch: nothing to do.
-                if *written == desired && since < Duration::from_secs(10) {
-                    continue;
-                }
-                if since < POOL_STATUS_INTERVAL {
-                    let due = POOL_STATUS_INTERVAL - since;
-                    next = Some(next.map_or(due, |n| n.min(due)));
-                    continue;
-                }
-            }
             let patch = status::pool_status_patch(&desired);
-            match api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {
-                    ctx.metrics.api_write("patch_pool_status");
-                    self.last.insert(name, (now, desired));
-                }
-                Err(e) if not_found(&e) => {}
-                Err(e) => {
-                    tracing::warn!(pool = %name, error = %e, "cannot write the pool status; will retry");
-                    ctx.metrics.api_error("patch_pool_status");
-                    next = Some(next.map_or(RETRY_MIN, |n| n.min(RETRY_MIN)));
-                }
-            }
+            self.status
+                .write(
+                    ctx,
+                    &api,
+                    name,
+                    desired,
+                    patch,
+                    "patch_pool_status",
+                    now,
+                    &mut next,
+                )
+                .await;
         }
-        self.last.retain(|name, _| present.contains(name));
+        self.status.retain(&present);
         let gone: Vec<String> = self
             .families
             .keys()
@@ -379,7 +431,7 @@ impl PoolWrites {
 /// L2Advertisement status writes, batched like pool statuses.
 #[derive(Debug, Default)]
 struct AdvertisementWrites {
-    last: HashMap<String, (Instant, L2AdvertisementStatus)>,
+    status: BatchedStatus<L2AdvertisementStatus>,
 }
 
 impl AdvertisementWrites {
@@ -413,35 +465,21 @@ impl AdvertisementWrites {
             if previous == Some(&desired) {
                 continue;
             }
-            if let Some((at, written)) = self.last.get(&name) {
-                let since = now.duration_since(*at);
-                if *written == desired && since < Duration::from_secs(10) {
-                    continue;
-                }
-                if since < POOL_STATUS_INTERVAL {
-                    let due = POOL_STATUS_INTERVAL - since;
-                    next = Some(next.map_or(due, |n| n.min(due)));
-                    continue;
-                }
-            }
             let patch = serde_json::json!({ "status": desired });
-            match api
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {
-                    ctx.metrics.api_write("patch_l2advertisement_status");
-                    self.last.insert(name, (now, desired));
-                }
-                Err(e) if not_found(&e) => {}
-                Err(e) => {
-                    tracing::warn!(advertisement = %name, error = %e, "cannot write the L2Advertisement status; will retry");
-                    ctx.metrics.api_error("patch_l2advertisement_status");
-                    next = Some(next.map_or(RETRY_MIN, |n| n.min(RETRY_MIN)));
-                }
-            }
+            self.status
+                .write(
+                    ctx,
+                    &api,
+                    name,
+                    desired,
+                    patch,
+                    "patch_l2advertisement_status",
+                    now,
+                    &mut next,
+                )
+                .await;
         }
-        self.last.retain(|name, _| present.contains(name));
+        self.status.retain(&present);
         next
     }
 }

@@ -100,7 +100,7 @@ async fn schema_rejects_bad_values_naming_the_field() -> Result<()> {
     };
     let dir = std::env::temp_dir().join(format!("ferrolb-chart-values-{}", std::process::id()));
     std::fs::create_dir_all(&dir).context("cannot create a directory for values files")?;
-    let cases: [(&str, &str, &str); 6] = [
+    let cases: [(&str, &str, &str); 7] = [
         ("log-format", "logFormat: xml\n", "/logFormat"),
         (
             "replicas",
@@ -122,6 +122,11 @@ async fn schema_rejects_bad_values_naming_the_field() -> Result<()> {
             "refresh",
             "speaker:\n  announce:\n    refreshInterval: soon\n",
             "/speaker/announce/refreshInterval",
+        ),
+        (
+            "suspect-timeout",
+            "speaker:\n  gossip:\n    suspectTimeout: 0s\n",
+            "/speaker/gossip/suspectTimeout",
         ),
     ];
     let chart = chart_path();
@@ -169,6 +174,8 @@ async fn templates_are_accepted_by_the_api_server() -> Result<()> {
                 "speaker.gossipSecretName=custom-gossip",
                 "logFormat=json",
                 "speaker.ignoreExcludeLabel=true",
+                "speaker.gossip.probePeriod=200ms",
+                "speaker.gossip.suspectTimeout=1s",
             ],
         ),
     ];

@@ -131,6 +131,8 @@ mod tests {
             "--metrics-bind-address=0.0.0.0:7473",
             "--gossip-port=7946",
             "--gossip-secret=ferrolb-gossip",
+            "--gossip-probe-period=200ms",
+            "--gossip-suspect-timeout=1m30s",
             "--kube-proxy-config=kube-system/kube-proxy",
             "--announce-max-pps=1000",
             "--announce-refresh=0s",
@@ -141,6 +143,8 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.node_name, "node-1");
+        assert_eq!(cli.gossip_probe_period, Duration::from_millis(200));
+        assert_eq!(cli.gossip_suspect_timeout, Duration::from_secs(90));
         assert_eq!(cli.refresh(), None);
         assert_eq!(cli.kube_proxy_config(), Some(("kube-system", "kube-proxy")));
         assert!(cli.ignore_exclude_label && cli.enforce_strict_arp);
@@ -151,6 +155,7 @@ mod tests {
         assert_eq!(cli.refresh(), Some(Duration::from_secs(30)));
         assert_eq!(cli.namespace, "ferrolb-system");
         assert_eq!(cli.gossip_probe_period, Duration::from_millis(100));
+        assert_eq!(cli.gossip_suspect_timeout, Duration::from_millis(100));
     }
 
     #[test]

@@ -1,10 +1,15 @@
-//! FerroLB's Helm chart in the lab: where it is, the lab's helm, and handing
-//! CRDs that were applied without Helm over to a release.
+//! FerroLB's Helm chart in the lab: where it is, the lab's helm, handing CRDs
+//! that were applied without Helm over to a release, and the chart's RBAC
+//! for tests that run FerroLB's binaries as processes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use anyhow::{Context, Result, bail};
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use kube::api::{Api, PostParams};
+use serde::Deserialize as _;
 
 use crate::lab::Lab;
 
@@ -94,4 +99,218 @@ pub fn adopt_crds(lab: &Lab, release: &str, namespace: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A FerroLB component with its own ServiceAccount in the chart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    /// `ferrolb-controller` (the Deployment).
+    Controller,
+    /// `ferrolb-speaker` (the DaemonSet).
+    Speaker,
+}
+
+impl Component {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Controller => "controller",
+            Self::Speaker => "speaker",
+        }
+    }
+}
+
+/// The kinds of the chart's identity and permissions.
+const RBAC_KINDS: [&str; 5] = [
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+];
+
+/// Token lifetime asked for a test's ServiceAccount credentials: longer than
+/// any test or benchmark runs.
+const TOKEN_SECONDS: i64 = 4 * 3600;
+
+/// The chart's ServiceAccounts and RBAC objects for one release, rendered by
+/// `helm template` and applied without the workloads, so that the end-to-end
+/// tests run FerroLB's binaries as processes with exactly the permissions the
+/// chart grants (and nothing from the admin kubeconfig). The objects are
+/// deleted when dropped.
+#[derive(Debug)]
+pub struct ChartRbac {
+    lab: Lab,
+    namespace: String,
+    service_accounts: Vec<String>,
+    /// `(kind, namespace, name)` of every object applied.
+    applied: Vec<(String, Option<String>, String)>,
+}
+
+impl ChartRbac {
+    /// Renders the chart as release `release` in `namespace` (which must
+    /// exist) with `set` (helm `--set` pairs), and applies its ServiceAccounts,
+    /// (Cluster)Roles and (Cluster)RoleBindings.
+    pub fn install(lab: &Lab, release: &str, namespace: &str, set: &[&str]) -> Result<Self> {
+        let chart = dir();
+        let chart = chart.to_string_lossy();
+        let kube_version = crate::tools::kubernetes_version()?;
+        let mut args = vec![
+            "template",
+            release,
+            &chart,
+            "--namespace",
+            namespace,
+            "--kube-version",
+            &kube_version,
+            "--set",
+            "crds.enabled=false",
+        ];
+        for pair in set {
+            args.extend(["--set", pair]);
+        }
+        let rendered = helm_ok(lab, &args)?;
+        let mut objects = rbac_objects(&rendered)?;
+        let mut applied = Vec::new();
+        let mut service_accounts = Vec::new();
+        for object in &mut objects {
+            let field = |path: &str| object.pointer(path).and_then(|v| v.as_str());
+            let kind = field("/kind").unwrap_or_default().to_owned();
+            let name = field("/metadata/name").unwrap_or_default().to_owned();
+            let cluster_scoped = kind.starts_with("Cluster");
+            let ns = match field("/metadata/namespace") {
+                Some(ns) => Some(ns.to_owned()),
+                None if cluster_scoped => None,
+                // What `helm install --namespace` does with the release's own objects.
+                None => {
+                    if let Some(meta) = object.get_mut("metadata") {
+                        meta["namespace"] = namespace.into();
+                    }
+                    Some(namespace.to_owned())
+                }
+            };
+            if kind == "ServiceAccount" {
+                service_accounts.push(name.clone());
+            }
+            applied.push((kind, ns, name));
+        }
+        let rbac = Self {
+            lab: lab.clone(),
+            namespace: namespace.to_owned(),
+            service_accounts,
+            applied,
+        };
+        let list = serde_json::json!({ "apiVersion": "v1", "kind": "List", "items": objects });
+        crate::harness::kubectl(lab, &["apply", "-f", "-"], Some(&list.to_string()))
+            .context("the API server refused the chart's RBAC")?;
+        Ok(rbac)
+    }
+
+    /// A kubeconfig with a fresh token of `component`'s ServiceAccount.
+    pub async fn kubeconfig(&self, component: Component) -> Result<PathBuf> {
+        let suffix = format!("-{}", component.name());
+        let sa = self
+            .service_accounts
+            .iter()
+            .find(|sa| sa.ends_with(&suffix))
+            .with_context(|| format!("the chart renders no ServiceAccount *{suffix}"))?;
+        let request: TokenRequest = serde_json::from_value(serde_json::json!({
+            "spec": { "audiences": [], "expirationSeconds": TOKEN_SECONDS }
+        }))
+        .context("cannot build a TokenRequest")?;
+        let token = Api::<ServiceAccount>::namespaced(self.lab.client().await?, &self.namespace)
+            .create_token_request(sa, &PostParams::default(), &request)
+            .await
+            .with_context(|| format!("TokenRequest for {}/{sa} failed", self.namespace))?
+            .status
+            .context("TokenRequest returned no status")?
+            .token;
+        let dir = self.lab.state.join("identities");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(format!("{}-{sa}.kubeconfig", self.namespace));
+        let user = format!("system:serviceaccount:{}:{sa}", self.namespace);
+        crate::kubeconfig::write_token(
+            &path,
+            &crate::control_plane::server_url(),
+            &self.lab.control_plane().pki(),
+            &user,
+            &token,
+        )?;
+        Ok(path)
+    }
+}
+
+/// Whether the credentials in `kubeconfig` may `verb` `resource` (all
+/// namespaces), as the API server's authorizer answers `kubectl auth can-i`.
+pub fn can_i(lab: &Lab, kubeconfig: &Path, verb: &str, resource: &str) -> Result<bool> {
+    let out = Command::new(lab.tools().path("kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["auth", "can-i", verb, resource, "--all-namespaces"])
+        .output()
+        .context("cannot run kubectl auth can-i")?;
+    match String::from_utf8_lossy(&out.stdout).trim() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        other => bail!(
+            "kubectl auth can-i {verb} {resource}: {other:?} {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+    }
+}
+
+impl Drop for ChartRbac {
+    fn drop(&mut self) {
+        // Synchronous: drop runs in async tests and on panics.
+        for (kind, namespace, name) in self.applied.iter().rev() {
+            let mut args = vec!["delete", kind.as_str(), name.as_str(), "--ignore-not-found"];
+            if let Some(ns) = namespace {
+                args.extend(["--namespace", ns.as_str()]);
+            }
+            args.push("--wait=false");
+            let _ = Command::new(self.lab.tools().path("kubectl"))
+                .arg("--kubeconfig")
+                .arg(self.lab.kubeconfig())
+                .args(&args)
+                .output();
+        }
+    }
+}
+
+/// The RBAC objects (kinds in [`RBAC_KINDS`]) of a multi-document YAML
+/// stream, as JSON.
+fn rbac_objects(rendered: &str) -> Result<Vec<serde_json::Value>> {
+    let mut objects = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(rendered) {
+        let value = serde_yaml::Value::deserialize(document).context("helm rendered bad YAML")?;
+        if value.is_null() {
+            continue;
+        }
+        let value: serde_json::Value =
+            serde_json::to_value(value).context("helm rendered YAML that is not JSON")?;
+        if value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .is_some_and(|k| RBAC_KINDS.contains(&k))
+        {
+            objects.push(value);
+        }
+    }
+    Ok(objects)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_only_rbac_objects() {
+        let rendered = "---\n# Source: a\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: r-speaker\n\
+            ---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: r-speaker\n\
+            ---\n---\napiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: r\n  namespace: kube-system\n";
+        let objects = rbac_objects(rendered).unwrap();
+        let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+        assert_eq!(kinds, ["ServiceAccount", "Role"]);
+        assert_eq!(objects[1]["metadata"]["namespace"], "kube-system");
+    }
 }

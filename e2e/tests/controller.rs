@@ -1,5 +1,6 @@
 //! End-to-end tests of `ferrolb-controller` against the lab's real API server: the
-//! built binary runs as a process with the admin kubeconfig and handles only
+//! built binary runs as a process with a token of the chart's controller
+//! ServiceAccount, so with exactly the chart's RBAC, and handles only
 //! Services of a load-balancer class unique to the test, so tests and leftovers of
 //! other tests cannot interfere. The tests run one at a time (pools are
 //! cluster-scoped and every controller reads all of them).
@@ -17,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use ferrolb_e2e::chart::{self, ChartRbac, Component};
 use ferrolb_e2e::harness::{self, TestNamespace, wait_for};
 use ferrolb_e2e::harness::{kubectl, repo_root};
 use ferrolb_e2e::lab::Lab;
@@ -266,7 +268,7 @@ struct Controller {
 }
 
 impl Controller {
-    fn start(lab: &Lab, ns: &TestNamespace, identity: &str) -> Result<Self> {
+    fn start(lab: &Lab, ns: &TestNamespace, creds: &Credentials, identity: &str) -> Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .context("cannot find a free port")?
@@ -292,7 +294,7 @@ impl Controller {
                 "--lease-duration",
                 "6",
             ])
-            .env("KUBECONFIG", lab.kubeconfig())
+            .env("KUBECONFIG", &creds.kubeconfig)
             .env("FERROLB_LOG", "info,ferrolb_controller=debug")
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
@@ -398,6 +400,16 @@ struct Setup {
     lab: &'static Lab,
     client: Client,
     ns: TestNamespace,
+    creds: Credentials,
+}
+
+/// What the controller processes of one test authenticate with: the chart's
+/// RBAC installed as a release in the test's namespace, and a token of its
+/// controller ServiceAccount.
+struct Credentials {
+    kubeconfig: PathBuf,
+    // Declared last: dropped after the controllers that use it.
+    _rbac: ChartRbac,
 }
 
 async fn setup(prefix: &str) -> Result<Option<Setup>> {
@@ -407,7 +419,23 @@ async fn setup(prefix: &str) -> Result<Option<Setup>> {
     install_crds(lab)?;
     let client = lab.client().await?;
     let ns = TestNamespace::create(lab, &client, prefix).await?;
-    Ok(Some(Setup { lab, client, ns }))
+    let rbac = ChartRbac::install(lab, ns.name(), ns.name(), &[])?;
+    let creds = Credentials {
+        kubeconfig: rbac.kubeconfig(Component::Controller).await?,
+        _rbac: rbac,
+    };
+    // What the controller may do is the chart's grant, not the admin's.
+    ensure!(
+        chart::can_i(lab, &creds.kubeconfig, "patch", "services/status")?
+            && !chart::can_i(lab, &creds.kubeconfig, "list", "secrets")?,
+        "the controller's credentials are not the chart's controller ServiceAccount"
+    );
+    Ok(Some(Setup {
+        lab,
+        client,
+        ns,
+        creds,
+    }))
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -421,7 +449,13 @@ fn ip(s: &str) -> IpAddr {
 async fn service_gets_an_ip_from_the_right_pool_and_requests_are_honoured_or_refused() -> Result<()>
 {
     let _serial = serial().await?;
-    let Some(Setup { lab, client, ns }) = setup("ctl-basic").await? else {
+    let Some(Setup {
+        lab,
+        client,
+        ns,
+        creds,
+    }) = setup("ctl-basic").await?
+    else {
         return Ok(());
     };
     let s = suffix(&ns);
@@ -442,7 +476,7 @@ async fn service_gets_an_ip_from_the_right_pool_and_requests_are_honoured_or_ref
         json!({ "addresses": ["198.18.110.16/29"], "autoAssign": false }),
     )
     .await?;
-    let controller = Controller::start(lab, &ns, "basic-1")?;
+    let controller = Controller::start(lab, &ns, &creds, "basic-1")?;
     wait_for("/healthz and /readyz", Duration::from_secs(20), || async {
         Ok((controller.get("/healthz").is_ok() && controller.get("/readyz").is_ok()).then_some(()))
     })
@@ -581,7 +615,13 @@ async fn service_gets_an_ip_from_the_right_pool_and_requests_are_honoured_or_ref
 #[tokio::test]
 async fn restart_with_200_services_moves_no_ip() -> Result<()> {
     let _serial = serial().await?;
-    let Some(Setup { lab, client, ns }) = setup("ctl-restart").await? else {
+    let Some(Setup {
+        lab,
+        client,
+        ns,
+        creds,
+    }) = setup("ctl-restart").await?
+    else {
         return Ok(());
     };
     let pool = TestPool::create(
@@ -591,7 +631,7 @@ async fn restart_with_200_services_moves_no_ip() -> Result<()> {
         json!({ "addresses": ["198.18.112.0/24"], "autoAssign": false }),
     )
     .await?;
-    let controller = Controller::start(lab, &ns, "restart-1")?;
+    let controller = Controller::start(lab, &ns, &creds, "restart-1")?;
     let names: Vec<String> = (0..200).map(|i| format!("svc-{i:03}")).collect();
     futures::stream::iter(names.iter())
         .map(|n| {
@@ -627,7 +667,7 @@ async fn restart_with_200_services_moves_no_ip() -> Result<()> {
     // Deleting one Service while the controller is down, then restarting: the
     // restored state must not reuse its IP for a new Service ahead of free ones
     // either, and no other IP may move.
-    let controller = Controller::start(lab, &ns, "restart-2")?;
+    let controller = Controller::start(lab, &ns, &creds, "restart-2")?;
     create_service(
         &client,
         &ns,
@@ -662,7 +702,13 @@ async fn restart_with_200_services_moves_no_ip() -> Result<()> {
 #[tokio::test]
 async fn killing_the_leader_lets_the_other_replica_continue() -> Result<()> {
     let _serial = serial().await?;
-    let Some(Setup { lab, client, ns }) = setup("ctl-leader").await? else {
+    let Some(Setup {
+        lab,
+        client,
+        ns,
+        creds,
+    }) = setup("ctl-leader").await?
+    else {
         return Ok(());
     };
     let pool = TestPool::create(
@@ -672,8 +718,8 @@ async fn killing_the_leader_lets_the_other_replica_continue() -> Result<()> {
         json!({ "addresses": ["198.18.113.0/28"], "autoAssign": false }),
     )
     .await?;
-    let a = Controller::start(lab, &ns, "replica-a")?;
-    let b = Controller::start(lab, &ns, "replica-b")?;
+    let a = Controller::start(lab, &ns, &creds, "replica-a")?;
+    let b = Controller::start(lab, &ns, &creds, "replica-b")?;
     let leader = wait_for("a Lease holder", Duration::from_secs(30), || async {
         holder(&client, ns.name()).await
     })
@@ -724,7 +770,7 @@ async fn killing_the_leader_lets_the_other_replica_continue() -> Result<()> {
 
     // A graceful stop (rolling update) hands over at once: the leader releases the
     // Lease and the standby claims it within about a second.
-    let c = Controller::start(lab, &ns, "replica-c")?;
+    let c = Controller::start(lab, &ns, &creds, "replica-c")?;
     wait_for("replica-c ready", Duration::from_secs(20), || async {
         Ok(c.get("/readyz").is_ok().then_some(()))
     })
@@ -764,7 +810,13 @@ async fn killing_the_leader_lets_the_other_replica_continue() -> Result<()> {
 #[tokio::test]
 async fn shrinking_a_pool_moves_only_services_outside_the_new_range() -> Result<()> {
     let _serial = serial().await?;
-    let Some(Setup { lab, client, ns }) = setup("ctl-shrink").await? else {
+    let Some(Setup {
+        lab,
+        client,
+        ns,
+        creds,
+    }) = setup("ctl-shrink").await?
+    else {
         return Ok(());
     };
     let pool = TestPool::create(
@@ -774,7 +826,7 @@ async fn shrinking_a_pool_moves_only_services_outside_the_new_range() -> Result<
         json!({ "addresses": ["198.18.114.0/24"], "autoAssign": false }),
     )
     .await?;
-    let _controller = Controller::start(lab, &ns, "shrink-1")?;
+    let _controller = Controller::start(lab, &ns, &creds, "shrink-1")?;
     for i in 0..6 {
         create_service(
             &client,
@@ -834,7 +886,13 @@ async fn shrinking_a_pool_moves_only_services_outside_the_new_range() -> Result<
 #[tokio::test]
 async fn exhausted_pool_fails_then_allocates_when_an_ip_frees() -> Result<()> {
     let _serial = serial().await?;
-    let Some(Setup { lab, client, ns }) = setup("ctl-exhaust").await? else {
+    let Some(Setup {
+        lab,
+        client,
+        ns,
+        creds,
+    }) = setup("ctl-exhaust").await?
+    else {
         return Ok(());
     };
     let pool = TestPool::create(
@@ -844,7 +902,7 @@ async fn exhausted_pool_fails_then_allocates_when_an_ip_frees() -> Result<()> {
         json!({ "addresses": ["198.18.115.7"], "autoAssign": false }),
     )
     .await?;
-    let _controller = Controller::start(lab, &ns, "exhaust-1")?;
+    let _controller = Controller::start(lab, &ns, &creds, "exhaust-1")?;
     let ask = json!({ "ferrolb.io/address-pool": pool.name });
     create_service(&client, &ns, "first", ask.clone()).await?;
     let first = wait_ip(&client, ns.name(), "first", Duration::from_secs(30)).await?;
@@ -879,11 +937,17 @@ async fn exhausted_pool_fails_then_allocates_when_an_ip_frees() -> Result<()> {
 #[tokio::test]
 async fn invalid_and_overlapping_pools_show_their_conditions() -> Result<()> {
     let _serial = serial().await?;
-    let Some(Setup { lab, client, ns }) = setup("ctl-invalid").await? else {
+    let Some(Setup {
+        lab,
+        client,
+        ns,
+        creds,
+    }) = setup("ctl-invalid").await?
+    else {
         return Ok(());
     };
     let s = suffix(&ns);
-    let _controller = Controller::start(lab, &ns, "invalid-1")?;
+    let _controller = Controller::start(lab, &ns, &creds, "invalid-1")?;
     let condition = |name: String, type_: &'static str| {
         let client = client.clone();
         async move {
@@ -1002,7 +1066,13 @@ async fn invalid_and_overlapping_pools_show_their_conditions() -> Result<()> {
 #[tokio::test]
 async fn dual_stack_services_get_one_ip_per_family() -> Result<()> {
     let _serial = serial().await?;
-    let Some(Setup { lab, client, ns }) = setup("ctl-dual").await? else {
+    let Some(Setup {
+        lab,
+        client,
+        ns,
+        creds,
+    }) = setup("ctl-dual").await?
+    else {
         return Ok(());
     };
     let pool = TestPool::create(
@@ -1012,7 +1082,7 @@ async fn dual_stack_services_get_one_ip_per_family() -> Result<()> {
         json!({ "addresses": ["198.18.118.0/28"], "autoAssign": false }),
     )
     .await?;
-    let _controller = Controller::start(lab, &ns, "dual-1")?;
+    let _controller = Controller::start(lab, &ns, &creds, "dual-1")?;
     let ask = json!({ "ferrolb.io/address-pool": pool.name });
     let dual = |policy: &str| json!({ "ipFamilyPolicy": policy, "ipFamilies": ["IPv4", "IPv6"] });
     create_service_with(&client, &ns, "prefer", ask.clone(), dual("PreferDualStack")).await?;
@@ -1053,7 +1123,13 @@ async fn dual_stack_services_get_one_ip_per_family() -> Result<()> {
 #[ignore = "benchmark: run with --ignored --nocapture"]
 async fn bench_service_created_to_ip_in_status() -> Result<()> {
     let _serial = serial().await?;
-    let Some(Setup { lab, client, ns }) = setup("ctl-bench").await? else {
+    let Some(Setup {
+        lab,
+        client,
+        ns,
+        creds,
+    }) = setup("ctl-bench").await?
+    else {
         return Ok(());
     };
     let pool = TestPool::create(
@@ -1063,7 +1139,7 @@ async fn bench_service_created_to_ip_in_status() -> Result<()> {
         json!({ "addresses": ["198.18.117.0/24"], "autoAssign": false }),
     )
     .await?;
-    let _controller = Controller::start(lab, &ns, "bench-1")?;
+    let _controller = Controller::start(lab, &ns, &creds, "bench-1")?;
     // Warm up: the controller leads and has written once.
     create_service(
         &client,
@@ -1134,6 +1210,137 @@ async fn bench_service_created_to_ip_in_status() -> Result<()> {
         "\n| measured | Services | p50 | p90 | p99 | max |\n|---|---|---|---|---|---|\n{}\n{}\n",
         row("Service created → IP in status", latencies),
         row("of which the create call", creates),
+    );
+    Ok(())
+}
+
+/// A process's resident memory now and at its peak (VmRSS, VmHWM), in MiB.
+fn memory_mib(pid: i32) -> Result<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    let field = |name: &str| -> Result<f64> {
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+        Ok(kib / 1024.0)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// The controller's memory with 10,000 LoadBalancer Services of its class
+/// (SPEC §9: ≤ 100 MiB RSS), after allocating them and after a restart that
+/// restores them from their status. Set `FERROLB_CONTROLLER_BIN` to measure
+/// a release build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+async fn bench_controller_memory_at_10k_services() -> Result<()> {
+    const SERVICES: usize = 10_000;
+    let _serial = serial().await?;
+    let Some(Setup {
+        lab,
+        client,
+        ns,
+        creds,
+    }) = setup("ctl-mem").await?
+    else {
+        return Ok(());
+    };
+    // 16,384 addresses; not on the LAN: this measures allocation only.
+    let pool = TestPool::create(
+        lab,
+        &client,
+        &format!("e2e-mem-{}", suffix(&ns)),
+        json!({ "addresses": ["198.18.128.0/18"], "autoAssign": false }),
+    )
+    .await?;
+    let controller = Controller::start(lab, &ns, &creds, "mem-1")?;
+    let idle = {
+        wait_for(
+            "the controller to lead",
+            Duration::from_secs(30),
+            || async { Ok(holder(&client, ns.name()).await?.filter(|h| h == "mem-1")) },
+        )
+        .await?;
+        memory_mib(controller.pid())?
+    };
+
+    let start = Instant::now();
+    let created = futures::stream::iter(0..SERVICES)
+        .map(|i| {
+            let (client, ns, pool) = (&client, &ns, &pool.name);
+            async move {
+                // No NodePorts: the lab's range has 2,768 of them.
+                create_service_with(
+                    client,
+                    ns,
+                    &format!("m{i:05}"),
+                    json!({ "ferrolb.io/address-pool": pool }),
+                    json!({ "allocateLoadBalancerNodePorts": false }),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<Result<()>>>()
+        .await;
+    created.into_iter().collect::<Result<Vec<()>>>()?;
+    let create_time = start.elapsed();
+    let with_ips = || async {
+        let ips = all_ips(&client, ns.name()).await?;
+        let done = ips.values().filter(|v| !v.is_empty()).count();
+        Ok((done == SERVICES).then_some(done))
+    };
+    wait_for(
+        "every Service to have an IP",
+        Duration::from_secs(600),
+        with_ips,
+    )
+    .await?;
+    let all_time = start.elapsed();
+    let loaded = memory_mib(controller.pid())?;
+    let before = all_ips(&client, ns.name()).await?;
+    controller.stop();
+
+    let restart = Instant::now();
+    let controller = Controller::start(lab, &ns, &creds, "mem-2")?;
+    wait_for(
+        "the new controller to lead",
+        Duration::from_secs(60),
+        || async { Ok(holder(&client, ns.name()).await?.filter(|h| h == "mem-2")) },
+    )
+    .await?;
+    // Give it the time to restore every Service and settle.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let restored = memory_mib(controller.pid())?;
+    let restart_time = restart.elapsed();
+    let after = all_ips(&client, ns.name()).await?;
+    let moved = before
+        .iter()
+        .filter(|(name, ips)| after.get(*name) != Some(*ips))
+        .count();
+    ensure!(
+        moved == 0,
+        "{moved} Services changed IPs across the restart"
+    );
+
+    println!("\ncontroller memory, {SERVICES} LoadBalancer Services (one pool, /18)\n");
+    println!("| state | VmRSS | peak (VmHWM) |");
+    println!("|---|---|---|");
+    for (what, (rss, hwm)) in [
+        ("leading, no Services", idle),
+        ("all Services allocated", loaded),
+        ("after a restart, all restored", restored),
+    ] {
+        println!("| {what} | {rss:.1} MiB | {hwm:.1} MiB |");
+    }
+    println!(
+        "\ncreated in {:.1} s (16 in flight), all IPs in status after {:.1} s, \
+         restart measured over {:.1} s, {moved} IPs moved",
+        create_time.as_secs_f64(),
+        all_time.as_secs_f64(),
+        restart_time.as_secs_f64()
     );
     Ok(())
 }

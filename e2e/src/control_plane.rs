@@ -16,8 +16,9 @@ use crate::tools::Tools;
 
 /// The API server's port on the LAN gateway.
 pub const APISERVER_PORT: u16 = 6443;
-/// Service ClusterIP ranges (dual stack), inside the lab's address blocks.
-pub const SERVICE_CIDRS: [&str; 2] = ["198.19.0.0/20", "2001:db8:19::/112"];
+/// Service ClusterIP ranges (dual stack), inside the lab's address blocks; the
+/// IPv4 /16 leaves room for the controller's 10,000-Service benchmark.
+pub const SERVICE_CIDRS: [&str; 2] = ["198.19.0.0/16", "2001:db8:19::/112"];
 /// The `kubernetes` Service's ClusterIP: the first address of the range.
 pub const KUBERNETES_SERVICE_IP: [u8; 4] = [198, 19, 0, 1];
 /// The NodePort range (Kubernetes' default).

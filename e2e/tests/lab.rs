@@ -132,7 +132,7 @@ async fn service_gets_a_cluster_ip_and_node_port_from_the_apiserver() -> Result<
     );
     assert!(
         ips.iter().any(|ip| ip.to_string().starts_with("198.19.")),
-        "IPv4 ClusterIP from 198.19.0.0/20: {ips:?}"
+        "IPv4 ClusterIP from 198.19.0.0/16: {ips:?}"
     );
     assert!(
         ips.iter()

@@ -20,6 +20,12 @@
 //! packets: for IPv4 both gratuitous ARP forms, on each announcing interface.
 //! Size the cap with that in mind.
 //!
+//! An interface that comes back (carrier restored, a socket reopened, a new
+//! address) missed what was sent on it meanwhile: [`Schedule::reannounce`]
+//! restarts the first announcement and the repeats of an IP on that
+//! interface alone ([`Scope::Interface`]), under the same cap, while the
+//! IP's schedule on its other interfaces goes on undisturbed.
+//!
 //! The driver calls [`Schedule::due`] with the current time, sends what it
 //! returns, and sleeps until [`Schedule::next_wakeup`] (or until ownership
 //! changes).
@@ -69,9 +75,24 @@ impl Default for ScheduleConfig {
 pub struct Announcement {
     /// The IP to announce.
     pub ip: IpAddr,
-    /// Where it stands in the IP's schedule.
+    /// Where to send it.
+    pub scope: Scope,
+    /// Where it stands in the IP's schedule (on that scope).
     pub kind: AnnouncementKind,
 }
+
+/// The interfaces an announcement goes out on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// Every interface the IP is announced on.
+    All,
+    /// Only the interface with this index, which came back after the IP's
+    /// schedule had started there.
+    Interface(u32),
+}
+
+/// What one entry of the schedule announces: an IP on a scope.
+type Target = (IpAddr, Scope);
 
 /// Which announcement of an IP this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,13 +110,32 @@ pub enum AnnouncementKind {
 pub struct Schedule {
     config: ScheduleConfig,
     bucket: TokenBucket,
-    owned: HashMap<IpAddr, Entry>,
-    /// IPs waiting for their first announcement, in takeover order.
-    firsts: VecDeque<IpAddr>,
+    owned: HashMap<IpAddr, Owned>,
+    /// Targets waiting for their first announcement, in takeover (or
+    /// re-announcement) order.
+    firsts: VecDeque<Target>,
     /// Later announcements by due time; the sequence number keeps equal
     /// times in the order they were scheduled.
-    timers: BTreeMap<(Instant, u64), IpAddr>,
+    timers: BTreeMap<(Instant, u64), Target>,
     next_sequence: u64,
+}
+
+/// The schedules of one owned IP.
+#[derive(Debug)]
+struct Owned {
+    /// On every interface, from the takeover on.
+    all: Entry,
+    /// Restarted on single interfaces, until their repeats are done.
+    interfaces: BTreeMap<u32, Entry>,
+}
+
+impl Owned {
+    fn entry_mut(&mut self, scope: Scope) -> Option<&mut Entry> {
+        match scope {
+            Scope::All => Some(&mut self.all),
+            Scope::Interface(index) => self.interfaces.get_mut(&index),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -138,27 +178,71 @@ impl Schedule {
         self.bucket.refill(now);
         self.owned.insert(
             ip,
-            Entry {
-                first_sent: None,
-                timer: None,
+            Owned {
+                all: Entry::waiting(),
+                interfaces: BTreeMap::new(),
             },
         );
-        self.firsts.push_back(ip);
+        self.firsts.push_back((ip, Scope::All));
+        true
+    }
+
+    /// Announces the owned `ip` afresh on the interface with index
+    /// `interface` only: a first announcement at once (ahead of due
+    /// repeats, like a takeover's), then the repeats, then nothing (the
+    /// IP's refresh, if any, already covers every interface). The IP's
+    /// schedule elsewhere is untouched. A re-announcement already running
+    /// on that interface starts over.
+    ///
+    /// Returns `false`, changing nothing, when the IP is not owned. While
+    /// the IP's own first announcement still waits, it will reach the
+    /// interface anyway and nothing is added.
+    pub fn reannounce(&mut self, ip: IpAddr, interface: u32, now: Instant) -> bool {
+        let Some(owned) = self.owned.get_mut(&ip) else {
+            return false;
+        };
+        if owned.all.first_sent.is_none() {
+            return true;
+        }
+        let target = (ip, Scope::Interface(interface));
+        match owned.interfaces.insert(interface, Entry::waiting()) {
+            Some(Entry {
+                first_sent: None, ..
+            }) => {
+                // Already waiting for its first announcement: keep its place.
+                return true;
+            }
+            Some(Entry {
+                timer: Some((key, _)),
+                ..
+            }) => {
+                self.timers.remove(&key);
+            }
+            _ => {}
+        }
+        self.bucket.refill(now);
+        self.firsts.push_back(target);
         true
     }
 
     /// Stops announcing `ip`, which this node no longer owns; nothing more
     /// is sent for it. Returns `false` when it was not owned.
     pub fn release(&mut self, ip: IpAddr) -> bool {
-        let Some(entry) = self.owned.remove(&ip) else {
+        let Some(owned) = self.owned.remove(&ip) else {
             return false;
         };
-        match entry.timer {
-            Some((key, _)) => {
-                self.timers.remove(&key);
+        let mut waiting = false;
+        for entry in std::iter::once(&owned.all).chain(owned.interfaces.values()) {
+            match entry.timer {
+                Some((key, _)) => {
+                    self.timers.remove(&key);
+                }
+                None if entry.first_sent.is_none() => waiting = true,
+                None => {}
             }
-            None if entry.first_sent.is_none() => self.firsts.retain(|waiting| *waiting != ip),
-            None => {}
+        }
+        if waiting {
+            self.firsts.retain(|(target, _)| *target != ip);
         }
         true
     }
@@ -179,34 +263,36 @@ impl Schedule {
     pub fn due(&mut self, now: Instant) -> Vec<Announcement> {
         self.bucket.refill(now);
         let mut out = Vec::new();
-        while let Some(&ip) = self.firsts.front() {
+        while let Some(&target) = self.firsts.front() {
             if !self.bucket.try_take() {
                 // Repeats wait until every first announcement is out.
                 return out;
             }
             self.firsts.pop_front();
-            if let Some(entry) = self.owned.get_mut(&ip) {
+            if let Some(entry) = self.entry_mut(target) {
                 entry.first_sent = Some(now);
             }
+            let (ip, scope) = target;
             out.push(Announcement {
                 ip,
+                scope,
                 kind: AnnouncementKind::First,
             });
-            self.schedule_after(ip, AnnouncementKind::First, now);
+            self.schedule_after(target, AnnouncementKind::First, now);
         }
-        while let Some((&(at, sequence), &ip)) = self.timers.first_key_value() {
+        while let Some((&(at, sequence), &target)) = self.timers.first_key_value() {
             if at > now || !self.bucket.try_take() {
                 break;
             }
             self.timers.remove(&(at, sequence));
             let kind = self
-                .owned
-                .get_mut(&ip)
+                .entry_mut(target)
                 .and_then(|entry| entry.timer.take())
                 .map(|(_, kind)| kind);
             if let Some(kind) = kind {
-                out.push(Announcement { ip, kind });
-                self.schedule_after(ip, kind, now);
+                let (ip, scope) = target;
+                out.push(Announcement { ip, scope, kind });
+                self.schedule_after(target, kind, now);
             }
         }
         out
@@ -224,9 +310,23 @@ impl Schedule {
         Some(at.max(token))
     }
 
-    /// Arms the timer for what follows `sent`, sent at `now`.
-    fn schedule_after(&mut self, ip: IpAddr, sent: AnnouncementKind, now: Instant) {
-        let Some(entry) = self.owned.get_mut(&ip) else {
+    fn entry_mut(&mut self, (ip, scope): Target) -> Option<&mut Entry> {
+        self.owned.get_mut(&ip)?.entry_mut(scope)
+    }
+
+    /// Arms the timer for what follows `sent`, sent at `now`. An interface's
+    /// re-announcement ends after its repeats and is forgotten.
+    fn schedule_after(&mut self, target: Target, sent: AnnouncementKind, now: Instant) {
+        let refresh = match target.1 {
+            Scope::All => self.config.refresh,
+            Scope::Interface(_) => None,
+        };
+        // Borrow the field, not `self`: the config and the timers are used too.
+        let Some(entry) = self
+            .owned
+            .get_mut(&target.0)
+            .and_then(|owned| owned.entry_mut(target.1))
+        else {
             return;
         };
         let next_repeat = match sent {
@@ -241,17 +341,30 @@ impl Schedule {
                 (first + *offset).max(now),
                 AnnouncementKind::Repeat(next_repeat),
             )),
-            _ => self
-                .config
-                .refresh
-                .map(|period| (now + period, AnnouncementKind::Refresh)),
+            _ => refresh.map(|period| (now + period, AnnouncementKind::Refresh)),
         };
-        entry.timer = next.map(|(at, kind)| {
-            let key = (at, self.next_sequence);
-            self.next_sequence += 1;
-            self.timers.insert(key, ip);
-            (key, kind)
-        });
+        let Some((at, kind)) = next else {
+            entry.timer = None;
+            if let (ip, Scope::Interface(index)) = target
+                && let Some(owned) = self.owned.get_mut(&ip)
+            {
+                owned.interfaces.remove(&index);
+            }
+            return;
+        };
+        let key = (at, self.next_sequence);
+        self.next_sequence += 1;
+        entry.timer = Some((key, kind));
+        self.timers.insert(key, target);
+    }
+}
+
+impl Entry {
+    fn waiting() -> Self {
+        Self {
+            first_sent: None,
+            timer: None,
+        }
     }
 }
 
@@ -461,6 +574,7 @@ mod tests {
             sent,
             vec![Announcement {
                 ip: ip(1),
+                scope: Scope::All,
                 kind: AnnouncementKind::First
             }]
         );
@@ -545,6 +659,7 @@ mod tests {
             schedule.due(t0 + ms(250)),
             vec![Announcement {
                 ip: ip(2),
+                scope: Scope::All,
                 kind: AnnouncementKind::First
             }]
         );
@@ -553,6 +668,7 @@ mod tests {
             schedule.due(t0 + ms(350)),
             vec![Announcement {
                 ip: ip(1),
+                scope: Scope::All,
                 kind: AnnouncementKind::Repeat(0)
             }]
         );
@@ -569,10 +685,171 @@ mod tests {
         assert_eq!(ips, vec![ip(1), v6]);
     }
 
+    /// What `sent` holds from `from` on, as (ms after `t0`, ip, scope, kind).
+    fn timeline(
+        sent: &[(Instant, Announcement)],
+        t0: Instant,
+    ) -> Vec<(u128, IpAddr, Scope, AnnouncementKind)> {
+        sent.iter()
+            .map(|(t, a)| ((*t - t0).as_millis(), a.ip, a.scope, a.kind))
+            .collect()
+    }
+
+    #[test]
+    fn a_flapped_interface_alone_gets_its_schedule_again() {
+        let t0 = Instant::now();
+        let mut schedule = Schedule::default();
+        schedule.take_over(ip(1), t0);
+        schedule.take_over(ip(2), t0);
+        let before = drive(&mut schedule, t0, t0 + ms(1000));
+        assert_eq!(before.len(), 2 * 4, "first and three repeats each");
+        // Interface 3 comes back at 1.1 s; ip(1) is announced on it.
+        let flap = t0 + ms(1100);
+        assert!(schedule.reannounce(ip(1), 3, flap));
+        let after = drive(&mut schedule, flap, t0 + Duration::from_secs(60));
+        let on_3 = Scope::Interface(3);
+        use AnnouncementKind::{First, Repeat};
+        assert_eq!(
+            timeline(&after, t0),
+            vec![
+                (1100, ip(1), on_3, First),
+                (1350, ip(1), on_3, Repeat(0)),
+                (1600, ip(1), on_3, Repeat(1)),
+                (2000, ip(1), Scope::All, Repeat(3)),
+                (2000, ip(2), Scope::All, Repeat(3)),
+                (2100, ip(1), on_3, Repeat(2)),
+                (3100, ip(1), on_3, Repeat(3)),
+                (4000, ip(1), Scope::All, Repeat(4)),
+                (4000, ip(2), Scope::All, Repeat(4)),
+                (5100, ip(1), on_3, Repeat(4)),
+            ],
+            "the other interfaces and the other IP keep their own schedule"
+        );
+        assert_eq!(schedule.next_wakeup(), None);
+        assert!(schedule.is_owned(&ip(1)));
+    }
+
+    #[test]
+    fn reannouncing_needs_an_owned_ip_whose_first_announcement_is_out() {
+        let t0 = Instant::now();
+        let mut schedule = Schedule::default();
+        assert!(!schedule.reannounce(ip(1), 3, t0), "not owned");
+        assert_eq!(schedule.next_wakeup(), None);
+        schedule.take_over(ip(1), t0);
+        // The takeover's first announcement still waits and will reach
+        // interface 3 anyway: nothing is added.
+        assert!(schedule.reannounce(ip(1), 3, t0));
+        let sent = schedule.due(t0);
+        assert_eq!(
+            sent,
+            vec![Announcement {
+                ip: ip(1),
+                scope: Scope::All,
+                kind: AnnouncementKind::First
+            }]
+        );
+    }
+
+    #[test]
+    fn reannouncing_twice_starts_over_and_release_cancels_it() {
+        let t0 = Instant::now();
+        let mut schedule = Schedule::new(ScheduleConfig {
+            repeats: vec![ms(100), ms(200)],
+            ..ScheduleConfig::default()
+        });
+        schedule.take_over(ip(1), t0);
+        schedule.due(t0);
+        assert!(schedule.reannounce(ip(1), 3, t0 + ms(10)));
+        assert!(schedule.reannounce(ip(1), 3, t0 + ms(10)), "still waiting");
+        assert_eq!(schedule.due(t0 + ms(10)).len(), 1, "one first, not two");
+        // The interface flaps again before its first repeat.
+        assert!(schedule.reannounce(ip(1), 3, t0 + ms(50)));
+        let sent = drive(&mut schedule, t0 + ms(50), t0 + ms(1000));
+        let on_3 = Scope::Interface(3);
+        use AnnouncementKind::{First, Repeat};
+        assert_eq!(
+            timeline(&sent, t0),
+            vec![
+                (50, ip(1), on_3, First),
+                (100, ip(1), Scope::All, Repeat(0)),
+                (150, ip(1), on_3, Repeat(0)),
+                (200, ip(1), Scope::All, Repeat(1)),
+                (250, ip(1), on_3, Repeat(1)),
+            ]
+        );
+        // Released while a re-announcement waits: nothing more at all.
+        schedule.reannounce(ip(1), 4, t0 + ms(1000));
+        schedule.reannounce(ip(1), 5, t0 + ms(1000));
+        schedule.due(t0 + ms(1000));
+        schedule.reannounce(ip(1), 5, t0 + ms(1010));
+        assert!(schedule.release(ip(1)));
+        assert_eq!(schedule.next_wakeup(), None);
+        assert!(schedule.due(t0 + ms(5000)).is_empty());
+    }
+
+    #[test]
+    fn a_reannouncement_stops_after_its_repeats_even_with_refresh_on() {
+        let t0 = Instant::now();
+        let mut schedule = Schedule::new(ScheduleConfig {
+            repeats: vec![ms(100)],
+            refresh: Some(Duration::from_secs(30)),
+            ..ScheduleConfig::default()
+        });
+        schedule.take_over(ip(1), t0);
+        assert_eq!(drive(&mut schedule, t0, t0 + ms(999)).len(), 2);
+        schedule.reannounce(ip(1), 3, t0 + ms(1000));
+        let sent = drive(&mut schedule, t0 + ms(1000), t0 + Duration::from_secs(61));
+        use AnnouncementKind::{First, Refresh, Repeat};
+        assert_eq!(
+            timeline(&sent, t0),
+            vec![
+                (1000, ip(1), Scope::Interface(3), First),
+                (1100, ip(1), Scope::Interface(3), Repeat(0)),
+                (30_100, ip(1), Scope::All, Refresh),
+                (60_100, ip(1), Scope::All, Refresh),
+            ],
+            "the IP's refresh covers every interface; one is enough"
+        );
+    }
+
+    #[test]
+    fn reannouncements_share_the_cap_and_go_ahead_of_repeats() {
+        // One token at a time, ten per second.
+        let t0 = Instant::now();
+        let mut schedule = Schedule::new(config(10, 1));
+        schedule.take_over(ip(1), t0);
+        schedule.take_over(ip(2), t0);
+        assert_eq!(schedule.due(t0).len(), 1);
+        assert_eq!(schedule.due(t0 + ms(100)).len(), 1);
+        // At 250 ms ip(1)'s first repeat is due, but interface 3 came back.
+        schedule.reannounce(ip(2), 3, t0 + ms(250));
+        assert_eq!(
+            schedule.due(t0 + ms(250)),
+            vec![Announcement {
+                ip: ip(2),
+                scope: Scope::Interface(3),
+                kind: AnnouncementKind::First
+            }]
+        );
+        assert_eq!(schedule.next_wakeup(), Some(t0 + ms(350)));
+        let sent = drive(&mut schedule, t0 + ms(350), t0 + Duration::from_secs(10));
+        let mut all = vec![(
+            t0,
+            Announcement {
+                ip: ip(1),
+                scope: Scope::All,
+                kind: AnnouncementKind::First,
+            },
+        )];
+        all.extend(sent);
+        assert_within_cap(&all, t0, 10, 1);
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         TakeOver(u32),
         Release(u32),
+        Reannounce(u32, u32),
         Advance(u64),
     }
 
@@ -580,6 +857,7 @@ mod tests {
         prop_oneof![
             (0_u32..30).prop_map(Op::TakeOver),
             (0_u32..30).prop_map(Op::Release),
+            (0_u32..30, 1_u32..4).prop_map(|(n, interface)| Op::Reannounce(n, interface)),
             (0_u64..3000).prop_map(Op::Advance),
         ]
     }
@@ -595,7 +873,7 @@ mod tests {
             let mut now = t0;
             let mut schedule = Schedule::new(config(per_second, burst));
             let mut owned: HashSet<IpAddr> = HashSet::new();
-            let mut announced_first: HashSet<IpAddr> = HashSet::new();
+            let mut announced_first: HashSet<(IpAddr, Scope)> = HashSet::new();
             let mut sent = Vec::new();
             for op in ops {
                 match op {
@@ -604,16 +882,27 @@ mod tests {
                     }
                     Op::Release(n) => {
                         prop_assert_eq!(schedule.release(ip(n)), owned.remove(&ip(n)));
-                        announced_first.remove(&ip(n));
+                        announced_first.retain(|(first, _)| *first != ip(n));
+                    }
+                    Op::Reannounce(n, interface) => {
+                        prop_assert_eq!(
+                            schedule.reannounce(ip(n), interface, now),
+                            owned.contains(&ip(n))
+                        );
+                        // A restarted interface announces a first again.
+                        announced_first.remove(&(ip(n), Scope::Interface(interface)));
                     }
                     Op::Advance(millis) => now += ms(millis),
                 }
                 for a in schedule.due(now) {
                     prop_assert!(owned.contains(&a.ip));
                     if a.kind == AnnouncementKind::First {
-                        prop_assert!(announced_first.insert(a.ip));
+                        prop_assert!(announced_first.insert((a.ip, a.scope)));
                     } else {
-                        prop_assert!(announced_first.contains(&a.ip));
+                        prop_assert!(announced_first.contains(&(a.ip, a.scope)));
+                    }
+                    if let Scope::Interface(_) = a.scope {
+                        prop_assert!(a.kind != AnnouncementKind::Refresh);
                     }
                     sent.push((now, a));
                 }

@@ -52,7 +52,10 @@ pub struct L2AdvertisementSpec {
 
     /// Interfaces to announce on, e.g. `eth0`. Empty means every eligible interface:
     /// physical, VLAN and bond interfaces that are up and do ARP, excluding virtual and
-    /// CNI interfaces (veth*, cni*, docker*, kube-ipvs*, ...).
+    /// CNI interfaces (veth*, cni*, docker*, kube-ipvs*, ...). An interface named here
+    /// is used even when its name is excluded by default, as long as it is up, has an
+    /// Ethernet address, does ARP and is not a bridge or bond member; the speaker logs
+    /// a warning for a named interface it cannot use.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub interfaces: Vec<InterfaceName>,

@@ -165,8 +165,13 @@ pub struct Policy {
 /// The interfaces an IP is announced on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Interfaces {
-    /// Every eligible interface of the node.
+    /// Every interface of the node eligible by default.
     All,
+    /// Every interface eligible by default and these named ones (an
+    /// advertisement without `interfaces` and one naming some both select
+    /// the node): a named one is used even when its name is excluded by
+    /// default.
+    AllAnd(BTreeSet<String>),
     /// Only these interfaces (those the node has among them).
     Only(BTreeSet<String>),
 }
@@ -176,11 +181,23 @@ impl Interfaces {
     #[must_use]
     pub fn union(self, other: Interfaces) -> Interfaces {
         match (self, other) {
+            (Interfaces::All, Interfaces::All) => Interfaces::All,
             (Interfaces::Only(mut a), Interfaces::Only(b)) => {
                 a.extend(b);
                 Interfaces::Only(a)
             }
-            _ => Interfaces::All,
+            (a, b) => {
+                let mut names = a.into_names();
+                names.extend(b.into_names());
+                Interfaces::AllAnd(names)
+            }
+        }
+    }
+
+    fn into_names(self) -> BTreeSet<String> {
+        match self {
+            Interfaces::All => BTreeSet::new(),
+            Interfaces::AllAnd(names) | Interfaces::Only(names) => names,
         }
     }
 }
@@ -320,6 +337,23 @@ pub fn candidates(
             names.join(", ")
         ),
     })
+}
+
+/// The interfaces the L2Advertisements selecting `node` name explicitly
+/// (`spec.interfaces`). The speaker may announce on them even when their
+/// names match a default exclusion (see [`crate::interfaces`]). Empty when
+/// the node is unknown or no advertisement selecting it names one.
+#[must_use]
+pub fn named_interfaces(cluster: &Cluster, node: &str) -> BTreeSet<String> {
+    let Some(node) = cluster.nodes.get(node) else {
+        return BTreeSet::new();
+    };
+    cluster
+        .advertisements
+        .iter()
+        .filter(|ad| any_matches(&ad.node_selectors, &node.labels))
+        .flat_map(|ad| ad.interfaces.iter().cloned())
+        .collect()
 }
 
 /// The decision for one election unit.
@@ -695,7 +729,66 @@ mod tests {
             ..AdvertisementView::default()
         });
         let got = candidates(&c.services[0], &c, &all_live(), Policy::default()).unwrap();
-        assert_eq!(got[&NodeName::from("node-1")], Interfaces::All);
+        // Every default interface, and eth0 even were it excluded by default.
+        let all_and =
+            |names: &[&str]| Interfaces::AllAnd(names.iter().map(|n| (*n).to_owned()).collect());
+        assert_eq!(got[&NodeName::from("node-1")], all_and(&["eth0"]));
+        assert_eq!(got[&NodeName::from("node-2")], all_and(&["eth0", "eth1"]));
+    }
+
+    #[test]
+    fn union_of_selections() {
+        let set = |names: &[&str]| -> BTreeSet<String> {
+            names.iter().map(|n| (*n).to_owned()).collect()
+        };
+        use Interfaces::{All, AllAnd, Only};
+        let cases = [
+            (All, All, All),
+            (Only(set(&["a"])), Only(set(&["b"])), Only(set(&["a", "b"]))),
+            (All, Only(set(&["veth0"])), AllAnd(set(&["veth0"]))),
+            (Only(set(&["veth0"])), All, AllAnd(set(&["veth0"]))),
+            (AllAnd(set(&["a"])), All, AllAnd(set(&["a"]))),
+            (
+                AllAnd(set(&["a"])),
+                Only(set(&["b"])),
+                AllAnd(set(&["a", "b"])),
+            ),
+            (
+                AllAnd(set(&["a"])),
+                AllAnd(set(&["b"])),
+                AllAnd(set(&["a", "b"])),
+            ),
+        ];
+        for (a, b, want) in cases {
+            let what = format!("{a:?} ∪ {b:?}");
+            assert_eq!(a.union(b), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn named_interfaces_come_from_the_advertisements_selecting_the_node() {
+        let mut c = cluster();
+        let set = |names: &[&str]| -> BTreeSet<String> {
+            names.iter().map(|n| (*n).to_owned()).collect()
+        };
+        assert_eq!(named_interfaces(&c, "node-1"), set(&[]), "all eligible");
+        c.advertisements[0].interfaces = vec!["eth0".to_owned()];
+        c.advertisements.push(AdvertisementView {
+            name: "pods".to_owned(),
+            pools: vec!["other".to_owned()],
+            interfaces: vec!["veth0".to_owned(), "docker0".to_owned()],
+            node_selectors: vec![select(&[("bridge", "yes")])],
+            ..AdvertisementView::default()
+        });
+        if let Some(n) = c.nodes.get_mut("node-2") {
+            n.labels = labels(&[("bridge", "yes")]);
+        }
+        assert_eq!(named_interfaces(&c, "node-1"), set(&["eth0"]));
+        assert_eq!(
+            named_interfaces(&c, "node-2"),
+            set(&["docker0", "eth0", "veth0"])
+        );
+        assert_eq!(named_interfaces(&c, "unknown"), set(&[]));
     }
 
     #[test]

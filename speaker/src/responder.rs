@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::announcer::InterfaceSelection;
 use crate::announcer::metrics::{AddressFamily, AnnouncerMetrics, PacketLabels};
+use crate::interfaces::Usage;
 use crate::packet::MacAddr;
 use crate::packet::arp::{ArpRequest, build_reply};
 use crate::packet::ndp::{
@@ -26,6 +27,8 @@ pub struct AnnouncingLink {
     pub name: String,
     /// Its hardware address: what replies say the IPs are at.
     pub mac: MacAddr,
+    /// For every IP, or only for those whose selection names it.
+    pub usage: Usage,
 }
 
 /// What the responder answers for: owned IPs with their interface
@@ -66,7 +69,7 @@ impl Table {
         let link = self.links.get(&ifindex)?;
         self.owned
             .get(&ip)
-            .filter(|selection| selection.includes(&link.name))
+            .filter(|selection| selection.includes(link))
             .map(|_| link.mac)
     }
 
@@ -334,6 +337,7 @@ mod tests {
                     AnnouncingLink {
                         name: "eth0".to_owned(),
                         mac: OUR_MAC,
+                        usage: Usage::Default,
                     },
                 ),
                 (
@@ -341,6 +345,7 @@ mod tests {
                     AnnouncingLink {
                         name: "eth1".to_owned(),
                         mac: OTHER_MAC,
+                        usage: Usage::Default,
                     },
                 ),
             ]),
@@ -545,6 +550,38 @@ mod tests {
         let request = ArpRequest::decode(&request_for(VIP4)).unwrap();
         let on_eth1 = read(&table).answer_arp(&request, 3).unwrap();
         assert_eq!(&on_eth1[6..12], &OTHER_MAC.octets());
+    }
+
+    #[test]
+    fn a_link_open_because_it_is_named_answers_only_where_named() {
+        let table = table();
+        {
+            let mut table = table.write().unwrap();
+            table.links.insert(
+                4,
+                AnnouncingLink {
+                    name: "veth0".to_owned(),
+                    mac: OTHER_MAC,
+                    usage: Usage::Named,
+                },
+            );
+            table
+                .owned
+                .insert(IpAddr::V4(VIP4), InterfaceSelection::All);
+        }
+        let request = ArpRequest::decode(&request_for(VIP4)).unwrap();
+        assert_eq!(
+            read(&table).answer_arp(&request, 4),
+            Err(Ignored::NotOurs),
+            "`All` means the interfaces eligible by default"
+        );
+        table.write().unwrap().owned.insert(
+            IpAddr::V4(VIP4),
+            InterfaceSelection::Only(BTreeSet::from(["veth0".to_owned()])),
+        );
+        let on_veth0 = read(&table).answer_arp(&request, 4).unwrap();
+        assert_eq!(&on_veth0[6..12], &OTHER_MAC.octets());
+        assert_eq!(read(&table).answer_arp(&request, 2), Err(Ignored::NotOurs));
     }
 
     fn solicitation(source: Ipv6Addr, with_link_addr: bool) -> Vec<u8> {

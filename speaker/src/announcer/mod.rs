@@ -4,11 +4,14 @@
 //! eligible interface, following interfaces as they come and go.
 //!
 //! One driver task owns the sockets and the schedule; it reacts to
-//! [`Announcer::set_owned`], to netlink link events and to the schedule's
-//! timer. The receive loops, one per interface for ARP and one for ICMPv6,
-//! read the shared [`Table`] on every request, which `set_owned` updates
-//! before returning: a released IP is not answered from the next request
-//! on.
+//! [`Announcer::set_owned`], [`Announcer::set_named_interfaces`], to
+//! netlink link events and to the schedule's timer. An interface that comes
+//! back (carrier, a reopened socket, a new address) gets the first
+//! announcement and the repeats again, on that interface only and for the
+//! IPs announced there only. The receive loops, one per interface for ARP
+//! and one for ICMPv6, read the shared [`Table`] on every request, which
+//! `set_owned` updates before returning: a released IP is not answered from
+//! the next request on.
 
 pub mod groups;
 pub mod metrics;
@@ -19,7 +22,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -28,30 +31,35 @@ pub use self::metrics::AnnouncerMetrics;
 use self::metrics::{AddressFamily, PacketLabels};
 use crate::Error;
 use crate::interfaces::netlink::{self, LinkEvent};
-use crate::interfaces::{EXCLUDED_PREFIXES, Link, eligibility};
+use crate::interfaces::{EXCLUDED_PREFIXES, Exclusion, Link, Usage, eligibility};
 use crate::packet::arp::{build_gratuitous_reply, build_gratuitous_request};
 use crate::packet::ndp::{ALL_NODES, build_unsolicited_advertisement};
 use crate::responder::{AnnouncingLink, SharedTable, Table, serve_arp, serve_ndp, serve_nud};
-use crate::schedule::{Schedule, ScheduleConfig};
+use crate::schedule::{Announcement, Schedule, ScheduleConfig, Scope};
 use crate::socket::{FrameIo, Icmpv6Io, NdpSocket, PacketSocket};
 
 /// Where an owned IP is announced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InterfaceSelection {
-    /// On every eligible interface.
+    /// On every interface eligible by default ([`Usage::Default`]).
     All,
+    /// On every interface eligible by default and on these (by name), also
+    /// when the default rule excludes them by name.
+    AllAnd(BTreeSet<String>),
     /// On these interfaces only (by name), where they are eligible
-    /// (`L2Advertisement.interfaces`).
+    /// (`L2Advertisement.interfaces`), including those the default rule
+    /// excludes by name ([`Usage::Named`]).
     Only(BTreeSet<String>),
 }
 
 impl InterfaceSelection {
-    /// Whether the interface named `name` is selected.
+    /// Whether `link` is selected.
     #[must_use]
-    pub fn includes(&self, name: &str) -> bool {
+    pub fn includes(&self, link: &AnnouncingLink) -> bool {
         match self {
-            Self::All => true,
-            Self::Only(names) => names.contains(name),
+            Self::All => link.usage == Usage::Default,
+            Self::AllAnd(names) => link.usage == Usage::Default || names.contains(&link.name),
+            Self::Only(names) => names.contains(&link.name),
         }
     }
 }
@@ -102,6 +110,7 @@ impl AnnouncerConfig {
 
 enum Command {
     SetOwned(BTreeMap<IpAddr, InterfaceSelection>),
+    SetNamed(BTreeSet<String>),
     Shutdown,
 }
 
@@ -110,6 +119,7 @@ enum Command {
 pub struct Announcer {
     commands: mpsc::UnboundedSender<Command>,
     table: SharedTable,
+    interfaces_changed: Arc<Notify>,
     driver: JoinHandle<()>,
 }
 
@@ -117,6 +127,7 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::SetOwned(owned) => write!(f, "SetOwned({} IPs)", owned.len()),
+            Self::SetNamed(names) => write!(f, "SetNamed({names:?})"),
             Self::Shutdown => f.write_str("Shutdown"),
         }
     }
@@ -150,16 +161,20 @@ impl Announcer {
         };
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (ready, ready_rx) = oneshot::channel();
+        let interfaces_changed = Arc::new(Notify::new());
         let driver = Driver {
             schedule: Schedule::new(config.schedule()),
             config,
             table: table.clone(),
             metrics,
             owned: BTreeMap::new(),
+            named: BTreeSet::new(),
             links: BTreeMap::new(),
+            refused: BTreeMap::new(),
             arp: BTreeMap::new(),
             ndp,
             memberships: Memberships::default(),
+            interfaces_changed: interfaces_changed.clone(),
             watcher,
         };
         let driver = tokio::spawn(driver.run(command_rx, links, ready));
@@ -169,6 +184,7 @@ impl Announcer {
         Ok(Self {
             commands,
             table,
+            interfaces_changed,
             driver,
         })
     }
@@ -188,6 +204,15 @@ impl Announcer {
         let _ = self.commands.send(Command::SetOwned(owned));
     }
 
+    /// Sets the interfaces L2Advertisements name explicitly for this node:
+    /// those the default rule excludes only by their name become usable,
+    /// for the IPs whose selection names them. A named interface that
+    /// cannot be used (down, NOARP, no Ethernet address, a bridge or bond
+    /// member, loopback) is logged as a warning with the reason.
+    pub fn set_named_interfaces(&self, names: BTreeSet<String>) {
+        let _ = self.commands.send(Command::SetNamed(names));
+    }
+
     /// The interfaces announced on now, by name.
     #[must_use]
     pub fn interfaces(&self) -> Vec<String> {
@@ -196,6 +221,23 @@ impl Announcer {
             .values()
             .map(|link| link.name.clone())
             .collect()
+    }
+
+    /// The interfaces announced on now that `selection` includes, by name.
+    #[must_use]
+    pub fn interfaces_for(&self, selection: &InterfaceSelection) -> Vec<String> {
+        crate::responder::read(&self.table)
+            .links
+            .values()
+            .filter(|link| selection.includes(link))
+            .map(|link| link.name.clone())
+            .collect()
+    }
+
+    /// Notified whenever an interface starts or stops being announced on.
+    #[must_use]
+    pub fn interfaces_changed(&self) -> Arc<Notify> {
+        self.interfaces_changed.clone()
     }
 
     /// Stops announcing and answering, closes every socket and waits for
@@ -223,12 +265,17 @@ struct Driver {
     schedule: Schedule,
     /// Owned IPs as last applied to the schedule.
     owned: BTreeMap<IpAddr, InterfaceSelection>,
+    /// Interfaces L2Advertisements name explicitly.
+    named: BTreeSet<String>,
     /// Every link the kernel reported, eligible or not.
     links: BTreeMap<u32, Link>,
+    /// Why each named link is unusable, as last logged.
+    refused: BTreeMap<u32, Exclusion>,
     /// Sockets of the eligible links.
     arp: BTreeMap<u32, OpenLink>,
     ndp: Option<(Arc<NdpSocket>, JoinHandle<()>)>,
     memberships: Memberships,
+    interfaces_changed: Arc<Notify>,
     watcher: JoinHandle<()>,
 }
 
@@ -245,6 +292,7 @@ impl Driver {
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(Command::SetOwned(owned)) => self.set_owned(owned),
+                    Some(Command::SetNamed(names)) => self.set_named(names),
                     Some(Command::Shutdown) | None => break,
                 },
                 event = links.recv() => match event {
@@ -285,35 +333,33 @@ impl Driver {
         self.sync_memberships();
     }
 
+    fn set_named(&mut self, named: BTreeSet<String>) {
+        if named == self.named {
+            return;
+        }
+        let missing: Vec<&String> = named
+            .iter()
+            .filter(|name| !self.links.values().any(|link| &link.name == *name))
+            .collect();
+        if !missing.is_empty() {
+            tracing::info!(interfaces = ?missing, "L2Advertisements name interfaces this node does not have; nothing is announced on them here");
+        }
+        self.named = named;
+        let links: Vec<Link> = self.links.values().cloned().collect();
+        for link in &links {
+            self.apply(link, Some(link));
+        }
+    }
+
     fn link_event(&mut self, event: LinkEvent) {
         match event {
             LinkEvent::Changed(link) => {
-                let index = link.index;
-                let previous = self.links.insert(index, link.clone());
-                let eligible = match eligibility(&link, &self.config.excluded_prefixes) {
-                    Ok(()) => true,
-                    Err(reason) => {
-                        tracing::debug!(interface = %link.name, %reason, "not announcing on this interface");
-                        false
-                    }
-                };
-                let open = self.arp.contains_key(&index);
-                let renamed = previous
-                    .as_ref()
-                    .is_some_and(|p| p.name != link.name || p.mac != link.mac);
-                if open && (!eligible || renamed) {
-                    self.close(index);
-                }
-                if eligible && (!self.arp.contains_key(&index)) {
-                    self.open(&link);
-                    self.reannounce(index, |_| true);
-                } else if eligible && previous.is_some_and(|p| !p.lower_up) && link.lower_up {
-                    // Carrier came back: whatever was sent meanwhile was lost.
-                    self.reannounce(index, |_| true);
-                }
+                let previous = self.links.insert(link.index, link.clone());
+                self.apply(&link, previous.as_ref());
             }
             LinkEvent::Removed(index) => {
                 self.links.remove(&index);
+                self.refused.remove(&index);
                 self.close(index);
             }
             LinkEvent::AddressAdded(index) => {
@@ -327,7 +373,59 @@ impl Driver {
         }
     }
 
-    fn open(&mut self, link: &Link) {
+    /// Opens, closes or re-announces on `link`, which was `previous`
+    /// before this change (the same when only the named interfaces changed).
+    fn apply(&mut self, link: &Link, previous: Option<&Link>) {
+        let index = link.index;
+        let named = self.named.contains(&link.name);
+        let usage = match eligibility(link, &self.config.excluded_prefixes, named) {
+            Ok(usage) => {
+                if self.refused.remove(&index).is_some() {
+                    tracing::info!(interface = %link.name, "the interface an L2Advertisement names is usable now");
+                }
+                Some(usage)
+            }
+            Err(reason) if named => {
+                if self.refused.get(&index) != Some(&reason) {
+                    let hint = match &reason {
+                        Exclusion::Member(controller) => match self.links.get(controller) {
+                            Some(c) => format!("; name the bridge or bond {} instead", c.name),
+                            None => "; name its bridge or bond instead".to_owned(),
+                        },
+                        _ => String::new(),
+                    };
+                    tracing::warn!(interface = %link.name, %reason, "an L2Advertisement names this interface, but it cannot be announced on: {reason}{hint}; nothing is announced on it until that changes");
+                    self.refused.insert(index, reason);
+                }
+                None
+            }
+            Err(reason) => {
+                self.refused.remove(&index);
+                tracing::debug!(interface = %link.name, %reason, "not announcing on this interface");
+                None
+            }
+        };
+        let open_as = crate::responder::read(&self.table)
+            .links
+            .get(&index)
+            .map(|open| open.usage);
+        let renamed = previous.is_some_and(|p| p.name != link.name || p.mac != link.mac);
+        if self.arp.contains_key(&index) && (usage.is_none() || renamed || open_as != usage) {
+            self.close(index);
+        }
+        let Some(usage) = usage else {
+            return;
+        };
+        if !self.arp.contains_key(&index) {
+            self.open(link, usage);
+            self.reannounce(index, |_| true);
+        } else if previous.is_some_and(|p| !p.lower_up) && link.lower_up {
+            // Carrier came back: whatever was sent on it meanwhile was lost.
+            self.reannounce(index, |_| true);
+        }
+    }
+
+    fn open(&mut self, link: &Link, usage: Usage) {
         let Some(mac) = link.mac else {
             return;
         };
@@ -378,10 +476,19 @@ impl Driver {
                 AnnouncingLink {
                     name: link.name.clone(),
                     mac,
+                    usage,
                 },
             );
-        tracing::info!(interface = %link.name, %mac, "announcing on interface");
+        match usage {
+            Usage::Default => {
+                tracing::info!(interface = %link.name, %mac, "announcing on interface")
+            }
+            Usage::Named => {
+                tracing::info!(interface = %link.name, %mac, "announcing on interface for the L2Advertisements that name it (excluded by default by its name)")
+            }
+        }
         self.sync_memberships();
+        self.interfaces_changed.notify_one();
     }
 
     fn close(&mut self, index: u32) {
@@ -401,6 +508,7 @@ impl Driver {
             .remove(&index);
         if let Some(link) = removed {
             tracing::info!(interface = %link.name, "stopped announcing on interface");
+            self.interfaces_changed.notify_one();
         }
         // Leaving the groups of a link that is gone fails harmlessly; one
         // that is only down keeps them until left here.
@@ -408,17 +516,19 @@ impl Driver {
     }
 
     /// Restarts the schedule of the owned IPs announced on `index` that
-    /// `filter` accepts, so the interface gets first announcements again.
+    /// `filter` accepts, on that interface only: it gets first
+    /// announcements and repeats again, the other interfaces nothing more.
     fn reannounce(&mut self, index: u32, filter: impl Fn(&IpAddr) -> bool) {
-        let Some(name) = self.links.get(&index).map(|link| link.name.clone()) else {
+        let Some(link) = crate::responder::read(&self.table)
+            .links
+            .get(&index)
+            .cloned()
+        else {
             return;
         };
         let now = std::time::Instant::now();
-        for (ip, selection) in &self.owned {
-            if filter(ip) && selection.includes(&name) {
-                self.schedule.release(*ip);
-                self.schedule.take_over(*ip, now);
-            }
+        for ip in announced_on(&self.owned, &link).filter(|ip| filter(ip)) {
+            self.schedule.reannounce(ip, index, now);
         }
     }
 
@@ -436,7 +546,7 @@ impl Driver {
                     table
                         .links
                         .iter()
-                        .filter(|(_, link)| selection.includes(&link.name))
+                        .filter(|(_, link)| selection.includes(link))
                         .map(|(index, _)| *index)
                         .collect(),
                 )),
@@ -475,13 +585,7 @@ impl Driver {
         }
         let table = crate::responder::read(&self.table);
         for announcement in due {
-            let Some(selection) = table.owned.get(&announcement.ip) else {
-                continue;
-            };
-            for (index, link) in &table.links {
-                if !selection.includes(&link.name) {
-                    continue;
-                }
+            for (index, link) in recipients(&table, &announcement) {
                 match announcement.ip {
                     IpAddr::V4(ip) => {
                         let Some(open) = self.arp.get(index) else {
@@ -537,6 +641,34 @@ impl Driver {
     }
 }
 
+/// The owned IPs announced on `link`.
+fn announced_on<'a>(
+    owned: &'a BTreeMap<IpAddr, InterfaceSelection>,
+    link: &'a AnnouncingLink,
+) -> impl Iterator<Item = IpAddr> + 'a {
+    owned
+        .iter()
+        .filter(|(_, selection)| selection.includes(link))
+        .map(|(ip, _)| *ip)
+}
+
+/// The open links `announcement` goes out on: those its IP's selection
+/// includes, narrowed to one by an interface scope.
+fn recipients<'a>(
+    table: &'a Table,
+    announcement: &Announcement,
+) -> impl Iterator<Item = (&'a u32, &'a AnnouncingLink)> + 'a {
+    let selection = table.owned.get(&announcement.ip);
+    let scope = announcement.scope;
+    table.links.iter().filter(move |(index, link)| {
+        selection.is_some_and(|selection| selection.includes(link))
+            && match scope {
+                Scope::All => true,
+                Scope::Interface(only) => **index == only,
+            }
+    })
+}
+
 async fn sleep_until(wakeup: Option<Instant>) {
     match wakeup {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -573,11 +705,92 @@ mod tests {
         assert_eq!(tiny.refresh, Some(Duration::from_secs(60)));
     }
 
+    fn link(name: &str, usage: Usage) -> AnnouncingLink {
+        AnnouncingLink {
+            name: name.to_owned(),
+            mac: crate::packet::MacAddr::new(2, 0, 0, 0, 0, 2),
+            usage,
+        }
+    }
+
+    fn only(names: &[&str]) -> InterfaceSelection {
+        InterfaceSelection::Only(names.iter().map(|n| (*n).to_owned()).collect())
+    }
+
     #[test]
     fn selection() {
-        assert!(InterfaceSelection::All.includes("eth0"));
-        let only = InterfaceSelection::Only(BTreeSet::from(["eth1".to_owned()]));
-        assert!(only.includes("eth1"));
-        assert!(!only.includes("eth0"));
+        let eth0 = link("eth0", Usage::Default);
+        let eth1 = link("eth1", Usage::Default);
+        let veth0 = link("veth0", Usage::Named);
+        assert!(InterfaceSelection::All.includes(&eth0));
+        assert!(
+            !InterfaceSelection::All.includes(&veth0),
+            "a link open only because it is named is not part of `All`"
+        );
+        assert!(only(&["eth1"]).includes(&eth1));
+        assert!(!only(&["eth1"]).includes(&eth0));
+        assert!(only(&["veth0"]).includes(&veth0));
+        let all_and_veth0 = InterfaceSelection::AllAnd(BTreeSet::from(["veth0".to_owned()]));
+        assert!(all_and_veth0.includes(&eth0));
+        assert!(all_and_veth0.includes(&veth0));
+        let all_and_other = InterfaceSelection::AllAnd(BTreeSet::from(["veth1".to_owned()]));
+        assert!(!all_and_other.includes(&veth0));
+    }
+
+    /// eth0 (2) and eth1 (3) by default, veth0 (4) because it is named;
+    /// .1 on every default interface, .2 on eth1 only, .3 on veth0 only.
+    fn table() -> Table {
+        let ip = |n: u8| IpAddr::from([198, 18, 0, n]);
+        Table {
+            owned: BTreeMap::from([
+                (ip(1), InterfaceSelection::All),
+                (ip(2), only(&["eth1"])),
+                (ip(3), only(&["veth0", "eth9"])),
+            ]),
+            links: BTreeMap::from([
+                (2, link("eth0", Usage::Default)),
+                (3, link("eth1", Usage::Default)),
+                (4, link("veth0", Usage::Named)),
+            ]),
+        }
+    }
+
+    #[test]
+    fn an_interface_that_came_back_reannounces_only_its_own_ips() {
+        let table = table();
+        let on = |index: u32| -> Vec<IpAddr> {
+            announced_on(&table.owned, &table.links[&index]).collect()
+        };
+        let ip = |n: u8| IpAddr::from([198, 18, 0, n]);
+        assert_eq!(on(2), vec![ip(1)]);
+        assert_eq!(on(3), vec![ip(1), ip(2)]);
+        assert_eq!(on(4), vec![ip(3)]);
+    }
+
+    #[test]
+    fn an_announcement_goes_out_on_its_scope_only() {
+        let table = table();
+        let ip = |n: u8| IpAddr::from([198, 18, 0, n]);
+        let to = |n: u8, scope: Scope| -> Vec<u32> {
+            let announcement = Announcement {
+                ip: ip(n),
+                scope,
+                kind: crate::schedule::AnnouncementKind::First,
+            };
+            recipients(&table, &announcement)
+                .map(|(index, _)| *index)
+                .collect()
+        };
+        assert_eq!(to(1, Scope::All), vec![2, 3]);
+        assert_eq!(to(1, Scope::Interface(3)), vec![3]);
+        // An interface the IP is not announced on gets nothing, even when
+        // the schedule names it (the selection changed meanwhile).
+        assert_eq!(to(1, Scope::Interface(4)), Vec::<u32>::new());
+        assert_eq!(to(2, Scope::All), vec![3]);
+        assert_eq!(to(2, Scope::Interface(2)), Vec::<u32>::new());
+        assert_eq!(to(3, Scope::All), vec![4]);
+        assert_eq!(to(3, Scope::Interface(4)), vec![4]);
+        // Not owned (released since): nowhere.
+        assert_eq!(to(9, Scope::All), Vec::<u32>::new());
     }
 }

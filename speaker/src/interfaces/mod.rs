@@ -1,6 +1,16 @@
 //! Which network interfaces the speaker announces on: the pure eligibility
-//! rules ([`Link`], [`exclusion`]) and the netlink watcher that follows the
+//! rules ([`Link`], [`eligibility`]) and the netlink watcher that follows the
 //! kernel's links ([`netlink`]).
+//!
+//! By default the speaker announces on the links that look like the LAN:
+//! up, Ethernet, doing ARP, not a bridge or bond member, and not named like
+//! a virtual or CNI interface ([`EXCLUDED_PREFIXES`]). An interface an
+//! L2Advertisement names explicitly (`spec.interfaces`) is the user's
+//! choice, so its name is not held against it: a `veth*` or `docker*`
+//! link the user really announces on is used, for the IPs of the
+//! advertisements that name it only. What makes a link unusable whatever
+//! its name (loopback, no Ethernet address, NOARP, down, enslaved) still
+//! applies.
 
 pub mod netlink;
 
@@ -45,6 +55,16 @@ pub const EXCLUDED_PREFIXES: &[&str] = &[
     "weave",
 ];
 
+/// How an eligible link is announced on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    /// For every owned IP: the link passes the default rule.
+    Default,
+    /// Only for the IPs whose L2Advertisement names it: its name matches a
+    /// default exclusion, which naming it overrides.
+    Named,
+}
+
 /// Why a link is not announced on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exclusion {
@@ -67,7 +87,10 @@ impl std::fmt::Display for Exclusion {
         match self {
             Self::Loopback => f.write_str("loopback"),
             Self::VirtualName(prefix) => write!(f, "virtual interface ({prefix}*)"),
-            Self::Member(controller) => write!(f, "member of interface {controller}"),
+            Self::Member(controller) => write!(
+                f,
+                "member of the bridge or bond with interface index {controller}, which carries its traffic"
+            ),
             Self::NoArp => f.write_str("NOARP"),
             Self::Down => f.write_str("down"),
             Self::NotEthernet => f.write_str("no Ethernet address"),
@@ -75,7 +98,9 @@ impl std::fmt::Display for Exclusion {
     }
 }
 
-/// The default rule: whether `link` is one to announce on, and if not why.
+/// Whether `link` is one to announce on, how, and if not why. `named`
+/// says whether an L2Advertisement names the link explicitly: then a name
+/// matching one of `excluded_prefixes` does not exclude it.
 ///
 /// A link without carrier (`!lower_up`) stays eligible: its socket can be
 /// open before the cable is, and the first announcements go out when the
@@ -83,16 +108,25 @@ impl std::fmt::Display for Exclusion {
 ///
 /// # Errors
 ///
-/// The reason the link is excluded.
-pub fn eligibility<S: AsRef<str>>(link: &Link, excluded_prefixes: &[S]) -> Result<(), Exclusion> {
+/// The reason the link is excluded. For a named link it is never
+/// [`Exclusion::VirtualName`].
+pub fn eligibility<S: AsRef<str>>(
+    link: &Link,
+    excluded_prefixes: &[S],
+    named: bool,
+) -> Result<Usage, Exclusion> {
     if link.loopback {
         return Err(Exclusion::Loopback);
     }
+    let mut usage = Usage::Default;
     if let Some(prefix) = excluded_prefixes
         .iter()
         .find(|prefix| link.name.starts_with(prefix.as_ref()))
     {
-        return Err(Exclusion::VirtualName(prefix.as_ref().to_owned()));
+        if !named {
+            return Err(Exclusion::VirtualName(prefix.as_ref().to_owned()));
+        }
+        usage = Usage::Named;
     }
     if let Some(controller) = link.controller {
         return Err(Exclusion::Member(controller));
@@ -106,7 +140,7 @@ pub fn eligibility<S: AsRef<str>>(link: &Link, excluded_prefixes: &[S]) -> Resul
     if link.mac.is_none_or(|mac| mac == MacAddr::zero()) {
         return Err(Exclusion::NotEthernet);
     }
-    Ok(())
+    Ok(usage)
 }
 
 #[cfg(test)]
@@ -128,19 +162,19 @@ mod tests {
 
     #[test]
     fn default_exclusions() {
-        let cases: Vec<(&str, Link, Result<(), Exclusion>)> = vec![
-            ("physical NIC", ethernet("eth0"), Ok(())),
-            ("predictable name", ethernet("enp3s0f1"), Ok(())),
-            ("bond itself", ethernet("bond0"), Ok(())),
-            ("bridge itself", ethernet("br-lan"), Ok(())),
-            ("VLAN on a NIC", ethernet("eth0.100"), Ok(())),
+        let cases: Vec<(&str, Link, Result<Usage, Exclusion>)> = vec![
+            ("physical NIC", ethernet("eth0"), Ok(Usage::Default)),
+            ("predictable name", ethernet("enp3s0f1"), Ok(Usage::Default)),
+            ("bond itself", ethernet("bond0"), Ok(Usage::Default)),
+            ("bridge itself", ethernet("br-lan"), Ok(Usage::Default)),
+            ("VLAN on a NIC", ethernet("eth0.100"), Ok(Usage::Default)),
             (
                 "no carrier yet",
                 Link {
                     lower_up: false,
                     ..ethernet("eth1")
                 },
-                Ok(()),
+                Ok(Usage::Default),
             ),
             (
                 "loopback",
@@ -245,14 +279,116 @@ mod tests {
             ),
         ];
         for (name, link, expected) in cases {
-            assert_eq!(eligibility(&link, EXCLUDED_PREFIXES), expected, "{name}");
+            assert_eq!(
+                eligibility(&link, EXCLUDED_PREFIXES, false),
+                expected,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn naming_an_interface_overrides_its_name_only() {
+        let cases: Vec<(&str, Link, Result<Usage, Exclusion>)> = vec![
+            ("pod veth", ethernet("veth1a2b3c"), Ok(Usage::Named)),
+            ("docker bridge", ethernet("docker0"), Ok(Usage::Named)),
+            ("CNI bridge", ethernet("cni0"), Ok(Usage::Named)),
+            ("lxc bridge", ethernet("lxcbr0"), Ok(Usage::Named)),
+            (
+                "vxlan with an Ethernet address",
+                ethernet("vxlan100"),
+                Ok(Usage::Named),
+            ),
+            (
+                "no carrier yet",
+                Link {
+                    lower_up: false,
+                    ..ethernet("veth9")
+                },
+                Ok(Usage::Named),
+            ),
+            // Named and eligible anyway: usable for every IP, as without the name.
+            ("physical NIC", ethernet("eth0"), Ok(Usage::Default)),
+            ("bridge itself", ethernet("br-lan"), Ok(Usage::Default)),
+            // What no name overrides.
+            (
+                "loopback",
+                Link {
+                    loopback: true,
+                    mac: Some(MacAddr::zero()),
+                    ..ethernet("lo")
+                },
+                Err(Exclusion::Loopback),
+            ),
+            (
+                "loopback-like name without an Ethernet address",
+                Link {
+                    mac: Some(MacAddr::zero()),
+                    ..ethernet("lo0")
+                },
+                Err(Exclusion::NotEthernet),
+            ),
+            (
+                "kube-proxy IPVS dummy, NOARP",
+                Link {
+                    noarp: true,
+                    ..ethernet("kube-ipvs0")
+                },
+                Err(Exclusion::NoArp),
+            ),
+            (
+                "down veth",
+                Link {
+                    up: false,
+                    ..ethernet("veth0")
+                },
+                Err(Exclusion::Down),
+            ),
+            (
+                "IPIP tunnel without a hardware address",
+                Link {
+                    mac: None,
+                    noarp: false,
+                    ..ethernet("tunl0")
+                },
+                Err(Exclusion::NotEthernet),
+            ),
+            (
+                "veth enslaved to a bridge",
+                Link {
+                    controller: Some(9),
+                    ..ethernet("veth7")
+                },
+                Err(Exclusion::Member(9)),
+            ),
+            (
+                "bond member",
+                Link {
+                    controller: Some(7),
+                    ..ethernet("eth2")
+                },
+                Err(Exclusion::Member(7)),
+            ),
+        ];
+        for (name, link, expected) in cases {
+            assert_eq!(
+                eligibility(&link, EXCLUDED_PREFIXES, true),
+                expected,
+                "{name}"
+            );
         }
     }
 
     #[test]
     fn prefixes_are_configurable() {
         // The integration test announces on a veth, which is excluded by default.
-        assert_eq!(eligibility(&ethernet("veth0"), &["lo", "docker"]), Ok(()));
-        assert_eq!(eligibility::<&str>(&ethernet("eth0"), &[]), Ok(()));
+        assert_eq!(
+            eligibility(&ethernet("veth0"), &["lo", "docker"], false),
+            Ok(Usage::Default)
+        );
+        assert_eq!(
+            eligibility::<&str>(&ethernet("eth0"), &[], false),
+            Ok(Usage::Default)
+        );
     }
 }

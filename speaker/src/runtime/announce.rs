@@ -1,13 +1,15 @@
 //! The seam between the election and the data plane: the only module that
 //! talks to the [`Announcer`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolb_speaker::eligibility::Interfaces;
 use ferrolb_speaker::{Announcer, AnnouncerConfig, AnnouncerMetrics, InterfaceSelection};
 use prometheus_client::registry::Registry;
+use tokio::sync::Notify;
 
 /// The data plane, started.
 #[derive(Debug)]
@@ -38,15 +40,15 @@ impl DataPlane {
     pub(crate) fn set_owned(&self, owned: &BTreeMap<IpAddr, Interfaces>) {
         let owned = owned
             .iter()
-            .map(|(ip, interfaces)| {
-                let selection = match interfaces {
-                    Interfaces::All => InterfaceSelection::All,
-                    Interfaces::Only(names) => InterfaceSelection::Only(names.clone()),
-                };
-                (*ip, selection)
-            })
+            .map(|(ip, interfaces)| (*ip, selection(interfaces)))
             .collect();
         self.announcer.set_owned(owned);
+    }
+
+    /// The interfaces the L2Advertisements selecting this node name: usable
+    /// for their IPs even when excluded by default by their names.
+    pub(crate) fn set_named_interfaces(&self, names: BTreeSet<String>) {
+        self.announcer.set_named_interfaces(names);
     }
 
     /// The interfaces announced on.
@@ -54,8 +56,26 @@ impl DataPlane {
         self.announcer.interfaces()
     }
 
+    /// The interfaces announced on now that `interfaces` selects.
+    pub(crate) fn interfaces_for(&self, interfaces: &Interfaces) -> Vec<String> {
+        self.announcer.interfaces_for(&selection(interfaces))
+    }
+
+    /// Notified when an interface starts or stops being announced on.
+    pub(crate) fn interfaces_changed(&self) -> Arc<Notify> {
+        self.announcer.interfaces_changed()
+    }
+
     /// Stops announcing and answering.
     pub(crate) async fn shutdown(self) {
         self.announcer.shutdown().await;
+    }
+}
+
+fn selection(interfaces: &Interfaces) -> InterfaceSelection {
+    match interfaces {
+        Interfaces::All => InterfaceSelection::All,
+        Interfaces::AllAnd(names) => InterfaceSelection::AllAnd(names.clone()),
+        Interfaces::Only(names) => InterfaceSelection::Only(names.clone()),
     }
 }

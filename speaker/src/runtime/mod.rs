@@ -205,6 +205,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         last_speaker_status: None,
         started: Time(Timestamp::now()),
         strict_arp: None,
+        named_interfaces: None,
     };
     let kube_proxy = cli.kube_proxy_config().map(|(ns, name)| {
         (
@@ -231,6 +232,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         polled_tx,
         metrics.clone(),
     ));
+    // Interfaces coming and going change what the statuses report.
+    let interfaces_changed = data_plane.interfaces_changed();
     loop {
         let live_now = live.borrow_and_update().clone();
         election.recompute(&caches, &live_now, &data_plane);
@@ -247,6 +250,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         tokio::select! {
             () = changed.notified() => tokio::time::sleep(DEBOUNCE).await,
+            () = interfaces_changed.notified() => tokio::time::sleep(DEBOUNCE).await,
             result = live.changed() => {
                 if result.is_err() {
                     anyhow::bail!("the membership stopped");
@@ -472,6 +476,8 @@ struct Election {
     started: Time,
     /// The last strictARP verdict and when its status last changed.
     strict_arp: Option<(Verdict, Time)>,
+    /// The interfaces named for this node, as last given to the data plane.
+    named_interfaces: Option<BTreeSet<String>>,
 }
 
 impl Election {
@@ -531,6 +537,14 @@ impl Election {
             ads.iter().map(|a| &**a),
             self.class.as_deref(),
         );
+        // Before the IPs: a named interface is opened before its first
+        // announcement is due.
+        let named = eligibility::named_interfaces(&cluster, self.me.as_str());
+        if self.named_interfaces.as_ref() != Some(&named) {
+            tracing::info!(interfaces = ?named, "interfaces named by the L2Advertisements selecting this node");
+            data_plane.set_named_interfaces(named.clone());
+            self.named_interfaces = Some(named);
+        }
         let plan = eligibility::plan(&cluster, live, self.policy);
         let owned = plan.owned_by(&self.me);
         if owned != self.owned {
@@ -582,9 +596,13 @@ impl Election {
             refs.insert(id, service.object_ref(&()));
         }
         let interfaces = data_plane.interfaces();
-        let writes = self
-            .reporter
-            .update(&plan, live, &meta, &interfaces, Time(Timestamp::now()));
+        let writes = self.reporter.update(
+            &plan,
+            live,
+            &meta,
+            |selected| data_plane.interfaces_for(selected),
+            Time(Timestamp::now()),
+        );
         for (id, uid, status) in writes.statuses {
             self.writer
                 .send(Write::Service(id, ServiceReport { uid, status }));

@@ -64,13 +64,15 @@ impl Reporter {
     /// The writes for `plan`. The owner of a unit reports its Services; a
     /// unit nobody owns is reported by the live speaker rendezvous hashing
     /// picks among all (`live`), so exactly one speaker explains it.
-    /// `all_interfaces` spells out [`Interfaces::All`].
+    /// `in_use` spells out a selection as the interfaces this node really
+    /// announces on: a named interface the node lacks or cannot use is not
+    /// reported.
     pub(crate) fn update(
         &mut self,
         plan: &Plan,
         live: &BTreeSet<NodeName>,
         meta: &BTreeMap<ServiceId, ServiceMeta>,
-        all_interfaces: &[String],
+        in_use: impl Fn(&Interfaces) -> Vec<String>,
         now: Time,
     ) -> Writes {
         let mut writes = Writes::default();
@@ -101,10 +103,7 @@ impl Reporter {
                 let status = match &unit.outcome {
                     Ok(o) => ServiceL2StatusStatus {
                         node: Some(o.node.to_string()),
-                        interfaces: match &o.interfaces {
-                            Interfaces::All => all_interfaces.to_vec(),
-                            Interfaces::Only(names) => names.iter().cloned().collect(),
-                        },
+                        interfaces: in_use(&o.interfaces),
                         ips: meta.ips.clone(),
                         since: None,
                         reason: None,
@@ -133,7 +132,7 @@ impl Reporter {
                                 note: format!(
                                     "announced by node {} on {}",
                                     o.node,
-                                    describe(&status.interfaces)
+                                    describe(&status.interfaces, &o.interfaces)
                                 ),
                             });
                         }
@@ -168,11 +167,14 @@ impl Reporter {
     }
 }
 
-fn describe(interfaces: &[String]) -> String {
-    if interfaces.is_empty() {
-        "no interface yet".to_owned()
-    } else {
-        interfaces.join(", ")
+fn describe(in_use: &[String], selected: &Interfaces) -> String {
+    match (in_use.is_empty(), selected) {
+        (false, _) => in_use.join(", "),
+        (true, Interfaces::All | Interfaces::AllAnd(_)) => "no interface yet".to_owned(),
+        (true, Interfaces::Only(names)) => format!(
+            "no interface yet: the node has none of the interfaces its L2Advertisements name ({}) up and usable; its speaker's log says why",
+            names.iter().cloned().collect::<Vec<_>>().join(", ")
+        ),
     }
 }
 
@@ -228,29 +230,103 @@ mod tests {
         Time(Timestamp::UNIX_EPOCH)
     }
 
+    fn no_interfaces(_: &Interfaces) -> Vec<String> {
+        Vec::new()
+    }
+
+    #[test]
+    fn only_interfaces_in_use_are_reported() {
+        let mut r = Reporter::new(NodeName::from("node-1"));
+        // eth0 and veth0 are announced on; br0 is down.
+        let in_use = |selected: &Interfaces| -> Vec<String> {
+            ["eth0", "veth0"]
+                .into_iter()
+                .filter(|name| match selected {
+                    Interfaces::All => *name == "eth0",
+                    Interfaces::AllAnd(names) => *name == "eth0" || names.contains(*name),
+                    Interfaces::Only(names) => names.contains(*name),
+                })
+                .map(str::to_owned)
+                .collect()
+        };
+        let only = |names: &[&str]| {
+            plan(Ok(Owner {
+                node: NodeName::from("node-1"),
+                interfaces: Interfaces::Only(names.iter().map(|n| (*n).to_owned()).collect()),
+            }))
+        };
+        let w = r.update(&only(&["br0", "veth0"]), &live(), &meta(), in_use, now());
+        assert_eq!(w.statuses[0].2.interfaces, ["veth0"]);
+        assert_eq!(w.notices[0].note, "announced by node node-1 on veth0");
+
+        let mut r = Reporter::new(NodeName::from("node-1"));
+        let w = r.update(&only(&["br0"]), &live(), &meta(), in_use, now());
+        assert!(w.statuses[0].2.interfaces.is_empty());
+        assert_eq!(
+            w.notices[0].note,
+            "announced by node node-1 on no interface yet: the node has none of the interfaces its L2Advertisements name (br0) up and usable; its speaker's log says why"
+        );
+    }
+
     #[test]
     fn owner_writes_once_and_announces() {
         let mut r = Reporter::new(NodeName::from("node-1"));
         let eth0 = ["eth0".to_owned()];
-        let w = r.update(&plan(owned_by("node-1")), &live(), &meta(), &eth0, now());
+        let w = r.update(
+            &plan(owned_by("node-1")),
+            &live(),
+            &meta(),
+            |_: &Interfaces| eth0.to_vec(),
+            now(),
+        );
         assert_eq!(w.statuses.len(), 1);
         let status = &w.statuses[0].2;
         assert_eq!(status.node.as_deref(), Some("node-1"));
         assert_eq!(status.interfaces, ["eth0"]);
         assert!(status.since.is_some());
         assert_eq!(w.notices[0].reason, "Announced");
-        let again = r.update(&plan(owned_by("node-1")), &live(), &meta(), &eth0, now());
+        let again = r.update(
+            &plan(owned_by("node-1")),
+            &live(),
+            &meta(),
+            |_: &Interfaces| eth0.to_vec(),
+            now(),
+        );
         assert_eq!(again, Writes::default(), "steady state writes nothing");
     }
 
     #[test]
     fn non_owner_writes_nothing_and_rewrites_after_regaining() {
         let mut r = Reporter::new(NodeName::from("node-1"));
-        let w = r.update(&plan(owned_by("node-2")), &live(), &meta(), &[], now());
+        let w = r.update(
+            &plan(owned_by("node-2")),
+            &live(),
+            &meta(),
+            no_interfaces,
+            now(),
+        );
         assert_eq!(w, Writes::default());
-        r.update(&plan(owned_by("node-1")), &live(), &meta(), &[], now());
-        r.update(&plan(owned_by("node-2")), &live(), &meta(), &[], now());
-        let w = r.update(&plan(owned_by("node-1")), &live(), &meta(), &[], now());
+        r.update(
+            &plan(owned_by("node-1")),
+            &live(),
+            &meta(),
+            no_interfaces,
+            now(),
+        );
+        r.update(
+            &plan(owned_by("node-2")),
+            &live(),
+            &meta(),
+            no_interfaces,
+            now(),
+        );
+        let w = r.update(
+            &plan(owned_by("node-1")),
+            &live(),
+            &meta(),
+            no_interfaces,
+            now(),
+        );
         assert_eq!(w.statuses.len(), 1, "a regained Service is written again");
     }
 
@@ -265,7 +341,7 @@ mod tests {
         let mut writers = 0;
         for node in ["node-1", "node-2"] {
             let mut r = Reporter::new(NodeName::from(node));
-            let w = r.update(&refused(), &live(), &meta(), &[], now());
+            let w = r.update(&refused(), &live(), &meta(), no_interfaces, now());
             if !w.statuses.is_empty() {
                 writers += 1;
                 let status = &w.statuses[0].2;

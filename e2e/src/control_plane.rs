@@ -120,7 +120,30 @@ impl ControlPlane {
                 ],
             ))
         })?;
-        sup.start(&self.apiserver())?;
+        self.start_apiserver(sup)?;
+        sup.start(&self.controller_manager())?;
+        sup.start(&self.scheduler())?;
+        Ok(())
+    }
+
+    /// Starts kube-apiserver (etcd must run) and waits until `/readyz` is OK.
+    pub fn start_apiserver(&self, sup: &Supervisor) -> Result<()> {
+        self.restart_apiserver(sup, &self.apiserver())
+    }
+
+    /// Stops kube-apiserver (SIGTERM, SIGKILL after five seconds); everything
+    /// else keeps running. Returns how it ran (`None` if it did not), for
+    /// [`ControlPlane::restart_apiserver`].
+    pub fn stop_apiserver(&self, sup: &Supervisor) -> Result<Option<Daemon>> {
+        sup.stop("kube-apiserver", &self.tools.path("kube-apiserver"))
+    }
+
+    /// Starts kube-apiserver as `daemon` says (what
+    /// [`ControlPlane::stop_apiserver`] returned: the same arguments as
+    /// before, whatever this code would pass now) and waits until `/readyz`
+    /// is OK.
+    pub fn restart_apiserver(&self, sup: &Supervisor, daemon: &Daemon) -> Result<()> {
+        sup.start(daemon)?;
         let kubectl = self.tools.path("kubectl");
         let admin = self.admin_kubeconfig();
         wait_for("kube-apiserver /readyz", Duration::from_secs(90), || {
@@ -134,10 +157,7 @@ impl ControlPlane {
                 ],
             ))
         })
-        .with_context(|| format!("see {}", sup.log_of("kube-apiserver").display()))?;
-        sup.start(&self.controller_manager())?;
-        sup.start(&self.scheduler())?;
-        Ok(())
+        .with_context(|| format!("see {}", sup.log_of("kube-apiserver").display()))
     }
 
     fn daemon(&self, name: &str, args: Vec<String>) -> Daemon {

@@ -86,12 +86,19 @@ impl Lab {
     /// The lab that is up, if any (its record exists and the API server runs).
     pub fn current() -> Option<Self> {
         let state = state_dir();
-        let record: LabRecord = std::fs::read(record_path(&state))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())?;
+        let record = read_record(&state)?;
         Supervisor::new(&state)
             .running("kube-apiserver")
             .then_some(Self { state, record })
+    }
+
+    /// A lab whose API server is not running while etcd is: what a test
+    /// interrupted during [`Lab::stop_apiserver`] leaves behind.
+    fn without_apiserver() -> Option<Self> {
+        let state = state_dir();
+        let record = read_record(&state)?;
+        let sup = Supervisor::new(&state);
+        (sup.running("etcd") && !sup.running("kube-apiserver")).then_some(Self { state, record })
     }
 
     /// Brings the lab up with `nodes` node namespaces, building the tools
@@ -109,6 +116,11 @@ impl Lab {
             bail!("--nodes must be between 1 and {}", lan::MAX_NODES);
         }
         let _lock = exclusive()?;
+        if let Some(lab) = Self::without_apiserver() {
+            // Start it again rather than rebuilding a lab that otherwise runs.
+            lab.control_plane()
+                .start_apiserver(&Supervisor::new(&lab.state))?;
+        }
         if let Some(lab) = Self::current() {
             if lab.record.nodes != nodes {
                 bail!(
@@ -222,6 +234,76 @@ impl Lab {
     pub async fn client(&self) -> Result<kube::Client> {
         nodes::client(&self.kubeconfig()).await
     }
+
+    /// Stops the API server (the process, not just its traffic: connections
+    /// are refused) until the returned guard drops or is
+    /// [restarted](ApiServerStopped::restart). Everything else keeps running.
+    /// Meanwhile the guard holds the lab's lock, so that an `up` elsewhere,
+    /// which sees no API server, waits instead of replacing the lab.
+    pub fn stop_apiserver(&self) -> Result<ApiServerStopped> {
+        let lock = exclusive()?;
+        // Built before stopping, so that even a failed stop is undone.
+        let mut stopped = ApiServerStopped {
+            lab: self.clone(),
+            ran: None,
+            restarted: false,
+            _lock: lock,
+        };
+        stopped.ran = self
+            .control_plane()
+            .stop_apiserver(&Supervisor::new(&self.state))?;
+        Ok(stopped)
+    }
+}
+
+/// The lab's API server, stopped by [`Lab::stop_apiserver`]; started again
+/// with the arguments it had (and awaited until `/readyz` is OK) when
+/// dropped, also when a test fails.
+#[derive(Debug)]
+pub struct ApiServerStopped {
+    lab: Lab,
+    /// How it ran before the stop.
+    ran: Option<process::Daemon>,
+    restarted: bool,
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl ApiServerStopped {
+    /// Starts the API server again and waits until it is ready.
+    pub fn restart(mut self) -> Result<()> {
+        self.restarted = true;
+        self.start()
+    }
+
+    fn start(&self) -> Result<()> {
+        let cp = self.lab.control_plane();
+        let sup = Supervisor::new(&self.lab.state);
+        if sup.running("kube-apiserver") {
+            // The stop failed before stopping anything.
+            return Ok(());
+        }
+        match &self.ran {
+            Some(daemon) => cp.restart_apiserver(&sup, daemon),
+            None => cp.start_apiserver(&sup),
+        }
+    }
+}
+
+impl Drop for ApiServerStopped {
+    fn drop(&mut self) {
+        if self.restarted {
+            return;
+        }
+        if let Err(e) = self.start() {
+            eprintln!("cannot start the lab's API server again: {e:#} (run `cargo lab up`)");
+        }
+    }
+}
+
+fn read_record(state: &Path) -> Option<LabRecord> {
+    std::fs::read(record_path(state))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
 }
 
 /// Removes everything the lab created: its processes (by pid file, then any

@@ -60,13 +60,17 @@ impl Supervisor {
     }
 
     /// Starts `daemon` detached from the caller (its own process group, so
-    /// Ctrl-C on `cargo lab up` does not reach it).
+    /// Ctrl-C on `cargo lab up` does not reach it). Its output is appended to
+    /// its log file, so a restarted daemon keeps the log of its first run.
     pub fn start(&self, daemon: &Daemon) -> Result<i32> {
         std::fs::create_dir_all(&self.pids).context("cannot create the pid directory")?;
         std::fs::create_dir_all(&self.logs).context("cannot create the log directory")?;
         let log_path = self.log_of(&daemon.name);
-        let log = File::create(&log_path)
-            .with_context(|| format!("cannot create {}", log_path.display()))?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("cannot open {}", log_path.display()))?;
         let log_err = log.try_clone().context("cannot duplicate a log file")?;
         let mut cmd = match &daemon.netns {
             Some(ns) => {
@@ -92,6 +96,51 @@ impl Supervisor {
 
     fn pid_file(&self, name: &str) -> PathBuf {
         self.pids.join(format!("{name}.pid"))
+    }
+
+    /// Stops the daemon `name` (SIGTERM, SIGKILL after five seconds) if it
+    /// runs, removes its pid file, and returns how it ran: its executable and
+    /// arguments as the kernel reports them, so that it can be started again
+    /// exactly as it was. Only the pid in the pid file is signalled, and only
+    /// while it still runs `program` in the caller's network namespace.
+    pub fn stop(&self, name: &str, program: &Path) -> Result<Option<Daemon>> {
+        let mut ran = None;
+        if let Some(pid) = self.pid(name).filter(|p| alive(*p)) {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+                .with_context(|| format!("cannot read the executable of pid {pid} ({name})"))?;
+            anyhow::ensure!(
+                exe == program,
+                "pid {pid} of {name} runs {}, not {}: not stopping it",
+                exe.display(),
+                program.display()
+            );
+            let netns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/net")).ok();
+            anyhow::ensure!(
+                netns(&pid.to_string()) == netns("self"),
+                "{name} runs in another network namespace: not stopping it"
+            );
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .with_context(|| format!("cannot read the command line of {name}"))?;
+            let args = cmdline
+                .split(|b| *b == 0)
+                .skip(1)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            stop(pid);
+            ran = Some(Daemon {
+                name: name.to_owned(),
+                program: exe,
+                args,
+                netns: None,
+            });
+        }
+        match std::fs::remove_file(self.pid_file(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot remove the pid file of {name}"))
+            }
+            _ => Ok(ran),
+        }
     }
 
     /// Whether a daemon started by the lab is running.

@@ -11,7 +11,7 @@
 //! The failover benchmark is ignored by default:
 //! `cargo test -p ferrolb-e2e --test speaker -- --ignored --nocapture`.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -173,7 +173,7 @@ impl Setup {
     async fn new(
         lab: &'static Lab,
         prefix: &str,
-        addresses: &str,
+        addresses: &[&str],
         ports: (u16, u16),
         by_pool_name: bool,
     ) -> Result<Self> {
@@ -199,7 +199,7 @@ impl Setup {
                 &Patch::Apply(json!({
                     "apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
                     "metadata": {"name": name},
-                    "spec": {"addresses": [addresses], "autoAssign": false},
+                    "spec": {"addresses": addresses, "autoAssign": false},
                 })),
             )
             .await
@@ -293,6 +293,28 @@ impl Setup {
         self.nodes.iter().position(|h| h.name == name)
     }
 
+    /// Replaces the spec of the test's L2Advertisement: it announces the
+    /// test's pool, with `extra` fields (e.g. `nodeSelectors`) added.
+    async fn advertise(&self, extra: Value) -> Result<()> {
+        let mut spec = json!({"ipAddressPools": [self.pool]});
+        if let (Some(spec), Value::Object(extra)) = (spec.as_object_mut(), extra) {
+            spec.extend(extra);
+        }
+        dynamic(&self.client, "L2Advertisement", None)
+            .patch(
+                &self.pool,
+                &PatchParams::apply(MANAGER).force(),
+                &Patch::Apply(json!({
+                    "apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement",
+                    "metadata": {"name": self.pool},
+                    "spec": spec,
+                })),
+            )
+            .await
+            .context("cannot update the L2Advertisement")?;
+        Ok(())
+    }
+
     /// Creates a LoadBalancer Service with `ip` in its status and an
     /// EndpointSlice whose one endpoint, on `node`, is `ready`.
     async fn service(&self, name: &str, ip: Ipv4Addr, node: &str, ready: bool) -> Result<()> {
@@ -309,16 +331,45 @@ impl Setup {
         ready: bool,
         policy: &str,
     ) -> Result<()> {
+        self.service_with_ips(name, &[IpAddr::V4(ip)], node, ready, policy)
+            .await
+    }
+
+    /// A Service with `ips` (at most one per family) in its status; its
+    /// `ipFamilies` follow them (two IPs: `RequireDualStack`).
+    async fn service_with_ips(
+        &self,
+        name: &str,
+        ips: &[IpAddr],
+        node: &str,
+        ready: bool,
+        policy: &str,
+    ) -> Result<()> {
         let ns = self.ns.name();
+        let families: Vec<&str> = ips
+            .iter()
+            .map(|ip| if ip.is_ipv4() { "IPv4" } else { "IPv6" })
+            .collect();
+        let family_policy = if ips.len() > 1 {
+            "RequireDualStack"
+        } else {
+            "SingleStack"
+        };
         let svc: Service = serde_json::from_value(json!({
             "metadata": {"name": name, "annotations": {"ferrolb.io/ip-allocated-from-pool": self.pool}},
             "spec": {
                 "type": "LoadBalancer",
                 "loadBalancerClass": self.class,
                 "externalTrafficPolicy": policy,
+                "ipFamilies": families,
+                "ipFamilyPolicy": family_policy,
                 "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
             },
         }))?;
+        let ingress: Vec<Value> = ips
+            .iter()
+            .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
+            .collect();
         let services: Api<Service> = Api::namespaced(self.client.clone(), ns);
         services
             .create(&PostParams::default(), &svc)
@@ -328,7 +379,7 @@ impl Setup {
             .patch_status(
                 name,
                 &PatchParams::default(),
-                &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": ip.to_string(), "ipMode": "VIP"}]}}})),
+                &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": ingress}}})),
             )
             .await
             .with_context(|| format!("cannot set the status of Service {name}"))?;
@@ -358,10 +409,11 @@ impl Setup {
     }
 }
 
-/// The node the election picks for `ip` among `nodes`.
-fn expected_owner(ip: Ipv4Addr, nodes: &[&str]) -> String {
+/// The node the election picks among `nodes` for `ips`, the IPs of one
+/// Service (its dual-stack IPs are elected together, as one key).
+fn expected_owner(ips: impl IntoIterator<Item = impl Into<IpAddr>>, nodes: &[&str]) -> String {
     let candidates: Vec<NodeName> = nodes.iter().map(|n| NodeName::from(*n)).collect();
-    let key = ElectionKey::new([IpAddr::V4(ip)]);
+    let key = ElectionKey::new(ips.into_iter().map(Into::into));
     owner(&key, &candidates)
         .map(ToString::to_string)
         .unwrap_or_default()
@@ -489,7 +541,7 @@ async fn one_owner_per_ip_failover_handover_and_refusal() -> Result<()> {
     let mut setup = Setup::new(
         lab,
         "spk",
-        "198.18.0.220-198.18.0.231",
+        &["198.18.0.220-198.18.0.231"],
         (17946, 17473),
         true,
     )
@@ -514,7 +566,7 @@ async fn one_owner_per_ip_failover_handover_and_refusal() -> Result<()> {
     }
     let mut owners = std::collections::BTreeMap::new();
     for (i, ip) in ips.iter().enumerate() {
-        let owner = expected_owner(*ip, &all);
+        let owner = expected_owner([*ip], &all);
         wait_for_single_mac(&client_host, *ip, &mac_of(&owner), Duration::from_secs(20)).await?;
         let name = format!("web-{i}");
         let status = wait_for(
@@ -543,14 +595,14 @@ async fn one_owner_per_ip_failover_handover_and_refusal() -> Result<()> {
 
     // The exclude label moves the IP to the runner-up, and back when removed.
     let ip = ips[2];
-    let owner_now = expected_owner(ip, &all);
+    let owner_now = expected_owner([ip], &all);
     let rest: Vec<&str> = all.iter().copied().filter(|n| *n != owner_now).collect();
     let label = NodeLabel::set(
         lab,
         &owner_now,
         "node.kubernetes.io/exclude-from-external-load-balancers",
     )?;
-    let runner_up = expected_owner(ip, &rest);
+    let runner_up = expected_owner([ip], &rest);
     wait_for_single_mac(
         &client_host,
         ip,
@@ -570,9 +622,9 @@ async fn one_owner_per_ip_failover_handover_and_refusal() -> Result<()> {
     // externalTrafficPolicy: Local: the node with the endpoint announces,
     // even where the hash alone would pick another.
     let local_ip = vip(231);
-    let natural = expected_owner(local_ip, &all);
+    let natural = expected_owner([local_ip], &all);
     let others: Vec<&str> = all.iter().copied().filter(|n| *n != natural).collect();
-    let endpoint_node = expected_owner(local_ip, &others);
+    let endpoint_node = expected_owner([local_ip], &others);
     setup
         .service_with_policy("local", local_ip, &endpoint_node, true, "Local")
         .await?;
@@ -587,9 +639,9 @@ async fn one_owner_per_ip_failover_handover_and_refusal() -> Result<()> {
     // SIGKILL the owner of the first IP and cut its link: the runner-up
     // takes over, and nobody else answers.
     let ip = ips[0];
-    let old = expected_owner(ip, &all);
+    let old = expected_owner([ip], &all);
     let rest: Vec<&str> = all.iter().copied().filter(|n| *n != old).collect();
-    let new = expected_owner(ip, &rest);
+    let new = expected_owner([ip], &rest);
     let index = setup.node_index(&old).context("owner is not a lab node")?;
     let mut cut = None;
     let outage = measure_takeover(&client_host, ip, &mac_of(&old), &mac_of(&new), || {
@@ -605,9 +657,9 @@ async fn one_owner_per_ip_failover_handover_and_refusal() -> Result<()> {
 
     // SIGTERM: a graceful leave hands over at once.
     let ip = ips[1];
-    let old = expected_owner(ip, &all);
+    let old = expected_owner([ip], &all);
     let rest: Vec<&str> = all.iter().copied().filter(|n| *n != old).collect();
-    let new = expected_owner(ip, &rest);
+    let new = expected_owner([ip], &rest);
     let index = setup.node_index(&old).context("owner is not a lab node")?;
     let outage = measure_takeover(&client_host, ip, &mac_of(&old), &mac_of(&new), || {
         setup.terminate(index);
@@ -688,7 +740,7 @@ async fn api_outage_keeps_announcing_and_failing_over() -> Result<()> {
     let mut setup = Setup::new(
         lab,
         "spkapi",
-        "198.18.0.236-198.18.0.239",
+        &["198.18.0.236-198.18.0.239"],
         (17948, 17475),
         true,
     )
@@ -699,7 +751,7 @@ async fn api_outage_keeps_announcing_and_failing_over() -> Result<()> {
     let macs: Vec<String> = setup.nodes.iter().map(lan::mac_of).collect::<Result<_>>()?;
     let ip = vip(236);
     setup.service("web", ip, &names[0], true).await?;
-    let old = expected_owner(ip, &all);
+    let old = expected_owner([ip], &all);
     let index = setup.node_index(&old).context("owner is not a lab node")?;
     wait_for_single_mac(&client_host, ip, &macs[index], Duration::from_secs(20)).await?;
 
@@ -713,7 +765,7 @@ async fn api_outage_keeps_announcing_and_failing_over() -> Result<()> {
     );
 
     let rest: Vec<&str> = all.iter().copied().filter(|n| *n != old).collect();
-    let new = expected_owner(ip, &rest);
+    let new = expected_owner([ip], &rest);
     let new_index = setup
         .node_index(&new)
         .context("successor is not a lab node")?;
@@ -750,7 +802,7 @@ async fn failover_benchmark() -> Result<()> {
         Setup::new(
             lab,
             "spkbench",
-            "198.18.0.232-198.18.0.235",
+            &["198.18.0.232-198.18.0.235"],
             (17947, 17474),
             false,
         )
@@ -761,10 +813,10 @@ async fn failover_benchmark() -> Result<()> {
     let macs: Vec<String> = setup.nodes.iter().map(lan::mac_of).collect::<Result<_>>()?;
     let ip = vip(232);
     setup.service("bench", ip, &names[0], true).await?;
-    let old = expected_owner(ip, &all);
+    let old = expected_owner([ip], &all);
     let index = setup.node_index(&old).context("owner is not a lab node")?;
     let rest: Vec<&str> = all.iter().copied().filter(|n| *n != old).collect();
-    let new = expected_owner(ip, &rest);
+    let new = expected_owner([ip], &rest);
     let new_index = setup
         .node_index(&new)
         .context("successor is not a lab node")?;
@@ -865,7 +917,7 @@ async fn strict_arp_off_is_reported_and_enforcement_leaves_one_owner() -> Result
     let mut setup = Setup::new(
         lab,
         "spk-sarp",
-        "198.18.0.248-198.18.0.251",
+        &["198.18.0.248-198.18.0.251"],
         (17949, 17476),
         true,
     )
@@ -942,7 +994,7 @@ async fn strict_arp_off_is_reported_and_enforcement_leaves_one_owner() -> Result
         setup.kill(i);
         setup.start(i)?;
     }
-    let owner = expected_owner(ip, &all);
+    let owner = expected_owner([ip], &all);
     let owner_mac = setup
         .node_index(&owner)
         .map(|i| lan::mac_of(&setup.nodes[i]))
@@ -964,5 +1016,475 @@ async fn strict_arp_off_is_reported_and_enforcement_leaves_one_owner() -> Result
         )
         .await?;
     }
+    Ok(())
+}
+
+/// The MAC the client's neighbor table holds for `ip` on its LAN interface
+/// (lowercase), if it has a usable entry (not INCOMPLETE or FAILED).
+fn client_neighbor(client: &Host, ip: IpAddr) -> Result<Option<String>> {
+    let out = harness::exec_in(
+        client,
+        "ip",
+        &[
+            "-j",
+            "neigh",
+            "show",
+            &ip.to_string(),
+            "dev",
+            lan::INNER_IFACE,
+        ],
+    )?;
+    ensure!(
+        out.status.success(),
+        "ip neigh show {ip}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let entries: Value =
+        serde_json::from_slice(&out.stdout).context("cannot parse `ip -j neigh` output")?;
+    Ok(entries
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["dst"].as_str().and_then(|d| d.parse().ok()) == Some(ip))
+        .find_map(|e| e["lladdr"].as_str().map(str::to_lowercase)))
+}
+
+/// Forgets the client's neighbor entry for `ip`, so the next packet resolves
+/// it afresh.
+fn flush_client_neighbor(client: &Host, ip: IpAddr) -> Result<()> {
+    let out = harness::exec_in(
+        client,
+        "ip",
+        &[
+            "neigh",
+            "flush",
+            "to",
+            &ip.to_string(),
+            "dev",
+            lan::INNER_IFACE,
+        ],
+    )?;
+    ensure!(
+        out.status.success(),
+        "ip neigh flush {ip}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// Waits until the client pings `ip` and its neighbor entry for `ip` is
+/// `mac`: the packets really go to that node.
+async fn wait_for_ping_via(
+    client: &Host,
+    ip: Ipv6Addr,
+    mac: &str,
+    timeout: Duration,
+) -> Result<()> {
+    let ip = IpAddr::V6(ip);
+    wait_for(
+        &format!("ping -6 {ip} to be answered through {mac}"),
+        timeout,
+        || async move {
+            let answered = harness::ping(client, ip)?;
+            let neighbor = client_neighbor(client, ip)?;
+            if answered && neighbor.as_deref() == Some(mac) {
+                return Ok(Some(()));
+            }
+            bail!("ping answered: {answered}, neighbor entry: {neighbor:?}")
+        },
+    )
+    .await
+}
+
+/// Whether `ip` is bound to `kube-ipvs0` in `node`'s namespace.
+fn on_kube_ipvs0(node: &Host, ip: IpAddr) -> Result<bool> {
+    let out = harness::exec_in(
+        node,
+        "ip",
+        &["-j", "addr", "show", "dev", ferrolb_e2e::ipvs::DEVICE],
+    )?;
+    let links: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    Ok(links[0]["addr_info"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|a| a["local"].as_str().and_then(|l| l.parse().ok()) == Some(ip)))
+}
+
+/// IPv6 end to end: the lab binds IPv6 LoadBalancer IPs to every node's
+/// kube-ipvs0 as IPVS kube-proxy does, the elected owner answers neighbor
+/// solicitations, so `ping` from the client reaches the VIP through the
+/// owner's MAC; a dual-stack Service's two IPs are announced by one node;
+/// and when the owner crashes, its successor's unsolicited NAs move the
+/// client's neighbor entry and ping resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_vip_answers_ping_through_its_owner_and_fails_over() -> Result<()> {
+    let Some(lab) = harness::lab().await? else {
+        return Ok(());
+    };
+    let _serial = SERIAL.lock().await;
+    let mut setup = Setup::new(
+        lab,
+        "spk-v6",
+        &[
+            "198.18.0.180-198.18.0.183",
+            "2001:db8:18::f0-2001:db8:18::f7",
+        ],
+        (17950, 17477),
+        true,
+    )
+    .await?;
+    let client_host = Host::client();
+    let names: Vec<String> = setup.nodes.iter().map(|h| h.name.clone()).collect();
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    ensure!(all.len() >= 2, "failover needs at least two nodes");
+    let macs: Vec<String> = setup.nodes.iter().map(lan::mac_of).collect::<Result<_>>()?;
+    let mac_of = |node: &str| -> String {
+        all.iter()
+            .position(|n| *n == node)
+            .map(|i| macs[i].clone())
+            .unwrap_or_default()
+    };
+
+    // A single-stack IPv6 Service and a dual-stack one.
+    let v6: Ipv6Addr = "2001:db8:18::f0".parse()?;
+    let dual_v4 = vip(180);
+    let dual_v6: Ipv6Addr = "2001:db8:18::f1".parse()?;
+    let dual = [IpAddr::V4(dual_v4), IpAddr::V6(dual_v6)];
+    for ip in [IpAddr::V6(v6), IpAddr::V6(dual_v6), IpAddr::V4(dual_v4)] {
+        flush_client_neighbor(&client_host, ip)?;
+    }
+    setup
+        .service_with_ips("web6", &[IpAddr::V6(v6)], &names[0], true, "Cluster")
+        .await?;
+    setup
+        .service_with_ips("dual", &dual, &names[0], true, "Cluster")
+        .await?;
+
+    // Every node holds the IPv6 VIPs on kube-ipvs0, as IPVS kube-proxy does.
+    for node in &setup.nodes {
+        for ip in [IpAddr::V6(v6), IpAddr::V6(dual_v6)] {
+            wait_for(
+                &format!("{ip} on kube-ipvs0 of {}", node.name),
+                Duration::from_secs(20),
+                || async move { Ok(on_kube_ipvs0(node, ip)?.then_some(())) },
+            )
+            .await?;
+        }
+    }
+
+    let owner6 = expected_owner([IpAddr::V6(v6)], &all);
+    let owner_dual = expected_owner(dual, &all);
+    eprintln!("elected: {v6} -> {owner6}, {dual:?} -> {owner_dual}");
+    wait_for_ping_via(&client_host, v6, &mac_of(&owner6), Duration::from_secs(30)).await?;
+    // Both IPs of the dual-stack Service on one node: the owner's MAC
+    // answers ARP for the IPv4 one and NDP for the IPv6 one.
+    wait_for_ping_via(
+        &client_host,
+        dual_v6,
+        &mac_of(&owner_dual),
+        Duration::from_secs(30),
+    )
+    .await?;
+    wait_for_single_mac(
+        &client_host,
+        dual_v4,
+        &mac_of(&owner_dual),
+        Duration::from_secs(20),
+    )
+    .await?;
+    let status = wait_for(
+        &format!("ServiceL2Status dual to name {owner_dual}"),
+        Duration::from_secs(10),
+        || async {
+            let s = setup.l2_status("dual").await?;
+            Ok(s.filter(|s| s["node"] == owner_dual.as_str()))
+        },
+    )
+    .await?;
+    let mut status_ips: Vec<String> = status["ips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect();
+    status_ips.sort();
+    ensure!(
+        status_ips == [dual_v4.to_string(), dual_v6.to_string()],
+        "status {status}"
+    );
+
+    // Crash the IPv6 Service's owner (SIGKILL, link cut): the successor's
+    // unsolicited NA (override set) moves the client's entry, ping resumes.
+    let index = setup
+        .node_index(&owner6)
+        .context("owner is not a lab node")?;
+    let rest: Vec<&str> = all.iter().copied().filter(|n| *n != owner6).collect();
+    let successor = expected_owner([IpAddr::V6(v6)], &rest);
+    let successor_dual = expected_owner(dual, &rest);
+    setup.kill(index);
+    let _cut = CutLink::cut(&setup.nodes[index])?;
+    let started = Instant::now();
+    // No packet from the client asks for it: only an unsolicited NA that
+    // overrides the cached entry changes it.
+    let successor_mac = mac_of(&successor);
+    wait_for(
+        &format!("the client's neighbor entry for {v6} to become {successor}'s {successor_mac}"),
+        Duration::from_secs(20),
+        || async {
+            let neighbor = client_neighbor(&client_host, IpAddr::V6(v6))?;
+            Ok((neighbor.as_deref() == Some(successor_mac.as_str())).then_some(()))
+        },
+    )
+    .await?;
+    eprintln!(
+        "crash of {owner6}: the client's entry for {v6} is {successor}'s MAC after {:?}",
+        started.elapsed()
+    );
+    wait_for_ping_via(&client_host, v6, &successor_mac, Duration::from_secs(30)).await?;
+    eprintln!(
+        "ping -6 {v6} answered through {successor} {:?} after the crash",
+        started.elapsed()
+    );
+    wait_for_ping_via(
+        &client_host,
+        dual_v6,
+        &mac_of(&successor_dual),
+        Duration::from_secs(30),
+    )
+    .await?;
+    wait_for_single_mac(
+        &client_host,
+        dual_v4,
+        &mac_of(&successor_dual),
+        Duration::from_secs(20),
+    )
+    .await?;
+    Ok(())
+}
+
+/// `nodeSelectors` of an L2Advertisement: only the selected nodes are
+/// candidates, so exactly one MAC answers and it is the one elected among
+/// them; relabelling the Nodes moves the announcement; with no node
+/// selected nobody answers and the status says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_selectors_choose_the_announcing_node() -> Result<()> {
+    let Some(lab) = harness::lab().await? else {
+        return Ok(());
+    };
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::new(
+        lab,
+        "spk-nsel",
+        &["198.18.0.184-198.18.0.187"],
+        (17951, 17478),
+        true,
+    )
+    .await?;
+    let client_host = Host::client();
+    let names: Vec<String> = setup.nodes.iter().map(|h| h.name.clone()).collect();
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    ensure!(all.len() >= 2, "node selection needs at least two nodes");
+    let macs: Vec<String> = setup.nodes.iter().map(lan::mac_of).collect::<Result<_>>()?;
+    let mac_of = |node: &str| -> String {
+        all.iter()
+            .position(|n| *n == node)
+            .map(|i| macs[i].clone())
+            .unwrap_or_default()
+    };
+    // A label of this test's own; every guard removes it from its Node.
+    let key = format!("e2e.ferrolb.io/{}", setup.ns.name());
+    setup
+        .advertise(json!({"nodeSelectors": [{"matchLabels": {key.as_str(): "true"}}]}))
+        .await?;
+    let mut labels: std::collections::BTreeMap<String, NodeLabel> = Default::default();
+    let mut select = |nodes: &[&str]| -> Result<()> {
+        labels.retain(|n, _| nodes.contains(&n.as_str()));
+        for node in nodes {
+            if !labels.contains_key(*node) {
+                labels.insert((*node).to_owned(), NodeLabel::set(lab, node, &key)?);
+            }
+        }
+        Ok(())
+    };
+
+    // Select every node but the one the election would pick among all.
+    let ip = vip(184);
+    let natural = expected_owner([ip], &all);
+    let first: Vec<&str> = all.iter().copied().filter(|n| *n != natural).collect();
+    let first_owner = expected_owner([ip], &first);
+    select(&first)?;
+    setup.service("web", ip, &names[0], true).await?;
+    eprintln!("selected {first:?}: {first_owner} (unrestricted it would be {natural})");
+    wait_for_single_mac(
+        &client_host,
+        ip,
+        &mac_of(&first_owner),
+        Duration::from_secs(20),
+    )
+    .await?;
+    wait_for(
+        &format!("ServiceL2Status web to name {first_owner}"),
+        Duration::from_secs(10),
+        || async {
+            let s = setup.l2_status("web").await?;
+            Ok(s.filter(|s| s["node"] == first_owner.as_str()))
+        },
+    )
+    .await?;
+    let answers = harness::arping(&client_host, ip, 5)?;
+    ensure!(
+        answers == [mac_of(&first_owner)],
+        "with {first:?} selected, {ip} is answered by {answers:?}"
+    );
+
+    // Relabel: every node but that owner. The election among the new set
+    // moves the IP.
+    let second: Vec<&str> = all.iter().copied().filter(|n| *n != first_owner).collect();
+    let second_owner = expected_owner([ip], &second);
+    select(&second)?;
+    eprintln!("selected {second:?}: {second_owner}");
+    wait_for_single_mac(
+        &client_host,
+        ip,
+        &mac_of(&second_owner),
+        Duration::from_secs(20),
+    )
+    .await?;
+    let answers = harness::arping(&client_host, ip, 5)?;
+    ensure!(
+        answers == [mac_of(&second_owner)],
+        "with {second:?} selected, {ip} is answered by {answers:?}"
+    );
+
+    // No node selected: nobody answers, and the status says why.
+    select(&[])?;
+    let status = wait_for(
+        "ServiceL2Status web to say NoEligibleNode",
+        Duration::from_secs(20),
+        || async {
+            let s = setup.l2_status("web").await?;
+            Ok(s.filter(|s| s["reason"] == "NoEligibleNode"))
+        },
+    )
+    .await?;
+    ensure!(status.get("node").is_none(), "status {status}");
+    wait_for(
+        &format!("nobody to answer ARP for {ip}"),
+        Duration::from_secs(20),
+        || async {
+            Ok(harness::arping(&client_host, ip, 2)?
+                .is_empty()
+                .then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// The API server process really stopped (connections refused, not just
+/// dropped as in `api_outage_keeps_announcing_and_failing_over`): the
+/// speakers keep answering ARP for what they own and the VIP keeps
+/// answering ping; once it runs again they resync, and a Service created
+/// afterwards is announced by its elected owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_server_stopped_keeps_announcing_and_resyncs() -> Result<()> {
+    let Some(lab) = harness::lab().await? else {
+        return Ok(());
+    };
+    let _serial = SERIAL.lock().await;
+    let mut setup = Setup::new(
+        lab,
+        "spk-apistop",
+        &["198.18.0.188-198.18.0.191"],
+        (17952, 17479),
+        true,
+    )
+    .await?;
+    let client_host = Host::client();
+    let names: Vec<String> = setup.nodes.iter().map(|h| h.name.clone()).collect();
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    let macs: Vec<String> = setup.nodes.iter().map(lan::mac_of).collect::<Result<_>>()?;
+    let mac_of = |node: &str| -> String {
+        all.iter()
+            .position(|n| *n == node)
+            .map(|i| macs[i].clone())
+            .unwrap_or_default()
+    };
+    let ip = vip(188);
+    setup.service("web", ip, &names[0], true).await?;
+    let owner = expected_owner([ip], &all);
+    wait_for_single_mac(&client_host, ip, &mac_of(&owner), Duration::from_secs(20)).await?;
+    wait_for(
+        &format!("{ip} to answer ping"),
+        Duration::from_secs(20),
+        || async { Ok(harness::ping(&client_host, IpAddr::V4(ip))?.then_some(())) },
+    )
+    .await?;
+
+    // Restarted when dropped, also if anything below fails.
+    let stopped = lab.stop_apiserver()?;
+    let down = Instant::now();
+    ensure!(
+        kubectl(lab, &["get", "--raw=/readyz", "--request-timeout=2s"], None).is_err(),
+        "the API server still answers after being stopped"
+    );
+    let mut rounds = 0;
+    while down.elapsed() < Duration::from_secs(10) {
+        let answers = harness::arping(&client_host, ip, 1)?;
+        ensure!(
+            answers == [mac_of(&owner)],
+            "{:?} into the API server outage, {ip} is answered by {answers:?}",
+            down.elapsed()
+        );
+        ensure!(
+            harness::ping(&client_host, IpAddr::V4(ip))?,
+            "{:?} into the API server outage, ping {ip} failed",
+            down.elapsed()
+        );
+        rounds += 1;
+    }
+    for (i, speaker) in setup.speakers.iter_mut().enumerate() {
+        ensure!(
+            speaker.as_mut().is_some_and(NodeProcess::running),
+            "the speaker on {} exited while the API server was down",
+            names[i]
+        );
+    }
+    eprintln!(
+        "API server stopped for {:?}: {rounds} rounds of arping and ping all answered by {owner}",
+        down.elapsed()
+    );
+    stopped.restart()?;
+    eprintln!("API server ready again {:?} after the stop", down.elapsed());
+
+    // The speakers' watches resume (after their retry backoff, which grew
+    // during the outage): a new Service is announced by its owner, and the
+    // first one still by its own.
+    let ready = Instant::now();
+    let after = vip(189);
+    setup.service("after", after, &names[0], true).await?;
+    let after_owner = expected_owner([after], &all);
+    wait_for_single_mac(
+        &client_host,
+        after,
+        &mac_of(&after_owner),
+        Duration::from_secs(90),
+    )
+    .await?;
+    eprintln!(
+        "a Service created after the restart is announced by {after_owner} after {:?}",
+        ready.elapsed()
+    );
+    wait_for(
+        &format!("ServiceL2Status after to name {after_owner}"),
+        Duration::from_secs(30),
+        || async {
+            let s = setup.l2_status("after").await?;
+            Ok(s.filter(|s| s["node"] == after_owner.as_str()))
+        },
+    )
+    .await?;
+    wait_for_single_mac(&client_host, ip, &mac_of(&owner), Duration::from_secs(20)).await?;
     Ok(())
 }

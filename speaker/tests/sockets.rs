@@ -301,6 +301,7 @@ enum Request {
         mpsc::Sender<SystemTime>,
     ),
     Interfaces(mpsc::Sender<Vec<String>>),
+    SetNamed(BTreeSet<String>),
     Stop,
 }
 
@@ -341,6 +342,7 @@ fn spawn_announcer(ns: String, metrics: AnnouncerMetrics) -> (mpsc::Sender<Reque
                     Ok(Request::Interfaces(reply)) => {
                         let _ = reply.send(announcer.interfaces());
                     }
+                    Ok(Request::SetNamed(names)) => announcer.set_named_interfaces(names),
                     Ok(Request::Stop) | Err(_) => break,
                 }
             }
@@ -738,6 +740,90 @@ fn announces_and_answers_through_real_sockets() {
     let elapsed = start.elapsed();
     eprintln!("1,000 IPs taken over: 2,000 gratuitous ARPs sent in {elapsed:?}");
     assert!(elapsed < Duration::from_millis(50), "took {elapsed:?}");
+
+    // 9. A veth, excluded by default by its name, is used once named, for
+    //    the IPs whose selection names it only; when it flaps, it alone gets
+    //    the first announcement and the repeats again.
+    let (done, done_rx) = mpsc::channel();
+    requests
+        .send(Request::SetOwned(BTreeMap::new(), done))
+        .unwrap();
+    done_rx.recv().unwrap();
+    let id = std::process::id() % 100_000;
+    let named = format!("vethfd{id}");
+    let peer = format!("fdpn{id}");
+    must(&[
+        "ip",
+        "link",
+        "add",
+        &named,
+        "netns",
+        &lab.speaker_ns,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &peer,
+        "netns",
+        &lab.client_ns,
+    ]);
+    must(&["ip", "-n", &lab.client_ns, "link", "set", &peer, "up"]);
+    must(&["ip", "-n", &lab.speaker_ns, "link", "set", &named, "up"]);
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        interfaces(&requests),
+        vec![lab.speaker_if.clone()],
+        "a veth is not announced on by default"
+    );
+    requests
+        .send(Request::SetNamed(BTreeSet::from([named.clone()])))
+        .unwrap();
+    wait_for("the named veth to be announced on", || {
+        interfaces(&requests).contains(&named)
+    });
+    let sent_on = |interface: &str| {
+        AnnouncerMetrics::get(&metrics.gratuitous_sent, AddressFamily::Ipv4, interface)
+    };
+    let (lan_before, named_before) = (sent_on(&lab.speaker_if), sent_on(&named));
+    let default_only: IpAddr = "198.18.0.202".parse().unwrap();
+    let owned = BTreeMap::from([
+        (
+            VIP4.parse().unwrap(),
+            InterfaceSelection::AllAnd(BTreeSet::from([named.clone()])),
+        ),
+        (default_only, InterfaceSelection::All),
+    ]);
+    let (done, done_rx) = mpsc::channel();
+    requests.send(Request::SetOwned(owned, done)).unwrap();
+    done_rx.recv().unwrap();
+    // The first announcement and five repeats, two packets each: both IPs
+    // on the LAN interface, only the one that names it on the veth.
+    wait_for("the announcements and repeats", || {
+        sent_on(&lab.speaker_if) >= lan_before + 2 * 2 * 6
+            && sent_on(&named) >= named_before + 2 * 6
+    });
+    thread::sleep(Duration::from_millis(100));
+    assert_eq!(sent_on(&lab.speaker_if), lan_before + 2 * 2 * 6);
+    assert_eq!(sent_on(&named), named_before + 2 * 6);
+
+    let (lan_before, named_before) = (sent_on(&lab.speaker_if), sent_on(&named));
+    must(&["ip", "-n", &lab.speaker_ns, "link", "set", &named, "down"]);
+    wait_for("the named veth to be dropped", || {
+        !interfaces(&requests).contains(&named)
+    });
+    must(&["ip", "-n", &lab.speaker_ns, "link", "set", &named, "up"]);
+    wait_for("the named veth to return", || {
+        interfaces(&requests).contains(&named)
+    });
+    // First announcement and the repeats at 250 ms, 500 ms and 1 s.
+    wait_for("the veth's re-announcement", || {
+        sent_on(&named) >= named_before + 2 * 4
+    });
+    assert_eq!(
+        sent_on(&lab.speaker_if),
+        lan_before,
+        "the interface that did not flap is not re-announced on"
+    );
 
     requests.send(Request::Stop).unwrap();
 }

@@ -1,6 +1,7 @@
-//! An `L2Advertisement`'s status: whether the pools it names exist and whether its
-//! pool selectors select any pool. Pure: objects in, status out. (Which nodes and
-//! Services it selects is the speakers' business.)
+//! An `L2Advertisement`'s status: whether the pools it names exist, whether its
+//! pool selectors select any pool, and which nodes answer ARP for every IP
+//! (strictARP, gathered from the speakers). Pure: objects in, status out. (Which
+//! nodes and Services it selects is the speakers' business.)
 
 use std::collections::BTreeMap;
 
@@ -9,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::pool;
+use crate::strict_arp::Summary;
 
 /// Renders the status of an advertisement given every pool's name and labels.
 /// Conditions keep their `lastTransitionTime` while their status is unchanged.
@@ -16,6 +18,7 @@ pub fn status(
     spec: &L2AdvertisementSpec,
     generation: Option<i64>,
     pools: &BTreeMap<String, BTreeMap<String, String>>,
+    strict_arp: &Summary,
     previous: Option<&L2AdvertisementStatus>,
     now: Timestamp,
 ) -> L2AdvertisementStatus {
@@ -68,6 +71,7 @@ pub fn status(
     for (type_, (value, reason, message)) in [
         (conditions::UNKNOWN_POOLS, unknown_condition),
         (conditions::MATCHES_NOTHING, nothing_condition),
+        (conditions::STRICT_ARP, strict_arp.condition()),
     ] {
         let since = previous
             .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_))
@@ -122,31 +126,58 @@ mod tests {
             (
                 "all pools",
                 json!({}),
-                [("UnknownPools", "False"), ("MatchesNothing", "False")],
+                [
+                    ("UnknownPools", "False"),
+                    ("MatchesNothing", "False"),
+                    ("StrictARP", "Unknown"),
+                ],
             ),
             (
                 "named pools exist",
                 json!({ "ipAddressPools": ["lan", "dmz"] }),
-                [("UnknownPools", "False"), ("MatchesNothing", "False")],
+                [
+                    ("UnknownPools", "False"),
+                    ("MatchesNothing", "False"),
+                    ("StrictARP", "Unknown"),
+                ],
             ),
             (
                 "a named pool is missing",
                 json!({ "ipAddressPools": ["lan", "gone"] }),
-                [("UnknownPools", "True"), ("MatchesNothing", "False")],
+                [
+                    ("UnknownPools", "True"),
+                    ("MatchesNothing", "False"),
+                    ("StrictARP", "Unknown"),
+                ],
             ),
             (
                 "selector matches",
                 json!({ "ipAddressPoolSelectors": [{ "matchLabels": { "zone": "a" } }] }),
-                [("UnknownPools", "False"), ("MatchesNothing", "False")],
+                [
+                    ("UnknownPools", "False"),
+                    ("MatchesNothing", "False"),
+                    ("StrictARP", "Unknown"),
+                ],
             ),
             (
                 "selector matches nothing",
                 json!({ "ipAddressPoolSelectors": [{ "matchLabels": { "zone": "b" } }] }),
-                [("UnknownPools", "False"), ("MatchesNothing", "True")],
+                [
+                    ("UnknownPools", "False"),
+                    ("MatchesNothing", "True"),
+                    ("StrictARP", "Unknown"),
+                ],
             ),
         ];
         for (name, s, want) in cases {
-            let got = status(&spec(s), Some(2), &pools(), None, Timestamp::UNIX_EPOCH);
+            let got = status(
+                &spec(s),
+                Some(2),
+                &pools(),
+                &Summary::default(),
+                None,
+                Timestamp::UNIX_EPOCH,
+            );
             assert_eq!(conds(&got), want, "{name}");
             assert_eq!(got.observed_generation, Some(2), "{name}");
         }
@@ -154,6 +185,7 @@ mod tests {
             &spec(json!({ "ipAddressPools": ["gone"] })),
             None,
             &pools(),
+            &Summary::default(),
             None,
             Timestamp::UNIX_EPOCH,
         );
@@ -161,10 +193,40 @@ mod tests {
     }
 
     #[test]
+    fn carries_the_nodes_at_risk() {
+        let summary = Summary {
+            reporting: 3,
+            at_risk: BTreeMap::from([("node2".to_owned(), "set arp_ignore=1".to_owned())]),
+        };
+        let got = status(
+            &spec(json!({})),
+            None,
+            &pools(),
+            &summary,
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        let c = got
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "StrictARP")
+            .unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "NodesAtRisk")
+        );
+        assert!(c.message.contains("1 of 3 nodes") && c.message.contains("\"node2\""));
+    }
+
+    #[test]
     fn unchanged_status_renders_identically() {
         let s = spec(json!({ "ipAddressPools": ["lan"] }));
-        let first = status(&s, Some(1), &pools(), None, Timestamp::UNIX_EPOCH);
+        let none = Summary::default();
+        let first = status(&s, Some(1), &pools(), &none, None, Timestamp::UNIX_EPOCH);
         let later = Timestamp::from_second(500).unwrap();
-        assert_eq!(status(&s, Some(1), &pools(), Some(&first), later), first);
+        assert_eq!(
+            status(&s, Some(1), &pools(), &none, Some(&first), later),
+            first
+        );
     }
 }

@@ -21,3 +21,4 @@ pub mod reconcile;
 pub mod runtime;
 pub mod service;
 pub mod status;
+pub mod strict_arp;

@@ -50,6 +50,8 @@ pub struct Metrics {
     api_errors: MetricFamily<OperationLabels, Counter>,
     api_writes: MetricFamily<OperationLabels, Counter>,
     leader: Gauge,
+    strict_arp_at_risk: Gauge,
+    strict_arp_reporting: Gauge,
 }
 
 impl Metrics {
@@ -91,7 +93,25 @@ impl Metrics {
             "1 when this replica holds the lease and writes, else 0",
             m.leader.clone(),
         );
+        registry.register(
+            "ferrolb_strict_arp_nodes_at_risk",
+            "Nodes whose speaker reports StrictARP False: they answer ARP for every \
+             LoadBalancer IP (kube-proxy IPVS mode without strictARP)",
+            m.strict_arp_at_risk.clone(),
+        );
+        registry.register(
+            "ferrolb_strict_arp_nodes_reporting",
+            "Nodes whose speaker has checked strictARP (True or False)",
+            m.strict_arp_reporting.clone(),
+        );
         m
+    }
+
+    /// Sets the strictARP summary gauges.
+    pub fn set_strict_arp_at_risk(&self, at_risk: usize, reporting: usize) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.strict_arp_at_risk.set(gauge(at_risk));
+        self.strict_arp_reporting.set(gauge(reporting));
     }
 
     /// Sets a pool's gauges for one family. Counts above 2^53 lose precision as f64,

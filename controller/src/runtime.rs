@@ -1,7 +1,9 @@
 //! The thin asynchronous shell around the [`Reconciler`]: reflectors on Services,
-//! IPAddressPools, Namespaces and L2Advertisements feed a debounced pass; while this
-//! replica leads, the pass's [`Plan`](crate::reconcile::Plan) is written to the API
-//! server, and pool and advertisement statuses are brought up to date.
+//! IPAddressPools, Namespaces, L2Advertisements and SpeakerStatuses feed a
+//! debounced pass; while this replica leads, the pass's
+//! [`Plan`](crate::reconcile::Plan) is written to the API server, and pool and
+//! advertisement statuses (with the speakers' strictARP verdicts gathered) are
+//! brought up to date.
 //!
 //! Order on taking the lead: wait for every watch to sync, rebuild every assignment
 //! from the Services' statuses ([`Reconciler::restore`]), and only then allocate.
@@ -14,7 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use ferrolb_address::Family;
-use ferrolb_crds::{IPAddressPool, IPAddressPoolStatus, L2Advertisement, L2AdvertisementStatus};
+use ferrolb_crds::{
+    IPAddressPool, IPAddressPoolStatus, L2Advertisement, L2AdvertisementStatus, SpeakerStatus,
+};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::jiff::Timestamp;
@@ -28,6 +32,7 @@ use crate::events::Publisher;
 use crate::metrics::Metrics;
 use crate::reconcile::{Plan, Reconciler, ServiceWrite, Snapshot};
 use crate::status;
+use crate::strict_arp::Summary;
 
 /// Changes arriving within this window are handled in one pass.
 const DEBOUNCE: Duration = Duration::from_millis(5);
@@ -69,6 +74,7 @@ struct Stores {
     pools: Store<IPAddressPool>,
     namespaces: Store<Namespace>,
     advertisements: Store<L2Advertisement>,
+    speakers: Store<SpeakerStatus>,
 }
 
 impl Stores {
@@ -89,12 +95,14 @@ pub async fn run(ctx: Context, mut leading: watch::Receiver<bool>) {
         pools: watch_kind(Api::all(ctx.client.clone()), changed.clone()),
         namespaces: watch_kind(Api::all(ctx.client.clone()), changed.clone()),
         advertisements: watch_kind(Api::all(ctx.client.clone()), changed.clone()),
+        speakers: watch_kind(Api::all(ctx.client.clone()), changed.clone()),
     };
     let synced = async {
         stores.services.wait_until_ready().await?;
         stores.pools.wait_until_ready().await?;
         stores.namespaces.wait_until_ready().await?;
-        stores.advertisements.wait_until_ready().await
+        stores.advertisements.wait_until_ready().await?;
+        stores.speakers.wait_until_ready().await
     };
     if synced.await.is_err() {
         tracing::error!("a watch ended before it synced");
@@ -177,8 +185,16 @@ async fn lead(
         }
         let failed = execute(ctx, &mut reconciler, plan).await;
         let next_pool_write = pools.write(ctx, &reconciler, &snapshot.pools).await;
+        let speakers = stores.speakers.state();
+        let strict_arp = Summary::of(speakers.iter().map(AsRef::as_ref));
+        advertisements.note_strict_arp(ctx, &strict_arp);
         let next_advertisement_write = advertisements
-            .write(ctx, &snapshot.pools, &stores.advertisements.state())
+            .write(
+                ctx,
+                &snapshot.pools,
+                &stores.advertisements.state(),
+                &strict_arp,
+            )
             .await;
         let next_pool_write = match (next_pool_write, next_advertisement_write) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -432,15 +448,42 @@ impl PoolWrites {
 #[derive(Debug, Default)]
 struct AdvertisementWrites {
     status: BatchedStatus<L2AdvertisementStatus>,
+    /// The nodes at risk last logged.
+    at_risk: Option<Vec<String>>,
 }
 
 impl AdvertisementWrites {
+    /// Sets the metric and logs when the set of nodes at risk changes.
+    fn note_strict_arp(&mut self, ctx: &Context, summary: &Summary) {
+        let nodes: Vec<String> = summary.at_risk.keys().cloned().collect();
+        if self.at_risk.as_ref() == Some(&nodes) {
+            return;
+        }
+        ctx.metrics
+            .set_strict_arp_at_risk(nodes.len(), summary.reporting);
+        if nodes.is_empty() {
+            tracing::info!(
+                reporting = summary.reporting,
+                "no node answers ARP for IPs it does not own (strictARP)"
+            );
+        } else {
+            tracing::warn!(
+                nodes = ?nodes,
+                reporting = summary.reporting,
+                "nodes answer ARP for every LoadBalancer IP (kube-proxy IPVS mode without \
+                 strictARP); see their SpeakerStatus"
+            );
+        }
+        self.at_risk = Some(nodes);
+    }
+
     /// Writes what is due; returns when the next deferred write is due.
     async fn write(
         &mut self,
         ctx: &Context,
         pools: &[Arc<IPAddressPool>],
         objects: &[Arc<L2Advertisement>],
+        strict_arp: &Summary,
     ) -> Option<Duration> {
         let api: Api<L2Advertisement> = Api::all(ctx.client.clone());
         let labels: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> =
@@ -459,6 +502,7 @@ impl AdvertisementWrites {
                 &object.spec,
                 object.metadata.generation,
                 &labels,
+                strict_arp,
                 previous,
                 Timestamp::now(),
             );

@@ -669,6 +669,35 @@ async fn install_serves_a_service_then_upgrade_keeps_key_and_ips_and_uninstall_k
     if let IpAddr::V4(v4) = ip {
         check_arp(lab, &node, v4)?;
     }
+    // The lab runs kube-proxy's IPVS emulation with strictARP on: the
+    // controller gathers every speaker's verdict on the advertisement.
+    let strict_arp = wait_for(
+        "the L2Advertisement's StrictARP condition to be True",
+        Duration::from_secs(30),
+        || async {
+            let out = kubectl(
+                lab,
+                &[
+                    "get",
+                    "l2advertisement",
+                    POOL,
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"StrictARP\")]}",
+                ],
+                None,
+            )?;
+            let condition: Option<serde_json::Value> = serde_json::from_str(&out).ok();
+            Ok(condition.filter(|c| c["status"] == "True"))
+        },
+    )
+    .await?;
+    ensure!(
+        strict_arp["reason"] == "AllNodesSafe"
+            && strict_arp["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&format!("the {nodes} reporting"))),
+        "StrictARP condition: {strict_arp}"
+    );
     check_pods_and_rbac(lab, &client).await?;
     eprintln!(
         "{ip} announced by {node}, answered by {pod}, after {:.1?}",

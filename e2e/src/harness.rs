@@ -201,6 +201,116 @@ fn is_mac(token: &str) -> bool {
             .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
+/// Reply round trips from `arping` output (Habets' `time=… usec|msec` and
+/// iputils' `… ms` forms), in the order received.
+pub fn arping_round_trips(output: &str) -> Vec<Duration> {
+    let mut out = Vec::new();
+    for line in output.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for (i, word) in words.iter().enumerate() {
+            let micros = if let Some(value) = word.strip_prefix("time=") {
+                let Ok(value) = value.parse::<f64>() else {
+                    continue;
+                };
+                match words.get(i + 1) {
+                    Some(&"usec") => value,
+                    Some(&"msec") => value * 1000.0,
+                    _ => continue,
+                }
+            } else if let Some(value) = word.strip_suffix("ms")
+                && line.contains("reply from")
+                && let Ok(value) = value.parse::<f64>()
+            {
+                value * 1000.0
+            } else {
+                continue;
+            };
+            out.push(Duration::from_secs_f64(micros / 1e6));
+        }
+    }
+    out
+}
+
+/// Sends UDP datagrams from `from`'s namespace to `to` at about `rate` per
+/// second for `duration` (from a thread that enters the namespace); returns
+/// how many were sent. Traffic for load tests: `to` must be a lab address.
+pub fn udp_flood(
+    from: &Host,
+    to: std::net::SocketAddr,
+    rate: u32,
+    duration: Duration,
+) -> Result<u64> {
+    let path = format!("/var/run/netns/{}", from.netns);
+    let worker = std::thread::spawn(move || -> Result<u64> {
+        let ns = File::open(&path).with_context(|| format!("cannot open {path}"))?;
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+            .with_context(|| format!("cannot enter {path}"))?;
+        let socket = std::net::UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })
+            .context("cannot open a UDP socket")?;
+        let per_ms = u64::from(rate / 1000);
+        let start = Instant::now();
+        let (mut sent, mut slot) = (0_u64, 0_u32);
+        while start.elapsed() < duration {
+            slot += 1;
+            for _ in 0..per_ms {
+                if socket.send_to(b"unrelated traffic", to).is_ok() {
+                    sent += 1;
+                }
+            }
+            let next = start + Duration::from_millis(u64::from(slot));
+            if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        Ok(sent)
+    });
+    worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the traffic thread panicked"))?
+}
+
+/// CPU time (user + system, all threads) a process has used so far.
+pub fn cpu_time(pid: i32) -> Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("cannot read /proc/{pid}/stat"))?;
+    // Fields after the command name, which may hold spaces: state is field 3,
+    // utime and stime are fields 14 and 15.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("malformed /proc/<pid>/stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .and_then(|v| v.parse().ok())
+            .context("malformed /proc/<pid>/stat")
+    };
+    let total = ticks(11)? + ticks(12)?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .and_then(|v| u64::try_from(v).ok())
+        .filter(|v| *v > 0)
+        .unwrap_or(100);
+    Ok(Duration::from_secs_f64(total as f64 / hz as f64))
+}
+
+/// A process's resident memory now and at its peak (VmRSS, VmHWM), in MiB.
+pub fn memory_mib(pid: i32) -> Result<(f64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    let field = |name: &str| -> Result<f64> {
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
+        Ok(kib / 1024.0)
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 /// A process running in a lab namespace; killed when dropped.
 #[derive(Debug)]
 pub struct NodeProcess {
@@ -430,6 +540,29 @@ mod tests {
             Unicast reply from 198.18.0.11 [0A:58:C6:12:00:0B]  0.611ms\n\
             Sent 1 probes (1 broadcast(s))\nReceived 1 response(s)\n";
         assert_eq!(parse_arping(out), vec!["0a:58:c6:12:00:0b"]);
+    }
+
+    #[test]
+    fn reads_round_trips_of_both_arpings() {
+        let habets = "60 bytes from 0a:58:c6:12:00:0b (198.18.0.11): index=0 time=93.2 usec\n\
+            60 bytes from 0a:58:c6:12:00:0b (198.18.0.11): index=1 time=1.250 msec\n";
+        let iputils = "Unicast reply from 198.18.0.11 [0A:58:C6:12:00:0B]  0.611ms\n";
+        let micros = |o: &str| -> Vec<u128> {
+            arping_round_trips(o)
+                .iter()
+                .map(Duration::as_micros)
+                .collect()
+        };
+        assert_eq!(micros(habets), [93, 1250]);
+        assert_eq!(micros(iputils), [611]);
+    }
+
+    #[test]
+    fn reads_own_cpu_time_and_memory() {
+        let pid = i32::try_from(std::process::id()).unwrap();
+        assert!(cpu_time(pid).is_ok());
+        let (rss, peak) = memory_mib(pid).unwrap();
+        assert!(rss > 0.0 && peak >= rss);
     }
 
     #[test]

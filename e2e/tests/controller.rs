@@ -1214,21 +1214,6 @@ async fn bench_service_created_to_ip_in_status() -> Result<()> {
     Ok(())
 }
 
-/// A process's resident memory now and at its peak (VmRSS, VmHWM), in MiB.
-fn memory_mib(pid: i32) -> Result<(f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
-    let field = |name: &str| -> Result<f64> {
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .with_context(|| format!("no {name} in /proc/{pid}/status"))?;
-        Ok(kib / 1024.0)
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
-}
-
 /// The controller's memory with 10,000 LoadBalancer Services of its class
 /// (SPEC §9: ≤ 100 MiB RSS), after allocating them and after a restart that
 /// restores them from their status. Set `FERROLB_CONTROLLER_BIN` to measure
@@ -1263,7 +1248,7 @@ async fn bench_controller_memory_at_10k_services() -> Result<()> {
             || async { Ok(holder(&client, ns.name()).await?.filter(|h| h == "mem-1")) },
         )
         .await?;
-        memory_mib(controller.pid())?
+        harness::memory_mib(controller.pid())?
     };
 
     let start = Instant::now();
@@ -1299,7 +1284,7 @@ async fn bench_controller_memory_at_10k_services() -> Result<()> {
     )
     .await?;
     let all_time = start.elapsed();
-    let loaded = memory_mib(controller.pid())?;
+    let loaded = harness::memory_mib(controller.pid())?;
     let before = all_ips(&client, ns.name()).await?;
     controller.stop();
 
@@ -1313,7 +1298,7 @@ async fn bench_controller_memory_at_10k_services() -> Result<()> {
     .await?;
     // Give it the time to restore every Service and settle.
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let restored = memory_mib(controller.pid())?;
+    let restored = harness::memory_mib(controller.pid())?;
     let restart_time = restart.elapsed();
     let after = all_ips(&client, ns.name()).await?;
     let moved = before

@@ -13,7 +13,7 @@ pub fn write(path: &Path, server: &str, pki: &Pki, client: &ClientIdentity) -> R
         "client-certificate": pki.client_cert(client),
         "client-key": pki.client_key(client),
     });
-    write_config(path, server, pki, &client.user, user)
+    write_config(path, server, pki, client.user, user)
 }
 
 /// Writes a kubeconfig for `user` authenticating with a bearer `token` (a

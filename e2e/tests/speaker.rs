@@ -1,6 +1,7 @@
 //! End-to-end tests of `ferrolb-speaker` in the lab, from the client's point
-//! of view: the built binary runs in every node namespace with the admin
-//! kubeconfig, Services get their status IPs through the API (so these tests
+//! of view: the built binary runs in every node namespace with a token of the
+//! chart's speaker ServiceAccount, so with exactly the chart's RBAC, Services
+//! get their status IPs through the API (so these tests
 //! do not depend on the controller), and the client namespace asks with
 //! `arping` who answers for each IP.
 //!
@@ -17,6 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use ferrolb_e2e::chart::{self, ChartRbac, Component};
 use ferrolb_e2e::harness::{self, CutLink, NodeProcess, StrictArp, TestNamespace, wait_for};
 use ferrolb_e2e::harness::{kubectl, repo_root};
 use ferrolb_e2e::lab::Lab;
@@ -162,6 +164,9 @@ struct Setup {
     metrics_port: u16,
     /// Start speakers with `--enforce-strict-arp`.
     enforce_strict_arp: bool,
+    /// The speakers' credentials: a token of the chart's speaker ServiceAccount.
+    kubeconfig: PathBuf,
+    _rbac: ChartRbac,
     _cleanup: Vec<Cleanup>,
     // The lab binds every LoadBalancer IP to kube-ipvs0 on every node, as
     // IPVS kube-proxy does: only with strictARP on do the kernels stay quiet
@@ -191,6 +196,15 @@ impl Setup {
             .create(&PostParams::default(), &secret)
             .await
             .context("cannot create the gossip Secret")?;
+        // The chart's RBAC as a release in the test's namespace; its Role
+        // grants the gossip Secret by name.
+        let rbac = ChartRbac::install(lab, &name, &name, &["speaker.gossipSecretName=gossip"])?;
+        let kubeconfig = rbac.kubeconfig(Component::Speaker).await?;
+        ensure!(
+            chart::can_i(lab, &kubeconfig, "list", "nodes")?
+                && !chart::can_i(lab, &kubeconfig, "patch", "services/status")?,
+            "the speakers' credentials are not the chart's speaker ServiceAccount"
+        );
         let params = PatchParams::apply(MANAGER).force();
         dynamic(&client, "IPAddressPool", None)
             .patch(
@@ -236,6 +250,8 @@ impl Setup {
             gossip_port: ports.0,
             metrics_port: ports.1,
             enforce_strict_arp: false,
+            kubeconfig,
+            _rbac: rbac,
             _cleanup: cleanup,
             _strict_arp: strict_arp,
         };
@@ -248,7 +264,7 @@ impl Setup {
     fn start(&mut self, i: usize) -> Result<()> {
         let bin = speaker_binary()?;
         let host = &self.nodes[i];
-        let kubeconfig = format!("KUBECONFIG={}", self.lab.kubeconfig().display());
+        let kubeconfig = format!("KUBECONFIG={}", self.kubeconfig.display());
         let args = [
             kubeconfig.as_str(),
             "FERROLB_LOG=info,ferrolb_speaker=debug",

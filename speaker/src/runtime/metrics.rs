@@ -24,8 +24,6 @@ pub(crate) struct NodeLabels {
 /// Metrics of the election and API side of the speaker.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct SpeakerMetrics {
-    /// IPs this node announces.
-    pub announced: Gauge,
     /// Times this node gained or lost an election unit.
     pub ownership_changes: Counter,
     /// Failed API calls, by resource.
@@ -38,11 +36,6 @@ impl SpeakerMetrics {
     /// Registers the metrics.
     pub(crate) fn register(registry: &mut Registry) -> Self {
         let m = Self::default();
-        registry.register(
-            "ferrolb_speaker_announced_ips",
-            "IPs this node announces",
-            m.announced.clone(),
-        );
         registry.register(
             "ferrolb_speaker_ownership_changes",
             "Election units this node took over or released",
@@ -68,5 +61,33 @@ impl SpeakerMetrics {
                 resource: resource.to_owned(),
             })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrolb_speaker::announcer::metrics::AnnouncerMetrics;
+    use ferrolb_speaker::membership::MembershipMetrics;
+
+    /// Every metric family the binary registers has one name: Prometheus refuses
+    /// a scrape with a family twice.
+    #[test]
+    fn metric_names_are_unique() {
+        let mut registry = Registry::default();
+        let _speaker = SpeakerMetrics::register(&mut registry);
+        let _membership = MembershipMetrics::register(&mut registry);
+        let _announcer = AnnouncerMetrics::register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let mut names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# HELP ")?.split(' ').next())
+            .collect();
+        let all = names.len();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), all, "a metric name is registered twice:\n{text}");
+        assert!(names.contains(&"ferrolb_speaker_announced_ips"));
     }
 }

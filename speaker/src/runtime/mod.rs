@@ -572,9 +572,6 @@ impl Election {
             self.metrics
                 .ownership_changes
                 .inc_by(u64::try_from(gained + lost).unwrap_or(u64::MAX));
-            self.metrics
-                .announced
-                .set(i64::try_from(owned.len()).unwrap_or(i64::MAX));
             self.owned = owned;
         }
 

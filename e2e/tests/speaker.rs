@@ -24,6 +24,7 @@ use ferrolb_e2e::harness::{kubectl, repo_root};
 use ferrolb_e2e::lab::Lab;
 use ferrolb_e2e::lan::{self, Host};
 use ferrolb_speaker::election::{ElectionKey, NodeName, owner};
+use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Client;
@@ -38,8 +39,12 @@ static SERIAL: Mutex<()> = Mutex::const_new(());
 
 const MANAGER: &str = "ferrolb-e2e-speaker";
 
-/// The speaker binary, built when missing.
+/// The speaker binary: `FERROLB_SPEAKER_BIN` when set (e.g. a release build for
+/// the benchmarks), else the debug build, built when missing.
 fn speaker_binary() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("FERROLB_SPEAKER_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target"));
@@ -1502,5 +1507,224 @@ async fn api_server_stopped_keeps_announcing_and_resyncs() -> Result<()> {
     )
     .await?;
     wait_for_single_mac(&client_host, ip, &mac_of(&owner), Duration::from_secs(20)).await?;
+    Ok(())
+}
+
+/// A metric's value summed over its series, from a speaker's `/metrics`.
+fn speaker_metric(host: &Host, port: u16, name: &str) -> Result<f64> {
+    let url = format!("http://{}:{port}/metrics", host.ipv4);
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5", &url])
+        .output()
+        .context("cannot run curl")?;
+    ensure!(out.status.success(), "GET {url} failed");
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+/// CPU use of `pid` over `window`, in percent of one core.
+async fn cpu_percent(pid: i32, window: Duration) -> Result<f64> {
+    let before = harness::cpu_time(pid)?;
+    tokio::time::sleep(window).await;
+    let used = harness::cpu_time(pid)? - before;
+    Ok(100.0 * used.as_secs_f64() / window.as_secs_f64())
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    let rank = (sorted.len() as f64 * q).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Speaker resources on a lab node, for docs/benchmarks.md: CPU and memory
+/// idle and with `FERROLB_BENCH_VIPS` (default 1,000) Service IPs, CPU while
+/// 100,000 packets/s of unrelated UDP traffic from the client cross the
+/// owner node's interface, and the ARP reply round trip for a VIP seen from
+/// the client (2,000 requests, one every 5 ms). Set `FERROLB_SPEAKER_BIN` to
+/// measure a release build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+async fn speaker_resources_benchmark() -> Result<()> {
+    const WINDOW: Duration = Duration::from_secs(10);
+    let Some(lab) = harness::lab().await? else {
+        return Ok(());
+    };
+    let _serial = SERIAL.lock().await;
+    let extra: usize = std::env::var("FERROLB_BENCH_VIPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+        .min(1024);
+    // One VIP on the LAN for the client's ARP requests; the others in a /22
+    // off the LAN: announced all the same, never asked for.
+    let setup = Setup::new(
+        lab,
+        "spkres",
+        &["198.18.0.232-198.18.0.235", "198.18.192.0/22"],
+        (17953, 17480),
+        false,
+    )
+    .await?;
+    let client_host = Host::client();
+    let names: Vec<String> = setup.nodes.iter().map(|h| h.name.clone()).collect();
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    let macs: Vec<String> = setup.nodes.iter().map(lan::mac_of).collect::<Result<_>>()?;
+    let ip = vip(232);
+    setup.service("lan", ip, &names[0], true).await?;
+    let owner = expected_owner([ip], &all);
+    let index = setup
+        .node_index(&owner)
+        .context("owner is not a lab node")?;
+    wait_for_single_mac(&client_host, ip, &macs[index], Duration::from_secs(20)).await?;
+    let pids: Vec<i32> = setup
+        .speakers
+        .iter()
+        .map(|s| {
+            s.as_ref()
+                .map(NodeProcess::pid)
+                .context("a speaker is not running")
+        })
+        .collect::<Result<_>>()?;
+    let port = setup.metrics_port;
+    let announced = |setup: &Setup| -> Result<f64> {
+        setup
+            .nodes
+            .iter()
+            .map(|h| speaker_metric(h, port, "ferrolb_speaker_announced_ips"))
+            .sum()
+    };
+
+    let mut rows: Vec<String> = Vec::new();
+    let mut row = |what: &str, cpu: Vec<f64>, rss: Vec<f64>| {
+        let cpu: Vec<String> = cpu.iter().map(|c| format!("{c:.2} %")).collect();
+        let rss: Vec<String> = rss.iter().map(|r| format!("{r:.1}")).collect();
+        rows.push(format!(
+            "| {what} | {} | {} |",
+            cpu.join(" / "),
+            rss.join(" / ")
+        ));
+    };
+    let rss_all = |pids: &[i32]| -> Result<Vec<f64>> {
+        pids.iter()
+            .map(|p| harness::memory_mib(*p).map(|m| m.0))
+            .collect()
+    };
+
+    // Idle: one VIP.
+    let mut cpu = Vec::new();
+    for pid in &pids {
+        cpu.push(cpu_percent(*pid, WINDOW).await?);
+    }
+    row("idle, 1 VIP", cpu, rss_all(&pids)?);
+
+    // Unrelated traffic crossing the owner's interface.
+    let target = std::net::SocketAddr::from((setup.nodes[index].ipv4, 9));
+    let frames_before =
+        speaker_metric(&setup.nodes[index], port, "ferrolb_speaker_frames_received")?;
+    let cpu_before = harness::cpu_time(pids[index])?;
+    let started = Instant::now();
+    let flood_host = client_host.clone();
+    let sent = tokio::task::spawn_blocking(move || {
+        harness::udp_flood(&flood_host, target, 100_000, WINDOW)
+    })
+    .await
+    .context("the flood task failed")??;
+    let elapsed = started.elapsed();
+    let flood_cpu = 100.0 * (harness::cpu_time(pids[index])? - cpu_before).as_secs_f64()
+        / elapsed.as_secs_f64();
+    let frames_after =
+        speaker_metric(&setup.nodes[index], port, "ferrolb_speaker_frames_received")?;
+    let pps = sent as f64 / elapsed.as_secs_f64();
+
+    // ARP reply round trip.
+    let out = harness::exec_in(
+        &client_host,
+        "arping",
+        &[
+            "-c",
+            "2000",
+            "-W",
+            "0.005",
+            "-w",
+            "60",
+            "-i",
+            lan::INNER_IFACE,
+            &ip.to_string(),
+        ],
+    )?;
+    let mut trips = harness::arping_round_trips(&String::from_utf8_lossy(&out.stdout));
+    trips.sort();
+    ensure!(!trips.is_empty(), "arping got no reply from {ip}");
+
+    // Many VIPs.
+    let created = futures::stream::iter(0..extra)
+        .map(|i| {
+            let setup = &setup;
+            let names = &names;
+            async move {
+                let octets = [198, 18, 192 + (i / 256) as u8, (i % 256) as u8];
+                let node = &names[i % names.len()];
+                setup
+                    .service(&format!("v{i:04}"), Ipv4Addr::from(octets), node, true)
+                    .await
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<Result<()>>>()
+        .await;
+    created.into_iter().collect::<Result<Vec<()>>>()?;
+    let want = (extra + 1) as f64;
+    wait_for(
+        &format!("{want} IPs announced in all"),
+        Duration::from_secs(300),
+        || async {
+            let now = announced(&setup)?;
+            ensure!(now == want, "{now} announced");
+            Ok(Some(()))
+        },
+    )
+    .await?;
+    let mut cpu = Vec::new();
+    for pid in &pids {
+        cpu.push(cpu_percent(*pid, WINDOW).await?);
+    }
+    row(&format!("idle, {} VIPs", extra + 1), cpu, rss_all(&pids)?);
+    let peaks: Vec<f64> = pids
+        .iter()
+        .map(|p| harness::memory_mib(*p).map(|m| m.1))
+        .collect::<Result<_>>()?;
+
+    println!(
+        "\nspeaker resources, {} nodes ({owner} owns {ip}), {WINDOW:?} windows\n",
+        pids.len()
+    );
+    println!(
+        "| state | CPU per node ({}) | RSS MiB per node |",
+        all.join(" / ")
+    );
+    println!("|---|---|---|");
+    for r in &rows {
+        println!("{r}");
+    }
+    let peaks: Vec<String> = peaks.iter().map(|p| format!("{p:.1}")).collect();
+    println!("\npeak RSS (VmHWM) per node: {} MiB", peaks.join(" / "));
+    println!(
+        "\nunrelated traffic: {sent} UDP datagrams in {:.1} s ({pps:.0}/s) from the client to \
+         {}:9; {owner}'s speaker used {flood_cpu:.2} % of a core; frames reaching its \
+         sockets: {} (ARP requests and NS only)",
+        elapsed.as_secs_f64(),
+        setup.nodes[index].ipv4,
+        frames_after - frames_before
+    );
+    println!(
+        "\nARP reply round trip from the client, {} replies: p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
+        trips.len(),
+        quantile(&trips, 0.50),
+        quantile(&trips, 0.90),
+        quantile(&trips, 0.99),
+        quantile(&trips, 1.0)
+    );
     Ok(())
 }

@@ -6,10 +6,12 @@
 //! [`FrameIo`] or [`Icmpv6Io`], so they are tested with in-memory packets.
 
 use std::collections::BTreeMap;
+use std::io;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
+use crate::Error;
 use crate::announcer::InterfaceSelection;
 use crate::announcer::metrics::{AddressFamily, AnnouncerMetrics, PacketLabels};
 use crate::interfaces::Usage;
@@ -134,6 +136,120 @@ pub(crate) fn read(table: &SharedTable) -> std::sync::RwLockReadGuard<'_, Table>
 /// does not spin the loop.
 const ERROR_BACKOFF: Duration = Duration::from_millis(10);
 
+/// What a receive loop says in its logs: that receiving failed, what a
+/// malformed packet and a reply are called.
+struct Protocol {
+    receiving: &'static str,
+    packet: &'static str,
+    reply: &'static str,
+}
+
+const ARP: Protocol = Protocol {
+    receiving: "receiving ARP failed",
+    packet: "ARP frame",
+    reply: "an ARP reply",
+};
+const NUD: Protocol = Protocol {
+    receiving: "receiving a unicast solicitation failed",
+    packet: "unicast solicitation",
+    reply: "a neighbor advertisement",
+};
+const NDP: Protocol = Protocol {
+    receiving: "receiving ICMPv6 failed",
+    packet: "neighbor solicitation",
+    reply: "a neighbor advertisement",
+};
+
+/// A well-formed request: the IP it asks about, and the reply or why
+/// there is none.
+struct Answer<R> {
+    target: IpAddr,
+    reply: Result<R, Ignored>,
+}
+
+/// The next packet's metadata from `recv`, or `None` after logging the
+/// error with `log` and pausing ([`ERROR_BACKOFF`]).
+async fn receive<T>(
+    recv: impl Future<Output = io::Result<T>>,
+    log: impl FnOnce(io::Error),
+) -> Option<T> {
+    match recv.await {
+        Ok(received) => Some(received),
+        Err(error) => {
+            log(error);
+            tokio::time::sleep(ERROR_BACKOFF).await;
+            None
+        }
+    }
+}
+
+/// What every receive loop does with a packet that arrived on the
+/// interface of `labels`: count it, drop it counted when it is malformed,
+/// and send the reply, if any, through `send`. `decoded` is `Ok(None)` for
+/// a packet left to another loop.
+fn respond<R>(
+    protocol: &Protocol,
+    labels: &PacketLabels,
+    decoded: Result<Option<Answer<R>>, Error>,
+    metrics: &AnnouncerMetrics,
+    send: impl FnOnce(&R) -> io::Result<()>,
+) {
+    let interface = &labels.interface;
+    metrics.frames_received.get_or_create(labels).inc();
+    let answer = match decoded {
+        Ok(Some(answer)) => answer,
+        Ok(None) => return,
+        Err(error) => {
+            metrics.malformed_received.get_or_create(labels).inc();
+            tracing::trace!(%interface, %error, "dropped a malformed {}", protocol.packet);
+            return;
+        }
+    };
+    let requests = match labels.family {
+        AddressFamily::Ipv4 => &metrics.arp_requests_received,
+        AddressFamily::Ipv6 => &metrics.ndp_solicitations_received,
+    };
+    requests.get_or_create(labels).inc();
+    match answer.reply {
+        Ok(reply) => {
+            if let Err(error) = send(&reply) {
+                metrics.send_errors.get_or_create(labels).inc();
+                tracing::warn!(%interface, %error, ip = %answer.target, "sending {} failed", protocol.reply);
+            } else {
+                metrics.replies_sent.get_or_create(labels).inc();
+            }
+        }
+        Err(Ignored::HopLimit(hops)) => {
+            metrics.malformed_received.get_or_create(labels).inc();
+            tracing::trace!(%interface, ?hops, "dropped a routed neighbor solicitation");
+        }
+        Err(_) => {}
+    }
+}
+
+/// Answers what arrives on one interface's packet socket `io`, forever:
+/// `answer` decodes a frame and answers the request in it, `send` sends
+/// the reply.
+async fn serve_link<F: FrameIo, R>(
+    io: &F,
+    protocol: &Protocol,
+    labels: &PacketLabels,
+    metrics: &AnnouncerMetrics,
+    answer: impl Fn(&[u8]) -> Result<Answer<R>, Error>,
+    send: impl Fn(&R) -> io::Result<()>,
+) {
+    let interface = &labels.interface;
+    let mut buf = vec![0_u8; 2048];
+    loop {
+        let received = receive(io.recv(&mut buf), |error| {
+            tracing::debug!(%interface, %error, "{}", protocol.receiving);
+        });
+        let Some(len) = received.await else { continue };
+        let decoded = answer(&buf[..len]).map(Some);
+        respond(protocol, labels, decoded, metrics, &send);
+    }
+}
+
 /// Answers the ARP requests arriving on one interface's socket, forever.
 pub async fn serve_arp<F: FrameIo>(
     io: Arc<F>,
@@ -143,36 +259,14 @@ pub async fn serve_arp<F: FrameIo>(
     metrics: AnnouncerMetrics,
 ) {
     let labels = PacketLabels::new(AddressFamily::Ipv4, &interface);
-    let mut buf = vec![0_u8; 2048];
-    loop {
-        let len = match io.recv(&mut buf).await {
-            Ok(len) => len,
-            Err(error) => {
-                tracing::debug!(%interface, %error, "receiving ARP failed");
-                tokio::time::sleep(ERROR_BACKOFF).await;
-                continue;
-            }
-        };
-        metrics.frames_received.get_or_create(&labels).inc();
-        let request = match ArpRequest::decode(&buf[..len]) {
-            Ok(request) => request,
-            Err(error) => {
-                metrics.malformed_received.get_or_create(&labels).inc();
-                tracing::trace!(%interface, %error, "dropped a malformed ARP frame");
-                continue;
-            }
-        };
-        metrics.arp_requests_received.get_or_create(&labels).inc();
-        let answer = read(&table).answer_arp(&request, ifindex);
-        if let Ok(reply) = answer {
-            if let Err(error) = io.send(&reply) {
-                metrics.send_errors.get_or_create(&labels).inc();
-                tracing::warn!(%interface, %error, ip = %request.target_ip, "sending an ARP reply failed");
-            } else {
-                metrics.replies_sent.get_or_create(&labels).inc();
-            }
-        }
-    }
+    let answer = |frame: &[u8]| {
+        ArpRequest::decode(frame).map(|request| Answer {
+            target: IpAddr::V4(request.target_ip),
+            reply: read(&table).answer_arp(&request, ifindex),
+        })
+    };
+    let send = |reply: &Vec<u8>| io.send(reply);
+    serve_link(&*io, &ARP, &labels, &metrics, answer, send).await;
 }
 
 /// Answers the unicast neighbor solicitations (reachability checks)
@@ -187,53 +281,20 @@ pub async fn serve_nud<F: FrameIo, I: Icmpv6Io>(
     metrics: AnnouncerMetrics,
 ) {
     let labels = PacketLabels::new(AddressFamily::Ipv6, &interface);
-    let mut buf = vec![0_u8; 2048];
-    loop {
-        let len = match frames.recv(&mut buf).await {
-            Ok(len) => len,
-            Err(error) => {
-                tracing::debug!(%interface, %error, "receiving a unicast solicitation failed");
-                tokio::time::sleep(ERROR_BACKOFF).await;
-                continue;
+    let answer = |frame: &[u8]| {
+        FramedSolicitation::decode(frame).map(|framed| {
+            let (to, hops) = (Some(framed.destination), Some(framed.hop_limit));
+            let ns = framed.solicitation;
+            Answer {
+                target: IpAddr::V6(ns.target),
+                reply: read(&table).answer_ns(&ns, ifindex, to, hops),
             }
-        };
-        metrics.frames_received.get_or_create(&labels).inc();
-        let framed = match FramedSolicitation::decode(&buf[..len]) {
-            Ok(framed) => framed,
-            Err(error) => {
-                metrics.malformed_received.get_or_create(&labels).inc();
-                tracing::trace!(%interface, %error, "dropped a malformed unicast solicitation");
-                continue;
-            }
-        };
-        metrics
-            .ndp_solicitations_received
-            .get_or_create(&labels)
-            .inc();
-        let answer = read(&table).answer_ns(
-            &framed.solicitation,
-            ifindex,
-            Some(framed.destination),
-            Some(framed.hop_limit),
-        );
-        match answer {
-            Ok(advertisement) => {
-                if let Err(error) =
-                    icmp.send(&advertisement.message, advertisement.destination, ifindex)
-                {
-                    metrics.send_errors.get_or_create(&labels).inc();
-                    tracing::warn!(%interface, %error, ip = %framed.solicitation.target, "sending a neighbor advertisement failed");
-                } else {
-                    metrics.replies_sent.get_or_create(&labels).inc();
-                }
-            }
-            Err(Ignored::HopLimit(hops)) => {
-                metrics.malformed_received.get_or_create(&labels).inc();
-                tracing::trace!(%interface, ?hops, "dropped a routed neighbor solicitation");
-            }
-            Err(_) => {}
-        }
-    }
+        })
+    };
+    let send = |advertisement: &Advertisement| {
+        icmp.send(&advertisement.message, advertisement.destination, ifindex)
+    };
+    serve_link(&*frames, &NUD, &labels, &metrics, answer, send).await;
 }
 
 /// Answers the neighbor solicitations arriving on the ICMPv6 socket, forever.
@@ -244,14 +305,10 @@ pub async fn serve_nud<F: FrameIo, I: Icmpv6Io>(
 pub async fn serve_ndp<I: Icmpv6Io>(io: Arc<I>, table: SharedTable, metrics: AnnouncerMetrics) {
     let mut buf = vec![0_u8; 2048];
     loop {
-        let meta = match io.recv(&mut buf).await {
-            Ok(meta) => meta,
-            Err(error) => {
-                tracing::debug!(%error, "receiving ICMPv6 failed");
-                tokio::time::sleep(ERROR_BACKOFF).await;
-                continue;
-            }
-        };
+        let received = receive(io.recv(&mut buf), |error| {
+            tracing::debug!(%error, "{}", NDP.receiving);
+        });
+        let Some(meta) = received.await else { continue };
         let Some(ifindex) = meta.interface else {
             continue;
         };
@@ -260,45 +317,21 @@ pub async fn serve_ndp<I: Icmpv6Io>(io: Arc<I>, table: SharedTable, metrics: Ann
             .get(&ifindex)
             .map_or_else(|| ifindex.to_string(), |link| link.name.clone());
         let labels = PacketLabels::new(AddressFamily::Ipv6, &interface);
-        metrics.frames_received.get_or_create(&labels).inc();
-        if meta
-            .destination
-            .is_some_and(|destination| !destination.is_multicast())
-        {
-            continue;
-        }
-        let message = buf.get(..meta.len).unwrap_or(&buf);
-        let solicitation = match NeighborSolicitation::decode(message, meta.source) {
-            Ok(solicitation) => solicitation,
-            Err(error) => {
-                metrics.malformed_received.get_or_create(&labels).inc();
-                tracing::trace!(%interface, %error, "dropped a malformed neighbor solicitation");
-                continue;
-            }
+        let decoded = if meta.destination.is_some_and(|to| !to.is_multicast()) {
+            Ok(None)
+        } else {
+            let message = buf.get(..meta.len).unwrap_or(&buf);
+            NeighborSolicitation::decode(message, meta.source).map(|ns| {
+                let (to, hops) = (meta.destination, meta.hop_limit);
+                Some(Answer {
+                    target: IpAddr::V6(ns.target),
+                    reply: read(&table).answer_ns(&ns, ifindex, to, hops),
+                })
+            })
         };
-        metrics
-            .ndp_solicitations_received
-            .get_or_create(&labels)
-            .inc();
-        let answer =
-            read(&table).answer_ns(&solicitation, ifindex, meta.destination, meta.hop_limit);
-        match answer {
-            Ok(advertisement) => {
-                if let Err(error) =
-                    io.send(&advertisement.message, advertisement.destination, ifindex)
-                {
-                    metrics.send_errors.get_or_create(&labels).inc();
-                    tracing::warn!(%interface, %error, ip = %solicitation.target, "sending a neighbor advertisement failed");
-                } else {
-                    metrics.replies_sent.get_or_create(&labels).inc();
-                }
-            }
-            Err(Ignored::HopLimit(hops)) => {
-                metrics.malformed_received.get_or_create(&labels).inc();
-                tracing::trace!(%interface, ?hops, "dropped a routed neighbor solicitation");
-            }
-            Err(_) => {}
-        }
+        respond(&NDP, &labels, decoded, &metrics, |advertisement| {
+            io.send(&advertisement.message, advertisement.destination, ifindex)
+        });
     }
 }
 
@@ -308,7 +341,10 @@ mod tests {
     use std::io;
     use std::net::Ipv4Addr;
     use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
 
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
     use tokio::sync::Notify;
 
     use super::*;
@@ -355,12 +391,14 @@ mod tests {
     /// A sent packet, with its IPv6 destination and interface for ICMPv6.
     type Sent = (Vec<u8>, Option<(Ipv6Addr, u32)>);
 
-    /// In-memory packets: a queue to receive from, a list of what was sent.
+    /// In-memory packets: a queue to receive from (packets or receive
+    /// errors), a list of what was sent, and whether sending fails.
     struct Memory<In> {
-        incoming: Mutex<VecDeque<In>>,
+        incoming: Mutex<VecDeque<io::Result<In>>>,
         arrived: Notify,
         sent: Mutex<Vec<Sent>>,
         sent_signal: Notify,
+        refuse_sends: AtomicBool,
     }
 
     impl<In> Default for Memory<In> {
@@ -370,17 +408,35 @@ mod tests {
                 arrived: Notify::new(),
                 sent: Mutex::default(),
                 sent_signal: Notify::new(),
+                refuse_sends: AtomicBool::new(false),
             }
         }
     }
 
     impl<In> Memory<In> {
         fn push(&self, item: In) {
-            self.incoming.lock().unwrap().push_back(item);
+            self.incoming.lock().unwrap().push_back(Ok(item));
             self.arrived.notify_one();
         }
 
-        async fn next(&self) -> In {
+        /// Makes the next receive fail, as a socket in an error state does.
+        fn push_error(&self) {
+            let error = io::Error::from_raw_os_error(libc::ENETDOWN);
+            self.incoming.lock().unwrap().push_back(Err(error));
+            self.arrived.notify_one();
+        }
+
+        /// Records `packet` as sent, or refuses it like a full send queue.
+        fn record(&self, packet: Sent) -> io::Result<()> {
+            if self.refuse_sends.load(Ordering::Relaxed) {
+                return Err(io::Error::from_raw_os_error(libc::ENOBUFS));
+            }
+            self.sent.lock().unwrap().push(packet);
+            self.sent_signal.notify_one();
+            Ok(())
+        }
+
+        async fn next(&self) -> io::Result<In> {
             loop {
                 let next = self.incoming.lock().unwrap().pop_front();
                 if let Some(item) = next {
@@ -397,21 +453,19 @@ mod tests {
 
     impl FrameIo for Memory<Vec<u8>> {
         async fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-            let frame = self.next().await;
+            let frame = self.next().await?;
             buf[..frame.len()].copy_from_slice(&frame);
             Ok(frame.len())
         }
 
         fn send(&self, frame: &[u8]) -> io::Result<()> {
-            self.sent.lock().unwrap().push((frame.to_vec(), None));
-            self.sent_signal.notify_one();
-            Ok(())
+            self.record((frame.to_vec(), None))
         }
     }
 
     impl Icmpv6Io for Memory<(Vec<u8>, Icmpv6Meta)> {
         async fn recv(&self, buf: &mut [u8]) -> io::Result<Icmpv6Meta> {
-            let (message, meta) = self.next().await;
+            let (message, meta) = self.next().await?;
             buf[..message.len()].copy_from_slice(&message);
             Ok(Icmpv6Meta {
                 len: message.len(),
@@ -420,12 +474,7 @@ mod tests {
         }
 
         fn send(&self, message: &[u8], destination: Ipv6Addr, ifindex: u32) -> io::Result<()> {
-            self.sent
-                .lock()
-                .unwrap()
-                .push((message.to_vec(), Some((destination, ifindex))));
-            self.sent_signal.notify_one();
-            Ok(())
+            self.record((message.to_vec(), Some((destination, ifindex))))
         }
     }
 
@@ -528,6 +577,86 @@ mod tests {
             AnnouncerMetrics::get(&metrics.malformed_received, AddressFamily::Ipv4, "eth0"),
             3
         );
+    }
+
+    /// Waits until `done` holds; fails the test after a few seconds.
+    async fn until(done: impl Fn() -> bool) {
+        let wait = async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), wait)
+            .await
+            .unwrap();
+    }
+
+    type Frames = Arc<Memory<Vec<u8>>>;
+    type Icmp = Arc<Memory<(Vec<u8>, Icmpv6Meta)>>;
+
+    /// Runs the ARP loop on eth0 over `frames` and the ICMPv6 loop over
+    /// `icmp`, each holding one request for us, until `counter` is 1 in both
+    /// families on eth0.
+    async fn run_until(
+        frames: &Frames,
+        icmp: &Icmp,
+        counter: fn(&AnnouncerMetrics) -> &Family<PacketLabels, Counter>,
+    ) -> AnnouncerMetrics {
+        let metrics = AnnouncerMetrics::default();
+        frames.push(request_for(VIP4));
+        let group = solicited_node_multicast(VIP6);
+        icmp.push((solicitation(ASKER6, true), meta(ASKER6, group, 2, 255)));
+        let arp = serve_arp(
+            frames.clone(),
+            2,
+            "eth0".to_owned(),
+            table(),
+            metrics.clone(),
+        );
+        let arp = tokio::spawn(arp);
+        let ndp = tokio::spawn(serve_ndp(icmp.clone(), table(), metrics.clone()));
+        until(|| {
+            [AddressFamily::Ipv4, AddressFamily::Ipv6]
+                .iter()
+                .all(|family| AnnouncerMetrics::get(counter(&metrics), *family, "eth0") == 1)
+        })
+        .await;
+        arp.abort();
+        ndp.abort();
+        metrics
+    }
+
+    #[tokio::test]
+    async fn a_receive_error_pauses_the_loop_and_the_next_request_is_answered() {
+        let (frames, icmp) = (Frames::default(), Icmp::default());
+        frames.push_error();
+        icmp.push_error();
+        let metrics = run_until(&frames, &icmp, |metrics| &metrics.replies_sent).await;
+        assert_eq!(frames.sent().len(), 1);
+        assert_eq!(icmp.sent().len(), 1);
+        // A failed receive is not a frame.
+        for family in [AddressFamily::Ipv4, AddressFamily::Ipv6] {
+            assert_eq!(
+                AnnouncerMetrics::get(&metrics.frames_received, family, "eth0"),
+                1
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_reply_is_counted_as_a_send_error_not_as_sent() {
+        let (frames, icmp) = (Frames::default(), Icmp::default());
+        frames.refuse_sends.store(true, Ordering::Relaxed);
+        icmp.refuse_sends.store(true, Ordering::Relaxed);
+        let metrics = run_until(&frames, &icmp, |metrics| &metrics.send_errors).await;
+        assert!(frames.sent().is_empty());
+        assert!(icmp.sent().is_empty());
+        for family in [AddressFamily::Ipv4, AddressFamily::Ipv6] {
+            assert_eq!(
+                AnnouncerMetrics::get(&metrics.replies_sent, family, "eth0"),
+                0
+            );
+        }
     }
 
     #[test]
@@ -702,6 +831,27 @@ mod tests {
         )])
         .await;
         assert!(sent.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_icmpv6_message_without_its_interface_is_neither_counted_nor_answered() {
+        let group = solicited_node_multicast(VIP6);
+        let unknown = Icmpv6Meta {
+            interface: None,
+            ..meta(ASKER6, group, 2, 255)
+        };
+        let io = Arc::new(Memory::<(Vec<u8>, Icmpv6Meta)>::default());
+        let metrics = AnnouncerMetrics::default();
+        io.push((solicitation(ASKER6, true), unknown));
+        io.push((solicitation(ASKER6, true), meta(ASKER6, group, 2, 255)));
+        let task = tokio::spawn(serve_ndp(io.clone(), table(), metrics.clone()));
+        // The second message is answered, so the first has been handled.
+        until(|| io.sent().len() == 1).await;
+        task.abort();
+        assert_eq!(
+            AnnouncerMetrics::get(&metrics.frames_received, AddressFamily::Ipv6, "eth0"),
+            1
+        );
     }
 
     #[tokio::test]

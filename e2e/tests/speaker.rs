@@ -1686,6 +1686,9 @@ async fn speaker_resources_benchmark() -> Result<()> {
         },
     )
     .await?;
+    // Let the announcement repeats, the status writes and the lab's own work
+    // for the new Services (kube-proxy, the IPVS emulation) finish first.
+    tokio::time::sleep(Duration::from_secs(30)).await;
     let mut cpu = Vec::new();
     for pid in &pids {
         cpu.push(cpu_percent(*pid, WINDOW).await?);

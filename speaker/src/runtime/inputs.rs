@@ -5,10 +5,11 @@
 //! whether a node's network is unavailable.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{Hash as _, Hasher as _};
 use std::net::IpAddr;
 
 use ferrolb_crds::annotations::{IP_ALLOCATED_FROM_POOL, spellings};
-use ferrolb_crds::{IPAddressPool, L2Advertisement};
+use ferrolb_crds::{IPAddressPool, L2Advertisement, SpeakerStatus};
 use ferrolb_speaker::eligibility::{
     AdvertisementView, Cluster, NodeView, ServiceId, ServiceView, TrafficPolicy,
 };
@@ -188,6 +189,31 @@ pub(crate) fn cluster<'a>(
             .collect(),
         advertisements: advertisements.into_iter().map(advertisement_view).collect(),
     }
+}
+
+/// What the speaker reads of a Node (its labels, whether its network is
+/// unavailable, its InternalIP), hashed: equal when a change, such as a
+/// heartbeat, does not matter to the election.
+pub(crate) fn node_fingerprint(node: &Node) -> u64 {
+    let view = node_view(node);
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    view.labels.hash(&mut hasher);
+    view.network_unavailable.hash(&mut hasher);
+    internal_ip(node).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// What the speaker reads of another speaker's status: the node and the
+/// gossip address it is reached at (peer seeds), hashed.
+pub(crate) fn speaker_fingerprint(status: &SpeakerStatus) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    status.spec.node_name.hash(&mut hasher);
+    status
+        .status
+        .as_ref()
+        .and_then(|s| s.gossip_address.as_deref())
+        .hash(&mut hasher);
+    hasher.finish()
 }
 
 /// A Node's first InternalIP.

@@ -20,7 +20,7 @@ pub(crate) mod report;
 pub(crate) mod status;
 pub(crate) mod strict_arp;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -105,7 +105,13 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             &metrics,
             "endpointslices",
         ),
-        nodes: cache(Api::all(client.clone()), &changed, &metrics, "nodes"),
+        nodes: cache_where(
+            Api::all(client.clone()),
+            &changed,
+            &metrics,
+            "nodes",
+            inputs::node_fingerprint,
+        ),
         pools: cache(
             Api::all(client.clone()),
             &changed,
@@ -118,11 +124,12 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             &metrics,
             "l2advertisements",
         ),
-        speakers: cache(
+        speakers: cache_where(
             Api::all(client.clone()),
             &changed,
             &metrics,
             "speakerstatuses",
+            inputs::speaker_fingerprint,
         ),
     };
     caches.wait_until_ready().await?;
@@ -411,6 +418,37 @@ fn cache<K>(
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    watch_into_cache(api, changed, metrics, resource, None)
+}
+
+/// [`cache`] for a kind that changes often in ways the speaker ignores (a
+/// Node's heartbeats, another speaker's peer counts): the cache takes every
+/// change, but only a change of `fingerprint` (what the speaker reads of the
+/// object) wakes the election loop, which otherwise recomputes every
+/// Service's owner on each heartbeat of each node.
+fn cache_where<K>(
+    api: Api<K>,
+    changed: &Arc<Notify>,
+    metrics: &SpeakerMetrics,
+    resource: &'static str,
+    fingerprint: fn(&K) -> u64,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    watch_into_cache(api, changed, metrics, resource, Some(fingerprint))
+}
+
+fn watch_into_cache<K>(
+    api: Api<K>,
+    changed: &Arc<Notify>,
+    metrics: &SpeakerMetrics,
+    resource: &'static str,
+    fingerprint: Option<fn(&K) -> u64>,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
     let (reader, writer) = reflector::store();
     let stream = watcher(api, watcher::Config::default())
         .backoff(ResetTimerBackoff::new(
@@ -422,9 +460,14 @@ where
     let metrics = metrics.clone();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
+        let mut seen = Fingerprints::default();
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => changed.notify_one(),
+                Ok(event) => {
+                    if fingerprint.is_none_or(|f| seen.changed(&event, f)) {
+                        changed.notify_one();
+                    }
+                }
                 Err(error) => {
                     metrics.api_error(resource);
                     tracing::warn!(%error, resource, "watch failed; announcing from the last known state");
@@ -433,6 +476,32 @@ where
         }
     });
     reader
+}
+
+/// The last fingerprint of every object of one kind, by name.
+#[derive(Debug, Default)]
+struct Fingerprints(HashMap<String, u64>);
+
+impl Fingerprints {
+    /// Records `event`; whether it changes what the speaker reads. Deletions
+    /// and the (re)list markers always count.
+    fn changed<K: Resource>(
+        &mut self,
+        event: &watcher::Event<K>,
+        fingerprint: fn(&K) -> u64,
+    ) -> bool {
+        match event {
+            watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
+                let print = fingerprint(object);
+                self.0.insert(object.name_any(), print) != Some(print)
+            }
+            watcher::Event::Delete(object) => {
+                self.0.remove(&object.name_any());
+                true
+            }
+            watcher::Event::Init | watcher::Event::InitDone => true,
+        }
+    }
 }
 
 struct Caches {
@@ -701,6 +770,35 @@ impl Election {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_fingerprint_changes_wake_the_loop() {
+        use k8s_openapi::api::core::v1::Node;
+        let node = |labels: serde_json::Value, heartbeat: &str| -> Node {
+            serde_json::from_value(serde_json::json!({
+                "metadata": { "name": "node1", "labels": labels },
+                "status": { "conditions": [{
+                    "type": "Ready", "status": "True", "lastHeartbeatTime": heartbeat,
+                }] },
+            }))
+            .unwrap()
+        };
+        let print = inputs::node_fingerprint;
+        let mut seen = Fingerprints::default();
+        let apply = |n: Node| watcher::Event::Apply(n);
+        let a = node(serde_json::json!({"zone": "a"}), "2026-01-01T00:00:00Z");
+        assert!(seen.changed(&watcher::Event::InitApply(a.clone()), print));
+        // A heartbeat changes nothing the speaker reads.
+        let beat = node(serde_json::json!({"zone": "a"}), "2026-01-01T00:00:10Z");
+        assert!(!seen.changed(&apply(beat), print));
+        // A label does.
+        let relabelled = node(serde_json::json!({"zone": "b"}), "2026-01-01T00:00:20Z");
+        assert!(seen.changed(&apply(relabelled.clone()), print));
+        assert!(!seen.changed(&apply(relabelled.clone()), print));
+        assert!(seen.changed(&watcher::Event::Delete(relabelled.clone()), print));
+        assert!(seen.changed(&apply(relabelled), print));
+        assert!(seen.changed(&watcher::Event::<Node>::InitDone, print));
+    }
 
     #[test]
     fn watch_retries_stay_short_and_start_over_on_reset() {

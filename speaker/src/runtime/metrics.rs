@@ -87,7 +87,11 @@ mod tests {
         let all = names.len();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), all, "a metric name is registered twice:\n{text}");
+        assert_eq!(
+            names.len(),
+            all,
+            "a metric name is registered twice:\n{text}"
+        );
         assert!(names.contains(&"ferrolb_speaker_announced_ips"));
     }
 }

@@ -127,7 +127,8 @@ pub async fn run(ctx: Context, mut leading: watch::Receiver<bool>) {
 }
 
 /// Starts a reflector for one kind; every change pokes `changed`. The watcher
-/// retries with backoff on errors, forever.
+/// retries on errors, forever, with the short delays of
+/// [`ferrolb_telemetry::WatchBackoff`].
 fn watch_kind<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
 where
     K: Resource<DynamicType = ()>
@@ -143,7 +144,7 @@ where
         writer,
         watcher(api, watcher::Config::default())
             .modify(|o: &mut K| o.managed_fields_mut().clear())
-            .default_backoff(),
+            .backoff(ferrolb_telemetry::watch_backoff()),
     );
     tokio::spawn(drive(stream, changed));
     store

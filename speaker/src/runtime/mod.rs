@@ -39,7 +39,6 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, Resource, ResourceExt as _};
 use prometheus_client::registry::Registry;
@@ -360,52 +359,6 @@ async fn read_key(secrets: &Api<Secret>, name: &str) -> anyhow::Result<GossipKey
     Ok(GossipKey::new(&bytes.0)?)
 }
 
-/// A watch that has not failed for this long starts over from the shortest
-/// retry delay.
-const WATCH_BACKOFF_RESET: Duration = Duration::from_secs(30);
-
-/// Watch retry delays: 0.25 s doubling to 3 s, plus up to as much again of
-/// jitter. kube's default grows to 30 s (60 s with jitter) and resets only
-/// after two error-free minutes, which after an API server outage left new
-/// Services unannounced for half a minute: a restarted API server first
-/// refuses connections, then answers every resumed watch with 410 Expired,
-/// and each answer waited out a full delay before the relist. The jitter
-/// spreads the reconnects of many nodes; the caches keep serving their last
-/// contents meanwhile.
-struct WatchBackoff {
-    builder: backon::ExponentialBuilder,
-    delays: backon::ExponentialBackoff,
-}
-
-impl Default for WatchBackoff {
-    fn default() -> Self {
-        let builder = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(250))
-            .with_max_delay(Duration::from_secs(3))
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times();
-        Self {
-            delays: backon::BackoffBuilder::build(builder),
-            builder,
-        }
-    }
-}
-
-impl Iterator for WatchBackoff {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        self.delays.next()
-    }
-}
-
-impl Backoff for WatchBackoff {
-    fn reset(&mut self) {
-        self.delays = backon::BackoffBuilder::build(self.builder);
-    }
-}
-
 /// Starts a watch feeding a cache; every change wakes the election loop.
 /// Errors are counted and retried with backoff; the cache keeps its
 /// contents meanwhile.
@@ -451,10 +404,7 @@ where
 {
     let (reader, writer) = reflector::store();
     let stream = watcher(api, watcher::Config::default())
-        .backoff(ResetTimerBackoff::new(
-            WatchBackoff::default(),
-            WATCH_BACKOFF_RESET,
-        ))
+        .backoff(ferrolb_telemetry::watch_backoff())
         .reflect(writer);
     let changed = Arc::clone(changed);
     let metrics = metrics.clone();
@@ -798,30 +748,5 @@ mod tests {
         assert!(seen.changed(&watcher::Event::Delete(relabelled.clone()), print));
         assert!(seen.changed(&apply(relabelled), print));
         assert!(seen.changed(&watcher::Event::<Node>::InitDone, print));
-    }
-
-    #[test]
-    fn watch_retries_stay_short_and_start_over_on_reset() {
-        let mut backoff = WatchBackoff::default();
-        let delays: Vec<Duration> = backoff.by_ref().take(12).collect();
-        assert_eq!(delays.len(), 12, "retries never stop");
-        for d in &delays {
-            // Jitter adds at most the delay itself.
-            assert!(
-                *d >= Duration::from_millis(250) && *d <= Duration::from_secs(6),
-                "{delays:?}"
-            );
-        }
-        assert!(delays[0] < Duration::from_millis(500), "{delays:?}");
-        assert!(
-            delays[8..].iter().all(|d| *d >= Duration::from_secs(3)),
-            "{delays:?}"
-        );
-        backoff.reset();
-        assert!(
-            backoff
-                .next()
-                .is_some_and(|d| d < Duration::from_millis(500))
-        );
     }
 }

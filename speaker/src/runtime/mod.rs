@@ -241,20 +241,26 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     ));
     // Interfaces coming and going change what the statuses report.
     let interfaces_changed = data_plane.interfaces_changed();
+    // Whether anything the election reads may have changed since the last
+    // recomputation (the periodic checks mostly find nothing new).
+    let mut stale = true;
     loop {
-        let live_now = live.borrow_and_update().clone();
-        election.recompute(&caches, &live_now, &data_plane);
-        interfaces_tx.send_if_modified(|current| {
-            let now = data_plane.interfaces();
-            let changed = *current != now;
-            *current = now;
-            changed
-        });
-        let new_seeds = caches.seeds(&cli.node_name, cli.gossip_port);
-        if new_seeds != seeds {
-            seeds = new_seeds;
-            membership.seed(seeds.iter().copied().collect());
+        if stale {
+            let live_now = live.borrow_and_update().clone();
+            election.recompute(&caches, &live_now, &data_plane);
+            interfaces_tx.send_if_modified(|current| {
+                let now = data_plane.interfaces();
+                let changed = *current != now;
+                *current = now;
+                changed
+            });
+            let new_seeds = caches.seeds(&cli.node_name, cli.gossip_port);
+            if new_seeds != seeds {
+                seeds = new_seeds;
+                membership.seed(seeds.iter().copied().collect());
+            }
         }
+        stale = true;
         tokio::select! {
             () = changed.notified() => tokio::time::sleep(DEBOUNCE).await,
             () = interfaces_changed.notified() => tokio::time::sleep(DEBOUNCE).await,
@@ -264,10 +270,13 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             Some(polled) = polled.recv() => match polled {
-                Polled::Key(key) => membership.rotate_key(key),
+                Polled::Key(key) => {
+                    membership.rotate_key(key);
+                    stale = false;
+                }
                 Polled::StrictArp(verdict) => {
                     let node = caches.node_ref(&cli.node_name);
-                    election.set_strict_arp(verdict, node);
+                    stale = election.set_strict_arp(verdict, node);
                 }
             },
             _ = sigterm.recv() => break,
@@ -552,9 +561,11 @@ struct Election {
 impl Election {
     /// Records a strictARP result: metric, log line and Warning Event when it
     /// changes; the SpeakerStatus condition follows on the next recompute.
-    fn set_strict_arp(&mut self, verdict: Verdict, node: Option<ObjectReference>) {
+    /// Records the strictARP check's verdict; whether it changed (and the
+    /// statuses must be recomputed).
+    fn set_strict_arp(&mut self, verdict: Verdict, node: Option<ObjectReference>) -> bool {
         if self.strict_arp.as_ref().map(|(v, _)| v) == Some(&verdict) {
-            return;
+            return false;
         }
         let labels = metrics::NodeLabels {
             node: self.me.to_string(),
@@ -590,6 +601,7 @@ impl Election {
             _ => Time(Timestamp::now()),
         };
         self.strict_arp = Some((verdict, since));
+        true
     }
 
     fn recompute(&mut self, caches: &Caches, live: &BTreeSet<NodeName>, data_plane: &DataPlane) {

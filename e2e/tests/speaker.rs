@@ -164,6 +164,9 @@ struct Setup {
     class: String,
     pool: String,
     nodes: Vec<Host>,
+    /// The nodes' names and LAN MACs, in the order of `nodes`.
+    names: Vec<String>,
+    macs: Vec<String>,
     speakers: Vec<Option<NodeProcess>>,
     gossip_port: u16,
     metrics_port: u16,
@@ -244,6 +247,8 @@ impl Setup {
             })
             .collect();
         let nodes: Vec<Host> = lab.nodes();
+        let names = nodes.iter().map(|h| h.name.clone()).collect();
+        let macs = nodes.iter().map(lan::mac_of).collect::<Result<_>>()?;
         let mut setup = Self {
             lab,
             client,
@@ -252,6 +257,8 @@ impl Setup {
             ns,
             speakers: nodes.iter().map(|_| None).collect(),
             nodes,
+            names,
+            macs,
             gossip_port: ports.0,
             metrics_port: ports.1,
             enforce_strict_arp: false,
@@ -311,7 +318,7 @@ impl Setup {
     }
 
     fn node_index(&self, name: &str) -> Option<usize> {
-        self.nodes.iter().position(|h| h.name == name)
+        self.names.iter().position(|n| n == name)
     }
 
     /// Replaces the spec of the test's L2Advertisement: it announces the
@@ -568,9 +575,9 @@ async fn one_owner_per_ip_failover_handover_and_refusal() -> Result<()> {
     )
     .await?;
     let client_host = Host::client();
-    let names: Vec<String> = setup.nodes.iter().map(|h| h.name.clone()).collect();
+    let names = setup.names.clone();
     let all: Vec<&str> = names.iter().map(String::as_str).collect();
-    let macs: Vec<String> = setup.nodes.iter().map(lan::mac_of).collect::<Result<_>>()?;
+    let macs = setup.macs.clone();
     let mac_of = |node: &str| -> String {
         all.iter()
             .position(|n| *n == node)
@@ -767,9 +774,9 @@ async fn api_outage_keeps_announcing_and_failing_over() -> Result<()> {
     )
     .await?;
     let client_host = Host::client();
-    let names: Vec<String> = setup.nodes.iter().map(|h| h.name.clone()).collect();
+    let names = setup.names.clone();
     let all: Vec<&str> = names.iter().map(String::as_str).collect();
-    let macs: Vec<String> = setup.nodes.iter().map(lan::mac_of).collect::<Result<_>>()?;
+    let macs = setup.macs.clone();
     let ip = vip(236);
     setup.service("web", ip, &names[0], true).await?;
     let old = expected_owner([ip], &all);
@@ -829,9 +836,9 @@ async fn failover_benchmark() -> Result<()> {
         )
         .await?;
     let client_host = Host::client();
-    let names: Vec<String> = setup.nodes.iter().map(|h| h.name.clone()).collect();
+    let names = setup.names.clone();
     let all: Vec<&str> = names.iter().map(String::as_str).collect();
-    let macs: Vec<String> = setup.nodes.iter().map(lan::mac_of).collect::<Result<_>>()?;
+    let macs = setup.macs.clone();
     let ip = vip(232);
     setup.service("bench", ip, &names[0], true).await?;
     let old = expected_owner([ip], &all);
@@ -946,7 +953,7 @@ async fn strict_arp_off_is_reported_and_enforcement_leaves_one_owner() -> Result
     let _reset = ResetInterfaceSysctls(setup.nodes.clone());
     let _off = StrictArp::set(lab, false).await?;
     let client_host = Host::client();
-    let names: Vec<String> = setup.nodes.iter().map(|h| h.name.clone()).collect();
+    let names = setup.names.clone();
     let all: Vec<&str> = names.iter().map(String::as_str).collect();
     let ip = vip(248);
     setup.service("web", ip, &names[0], true).await?;
@@ -1156,10 +1163,10 @@ async fn ipv6_vip_answers_ping_through_its_owner_and_fails_over() -> Result<()> 
     )
     .await?;
     let client_host = Host::client();
-    let names: Vec<String> = setup.nodes.iter().map(|h| h.name.clone()).collect();
+    let names = setup.names.clone();
     let all: Vec<&str> = names.iter().map(String::as_str).collect();
     ensure!(all.len() >= 2, "failover needs at least two nodes");
-    let macs: Vec<String> = setup.nodes.iter().map(lan::mac_of).collect::<Result<_>>()?;
+    let macs = setup.macs.clone();
     let mac_of = |node: &str| -> String {
         all.iter()
             .position(|n| *n == node)
@@ -1303,10 +1310,10 @@ async fn node_selectors_choose_the_announcing_node() -> Result<()> {
     )
     .await?;
     let client_host = Host::client();
-    let names: Vec<String> = setup.nodes.iter().map(|h| h.name.clone()).collect();
+    let names = setup.names.clone();
     let all: Vec<&str> = names.iter().map(String::as_str).collect();
     ensure!(all.len() >= 2, "node selection needs at least two nodes");
-    let macs: Vec<String> = setup.nodes.iter().map(lan::mac_of).collect::<Result<_>>()?;
+    let macs = setup.macs.clone();
     let mac_of = |node: &str| -> String {
         all.iter()
             .position(|n| *n == node)
@@ -1423,9 +1430,9 @@ async fn api_server_stopped_keeps_announcing_and_resyncs() -> Result<()> {
     )
     .await?;
     let client_host = Host::client();
-    let names: Vec<String> = setup.nodes.iter().map(|h| h.name.clone()).collect();
+    let names = setup.names.clone();
     let all: Vec<&str> = names.iter().map(String::as_str).collect();
-    let macs: Vec<String> = setup.nodes.iter().map(lan::mac_of).collect::<Result<_>>()?;
+    let macs = setup.macs.clone();
     let mac_of = |node: &str| -> String {
         all.iter()
             .position(|n| *n == node)
@@ -1568,9 +1575,9 @@ async fn speaker_resources_benchmark() -> Result<()> {
     )
     .await?;
     let client_host = Host::client();
-    let names: Vec<String> = setup.nodes.iter().map(|h| h.name.clone()).collect();
+    let names = setup.names.clone();
     let all: Vec<&str> = names.iter().map(String::as_str).collect();
-    let macs: Vec<String> = setup.nodes.iter().map(lan::mac_of).collect::<Result<_>>()?;
+    let macs = setup.macs.clone();
     let ip = vip(232);
     setup.service("lan", ip, &names[0], true).await?;
     let owner = expected_owner([ip], &all);

@@ -268,11 +268,7 @@ impl Drop for ChartRbac {
                 args.extend(["--namespace", ns.as_str()]);
             }
             args.push("--wait=false");
-            let _ = Command::new(self.lab.tools().path("kubectl"))
-                .arg("--kubeconfig")
-                .arg(self.lab.kubeconfig())
-                .args(&args)
-                .output();
+            let _ = crate::harness::kubectl(&self.lab, &args, None);
         }
     }
 }

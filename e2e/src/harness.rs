@@ -231,6 +231,16 @@ pub fn arping_round_trips(output: &str) -> Vec<Duration> {
     out
 }
 
+/// The `q` quantile (0 < q ≤ 1) of ascending `sorted` by nearest rank: the
+/// smallest value with at least `q` of the values at or below it.
+pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    let rank = (sorted.len() as f64 * q).ceil() as usize;
+    sorted
+        .get(rank.clamp(1, sorted.len().max(1)) - 1)
+        .copied()
+        .unwrap_or_default()
+}
+
 /// Sends UDP datagrams from `from`'s namespace to `to` at about `rate` per
 /// second for `duration` (from a thread that enters the namespace); returns
 /// how many were sent. Traffic for load tests: `to` must be a lab address.
@@ -555,6 +565,15 @@ mod tests {
         };
         assert_eq!(micros(habets), [93, 1250]);
         assert_eq!(micros(iputils), [611]);
+    }
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        let ms: Vec<Duration> = (1..=20).map(Duration::from_millis).collect();
+        assert_eq!(quantile(&ms, 0.5), Duration::from_millis(10));
+        assert_eq!(quantile(&ms, 0.99), Duration::from_millis(20));
+        assert_eq!(quantile(&ms, 1.0), Duration::from_millis(20));
+        assert_eq!(quantile(&[], 0.5), Duration::ZERO);
     }
 
     #[test]

@@ -1194,10 +1194,7 @@ async fn bench_service_created_to_ip_in_status() -> Result<()> {
     watch.abort();
     let row = |what: &str, mut values: Vec<Duration>| {
         values.sort();
-        let pick = |q: f64| {
-            let i = ((values.len() as f64 * q).ceil() as usize).clamp(1, values.len()) - 1;
-            values[i].as_secs_f64() * 1e3
-        };
+        let pick = |q: f64| harness::quantile(&values, q).as_secs_f64() * 1e3;
         format!(
             "| {what} | {count} | {:.1} ms | {:.1} ms | {:.1} ms | {:.1} ms |",
             pick(0.50),

@@ -1540,11 +1540,6 @@ async fn cpu_percent(pid: i32, window: Duration) -> Result<f64> {
     Ok(100.0 * used.as_secs_f64() / window.as_secs_f64())
 }
 
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
-    let rank = (sorted.len() as f64 * q).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 /// Speaker resources on a lab node, for docs/benchmarks.md: CPU and memory
 /// idle and with `FERROLB_BENCH_VIPS` (default 1,000) Service IPs, CPU while
 /// 100,000 packets/s of unrelated UDP traffic from the client cross the
@@ -1731,10 +1726,10 @@ async fn speaker_resources_benchmark() -> Result<()> {
     println!(
         "\nARP reply round trip from the client, {} replies: p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
         trips.len(),
-        quantile(&trips, 0.50),
-        quantile(&trips, 0.90),
-        quantile(&trips, 0.99),
-        quantile(&trips, 1.0)
+        harness::quantile(&trips, 0.50),
+        harness::quantile(&trips, 0.90),
+        harness::quantile(&trips, 0.99),
+        harness::quantile(&trips, 1.0)
     );
     Ok(())
 }

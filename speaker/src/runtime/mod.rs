@@ -97,38 +97,47 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let changed = Arc::new(Notify::new());
     let caches = Caches {
-        services: cache(Api::all(client.clone()), &changed, &metrics, "services"),
+        services: cache(
+            Api::all(client.clone()),
+            &changed,
+            &metrics,
+            "services",
+            None,
+        ),
         slices: cache(
             Api::all(client.clone()),
             &changed,
             &metrics,
             "endpointslices",
+            None,
         ),
-        nodes: cache_where(
+        nodes: cache(
             Api::all(client.clone()),
             &changed,
             &metrics,
             "nodes",
-            inputs::node_fingerprint,
+            Some(inputs::node_fingerprint),
         ),
         pools: cache(
             Api::all(client.clone()),
             &changed,
             &metrics,
             "ipaddresspools",
+            None,
         ),
         advertisements: cache(
             Api::all(client.clone()),
             &changed,
             &metrics,
             "l2advertisements",
+            None,
         ),
-        speakers: cache_where(
+        speakers: cache(
             Api::all(client.clone()),
             &changed,
             &metrics,
             "speakerstatuses",
-            inputs::speaker_fingerprint,
+            Some(inputs::speaker_fingerprint),
         ),
     };
     caches.wait_until_ready().await?;
@@ -368,40 +377,14 @@ async fn read_key(secrets: &Api<Secret>, name: &str) -> anyhow::Result<GossipKey
     Ok(GossipKey::new(&bytes.0)?)
 }
 
-/// Starts a watch feeding a cache; every change wakes the election loop.
-/// Errors are counted and retried with backoff; the cache keeps its
-/// contents meanwhile.
+/// Starts a watch feeding a cache. Errors are counted and retried with
+/// backoff; the cache keeps its contents meanwhile. Every change wakes the
+/// election loop, or, with a `fingerprint` (what the speaker reads of an
+/// object of a kind that changes often in ways it ignores: a Node's
+/// heartbeats, another speaker's peer counts), only a change of the
+/// fingerprint does; the loop otherwise recomputes every Service's owner on
+/// each heartbeat of each node.
 fn cache<K>(
-    api: Api<K>,
-    changed: &Arc<Notify>,
-    metrics: &SpeakerMetrics,
-    resource: &'static str,
-) -> Store<K>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    watch_into_cache(api, changed, metrics, resource, None)
-}
-
-/// [`cache`] for a kind that changes often in ways the speaker ignores (a
-/// Node's heartbeats, another speaker's peer counts): the cache takes every
-/// change, but only a change of `fingerprint` (what the speaker reads of the
-/// object) wakes the election loop, which otherwise recomputes every
-/// Service's owner on each heartbeat of each node.
-fn cache_where<K>(
-    api: Api<K>,
-    changed: &Arc<Notify>,
-    metrics: &SpeakerMetrics,
-    resource: &'static str,
-    fingerprint: fn(&K) -> u64,
-) -> Store<K>
-where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-{
-    watch_into_cache(api, changed, metrics, resource, Some(fingerprint))
-}
-
-fn watch_into_cache<K>(
     api: Api<K>,
     changed: &Arc<Notify>,
     metrics: &SpeakerMetrics,

@@ -454,14 +454,14 @@ struct AdvertisementWrites {
 }
 
 impl AdvertisementWrites {
-    /// Sets the metric and logs when the set of nodes at risk changes.
+    /// Sets the gauges, and logs when the set of nodes at risk changes.
     fn note_strict_arp(&mut self, ctx: &Context, summary: &Summary) {
+        ctx.metrics
+            .set_strict_arp_at_risk(summary.at_risk.len(), summary.reporting);
         let nodes: Vec<String> = summary.at_risk.keys().cloned().collect();
         if self.at_risk.as_ref() == Some(&nodes) {
             return;
         }
-        ctx.metrics
-            .set_strict_arp_at_risk(nodes.len(), summary.reporting);
         if nodes.is_empty() {
             tracing::info!(
                 reporting = summary.reporting,

@@ -49,6 +49,13 @@ pub struct ServiceL2StatusStatus {
     /// When `node` took over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<Time>,
+    /// The membership incarnation of `node`'s speaker when it took over. The
+    /// speakers read it to keep ownership where it is: a claim made by an
+    /// earlier incarnation (the speaker restarted, or its peers declared it
+    /// down meanwhile) no longer holds, so the node does not take back IPs a
+    /// successor announces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<u64>,
     /// Why the IPs are not announced, e.g. `NoReadyEndpoints` or `NoEligibleNode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,

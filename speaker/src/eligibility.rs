@@ -17,6 +17,25 @@
 //! - the Service has a ready or serving endpoint, and with
 //!   `externalTrafficPolicy: Local` one of them is on this node.
 //!
+//! Only addresses of our pools are ever announced: an IP that is not inside
+//! the pool the Service's allocation annotation names (or, without the
+//! annotation, inside any pool) is refused with [`Reason::NotInPool`], so an
+//! address written by another controller, left by a migration or mistyped
+//! (the LAN gateway, a node's own address) is never claimed.
+//!
+//! # Who among the candidates
+//!
+//! Ownership is sticky: a unit stays with the node that announces it as long
+//! as that node remains a candidate. The announcing node is known to every
+//! speaker through the unit's ServiceL2Status ([`Claim`]): the node and its
+//! membership *incarnation* when it took over. A claim counts only while the
+//! same incarnation of that node is alive; a speaker that restarted or was
+//! declared down by its peers comes back as a new incarnation, so its old
+//! claims are stale and it is ranked behind every other candidate for those
+//! units. That is what stops ownership from ping-ponging back to a node that
+//! stalled for a moment: the successor keeps the IP. Units without a valid
+//! claim go to the rendezvous winner among the candidates ([`owner`]).
+//!
 //! Services sharing an IP form one unit; its candidates are the nodes that are
 //! candidates for every Service in it, so a shared IP is never announced from a
 //! node that would drop one of its Services' traffic.
@@ -27,8 +46,41 @@ use std::net::IpAddr;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+use ferrolb_address::IpRange;
+
 use crate::election::{ElectionKey, NodeName, election_units, owner};
 use crate::selector::{Labels, any_matches};
+
+/// A speaker's incarnation in the membership: it changes when the speaker
+/// restarts or rejoins after its peers declared it down.
+pub type Incarnation = u64;
+
+/// The speakers alive in the membership, each with its current incarnation.
+pub type Live = BTreeMap<NodeName, Incarnation>;
+
+/// A node's claim to announce a Service's IPs, as its ServiceL2Status says.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Claim {
+    /// The announcing node.
+    pub node: NodeName,
+    /// Its incarnation when it took over.
+    pub incarnation: Incarnation,
+}
+
+impl Claim {
+    /// Whether this claim was made by the incarnation of its node alive now.
+    #[must_use]
+    pub fn is_current(&self, live: &Live) -> bool {
+        live.get(&self.node) == Some(&self.incarnation)
+    }
+
+    /// Whether an earlier incarnation of a node alive now made this claim.
+    #[must_use]
+    pub fn is_stale(&self, live: &Live) -> bool {
+        live.get(&self.node)
+            .is_some_and(|now| *now != self.incarnation)
+    }
+}
 
 /// The node label that keeps a node out of external load balancing.
 pub const EXCLUDE_LABEL: &str = "node.kubernetes.io/exclude-from-external-load-balancers";
@@ -85,6 +137,8 @@ pub struct ServiceView {
     pub has_ready_endpoints: bool,
     /// Nodes hosting a ready or serving endpoint of the Service.
     pub endpoint_nodes: BTreeSet<String>,
+    /// Who announces the Service's IPs now, from its ServiceL2Status.
+    pub claim: Option<Claim>,
 }
 
 /// A Node as eligibility sees it.
@@ -113,8 +167,26 @@ pub struct AdvertisementView {
     pub interfaces: Vec<String>,
 }
 
+/// An IPAddressPool as eligibility sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PoolView {
+    /// The pool's labels, for `ipAddressPoolSelectors`.
+    pub labels: Labels,
+    /// The pool's addresses (entries that do not parse are left out: the
+    /// controller reports them in the pool's status).
+    pub addresses: Vec<IpRange>,
+}
+
+impl PoolView {
+    /// Whether `ip` is one of the pool's addresses.
+    #[must_use]
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.addresses.iter().any(|range| range.contains(ip))
+    }
+}
+
 impl AdvertisementView {
-    fn covers_pool(&self, pool: Option<&str>, pools: &BTreeMap<String, Labels>) -> bool {
+    fn covers_pool(&self, pool: Option<&str>, pools: &BTreeMap<String, PoolView>) -> bool {
         if self.pools.is_empty() && self.pool_selectors.is_empty() {
             return true;
         }
@@ -127,7 +199,7 @@ impl AdvertisementView {
             return true;
         }
         let no_labels = Labels::new();
-        let labels = pools.get(pool).unwrap_or(&no_labels);
+        let labels = pools.get(pool).map_or(&no_labels, |p| &p.labels);
         // Unlike the other lists, an empty pool-selector list selects no
         // extra pool: `ipAddressPools` alone already restricts.
         !self.pool_selectors.is_empty() && any_matches(&self.pool_selectors, labels)
@@ -149,8 +221,8 @@ pub struct Cluster {
     pub services: Vec<ServiceView>,
     /// Nodes by name.
     pub nodes: BTreeMap<String, NodeView>,
-    /// Pool labels by pool name, for `ipAddressPoolSelectors`.
-    pub pools: BTreeMap<String, Labels>,
+    /// Pools by name: their labels (for `ipAddressPoolSelectors`) and addresses.
+    pub pools: BTreeMap<String, PoolView>,
     /// Every L2Advertisement.
     pub advertisements: Vec<AdvertisementView>,
 }
@@ -217,6 +289,9 @@ pub enum Reason {
     NoEligibleNode,
     /// Services sharing an IP have no eligible node in common.
     NoCommonNode,
+    /// An IP is not inside the Service's pool (or any pool): FerroLB did
+    /// not allocate it and never claims it on the LAN.
+    NotInPool,
 }
 
 impl Reason {
@@ -229,6 +304,7 @@ impl Reason {
             Reason::NoLocalEndpoints => "NoLocalEndpoints",
             Reason::NoEligibleNode => "NoEligibleNode",
             Reason::NoCommonNode => "NoCommonNode",
+            Reason::NotInPool => "NotInPool",
         }
     }
 }
@@ -264,10 +340,10 @@ pub type Candidates = BTreeMap<NodeName, Interfaces>;
 pub fn candidates(
     service: &ServiceView,
     cluster: &Cluster,
-    live: &BTreeSet<NodeName>,
+    live: &Live,
     policy: Policy,
 ) -> Result<Candidates, Refusal> {
-    let pool = service.pool.as_deref();
+    let pool = service_pool(service, cluster)?;
     let advertisements: Vec<&AdvertisementView> = cluster
         .advertisements
         .iter()
@@ -300,7 +376,7 @@ pub fn candidates(
             continue;
         }
         let node_name = NodeName::new(name.as_str());
-        if !live.contains(&node_name) {
+        if !live.contains_key(&node_name) {
             continue;
         }
         let selection = advertisements
@@ -337,6 +413,37 @@ pub fn candidates(
             names.join(", ")
         ),
     })
+}
+
+/// The pool a Service's IPs belong to: the one its allocation annotation
+/// names, or without the annotation the pool that holds every IP. Refused
+/// when an IP lies outside it: the address is not ours to announce.
+fn service_pool<'a>(service: &'a ServiceView, cluster: &'a Cluster) -> Result<Option<&'a str>, Refusal> {
+    let inside = |pool: &PoolView| service.ips.iter().all(|ip| pool.contains(*ip));
+    let outside = |what: String| {
+        let ips: Vec<String> = service.ips.iter().map(ToString::to_string).collect();
+        Refusal {
+            reason: Reason::NotInPool,
+            message: format!(
+                "{} {} not inside {what}; FerroLB announces only addresses of its IPAddressPools, so it will not claim an address another controller or a typo put in the Service's status",
+                ips.join(", "),
+                if ips.len() == 1 { "is" } else { "are" },
+            ),
+        }
+    };
+    match service.pool.as_deref() {
+        Some(name) => match cluster.pools.get(name) {
+            Some(pool) if inside(pool) => Ok(Some(name)),
+            Some(_) => Err(outside(format!("IPAddressPool {name}, which the Service's allocation annotation names"))),
+            None => Err(outside(format!("IPAddressPool {name} (it does not exist), which the Service's allocation annotation names"))),
+        },
+        None => cluster
+            .pools
+            .iter()
+            .find(|(_, pool)| inside(pool))
+            .map(|(name, _)| Some(name.as_str()))
+            .ok_or_else(|| outside("any IPAddressPool".to_owned())),
+    }
 }
 
 /// The interfaces the L2Advertisements selecting `node` name explicitly
@@ -398,10 +505,25 @@ impl Plan {
     }
 }
 
-/// Decides the owner of every unit. `live` is the set of nodes whose speakers
-/// are alive in the membership, this node's included.
+/// Decides the owner of every unit. `live` holds the nodes whose speakers
+/// are alive in the membership, this node's included, with their
+/// incarnations; `own_claims` are units this node announces now, which
+/// count as its claims until its ServiceL2Status write shows up in the
+/// caches (see the module documentation).
 #[must_use]
-pub fn plan(cluster: &Cluster, live: &BTreeSet<NodeName>, policy: Policy) -> Plan {
+pub fn plan(cluster: &Cluster, live: &Live, policy: Policy) -> Plan {
+    plan_with_own_claims(cluster, live, policy, None)
+}
+
+/// [`plan`], with this node's own current claims added: `own` is the node,
+/// its incarnation and the IPs it announces now.
+#[must_use]
+pub fn plan_with_own_claims(
+    cluster: &Cluster,
+    live: &Live,
+    policy: Policy,
+    own: Option<(&Claim, &BTreeSet<IpAddr>)>,
+) -> Plan {
     let services: Vec<&ServiceView> = cluster
         .services
         .iter()
@@ -417,7 +539,13 @@ pub fn plan(cluster: &Cluster, live: &BTreeSet<NodeName>, policy: Policy) -> Pla
             .collect();
         let mut ids: Vec<ServiceId> = members.iter().map(|s| s.id.clone()).collect();
         ids.sort();
-        let outcome = unit_outcome(&key, &members, cluster, live, policy);
+        let mut claims: BTreeSet<Claim> = members.iter().filter_map(|s| s.claim.clone()).collect();
+        if let Some((claim, ips)) = own
+            && key.ips().iter().any(|ip| ips.contains(ip))
+        {
+            claims.insert(claim.clone());
+        }
+        let outcome = unit_outcome(&key, &members, cluster, live, policy, &claims);
         units.push(Unit {
             key,
             services: ids,
@@ -431,8 +559,9 @@ fn unit_outcome(
     key: &ElectionKey,
     members: &[&ServiceView],
     cluster: &Cluster,
-    live: &BTreeSet<NodeName>,
+    live: &Live,
     policy: Policy,
+    claims: &BTreeSet<Claim>,
 ) -> Result<Owner, Refusal> {
     let mut common: Option<Candidates> = None;
     for service in members {
@@ -446,7 +575,7 @@ fn unit_outcome(
         });
     }
     let common = common.unwrap_or_default();
-    let names: Vec<NodeName> = common.keys().cloned().collect();
+    let names = ranked_candidates(&common, live, claims);
     match owner(key, &names) {
         Some(node) => {
             let interfaces = common.get(node).cloned().unwrap_or(Interfaces::All);
@@ -459,6 +588,37 @@ fn unit_outcome(
             reason: Reason::NoCommonNode,
             message: "the Services sharing these IPs have no eligible node in common".to_owned(),
         }),
+    }
+}
+
+/// The candidates the owner is chosen from: the current claimants among
+/// them if any (ownership is sticky), else every candidate but those whose
+/// earlier incarnation claimed the unit (a node that restarted or was
+/// declared down does not take back what a successor now announces), else
+/// every candidate.
+fn ranked_candidates(common: &Candidates, live: &Live, claims: &BTreeSet<Claim>) -> Vec<NodeName> {
+    let current: Vec<NodeName> = claims
+        .iter()
+        .filter(|c| c.is_current(live) && common.contains_key(&c.node))
+        .map(|c| c.node.clone())
+        .collect();
+    if !current.is_empty() {
+        return current;
+    }
+    let stale: BTreeSet<&NodeName> = claims
+        .iter()
+        .filter(|c| c.is_stale(live))
+        .map(|c| &c.node)
+        .collect();
+    let fresh: Vec<NodeName> = common
+        .keys()
+        .filter(|n| !stale.contains(n))
+        .cloned()
+        .collect();
+    if fresh.is_empty() {
+        common.keys().cloned().collect()
+    } else {
+        fresh
     }
 }
 
@@ -497,6 +657,7 @@ mod tests {
             traffic_policy: TrafficPolicy::Cluster,
             has_ready_endpoints: true,
             endpoint_nodes: ["node-1".to_owned()].into(),
+            claim: None,
         }
     }
 
@@ -508,7 +669,14 @@ mod tests {
         Cluster {
             services: vec![service("web", &[ip(200)])],
             nodes,
-            pools: [("lan".to_owned(), labels(&[("site", "a")]))].into(),
+            pools: [(
+                "lan".to_owned(),
+                PoolView {
+                    labels: labels(&[("site", "a")]),
+                    addresses: vec![ferrolb_address::parse_entry("198.18.0.0/24").unwrap()],
+                },
+            )]
+            .into(),
             advertisements: vec![AdvertisementView {
                 name: "lan".to_owned(),
                 ..AdvertisementView::default()
@@ -516,10 +684,10 @@ mod tests {
         }
     }
 
-    fn all_live() -> BTreeSet<NodeName> {
+    fn all_live() -> Live {
         ["node-1", "node-2", "node-3"]
             .iter()
-            .map(|n| NodeName::from(*n))
+            .map(|n| (NodeName::from(*n), 1))
             .collect()
     }
 
@@ -530,7 +698,7 @@ mod tests {
     /// One table row: a change to the default cluster and the expected result.
     struct Case {
         name: &'static str,
-        change: fn(&mut Cluster, &mut BTreeSet<NodeName>, &mut Policy),
+        change: fn(&mut Cluster, &mut Live, &mut Policy),
         want: Result<Vec<&'static str>, Reason>,
     }
 
@@ -572,10 +740,18 @@ mod tests {
                 want: Err(Reason::NoAdvertisement),
             },
             Case {
-                name: "unknown pool and a restricted advertisement",
+                name: "no pool annotation: the pool holding the IP, named by the advertisement",
                 change: |c, _, _| {
                     c.services[0].pool = None;
                     c.advertisements[0].pools = vec!["lan".to_owned()];
+                },
+                want: Ok(vec!["node-1", "node-2", "node-3"]),
+            },
+            Case {
+                name: "no pool annotation: the pool holding the IP, not advertised",
+                change: |c, _, _| {
+                    c.services[0].pool = None;
+                    c.advertisements[0].pools = vec!["other".to_owned()];
                 },
                 want: Err(Reason::NoAdvertisement),
             },
@@ -792,6 +968,114 @@ mod tests {
     }
 
     #[test]
+    fn only_addresses_of_our_pools_are_announced() {
+        let refused = |c: &Cluster| {
+            let plan = plan(c, &all_live(), Policy::default());
+            plan.units[0]
+                .outcome
+                .as_ref()
+                .err()
+                .map(|r| r.reason)
+        };
+        let mut c = cluster();
+        assert_eq!(refused(&c), None);
+        // Another controller wrote the LAN gateway into the status.
+        c.services[0].ips = vec![IpAddr::V4(Ipv4Addr::new(198, 19, 0, 1))];
+        assert_eq!(refused(&c), Some(Reason::NotInPool));
+        // Without an allocation annotation: some pool must hold the IP.
+        c.services[0].pool = None;
+        assert_eq!(refused(&c), Some(Reason::NotInPool));
+        c.services[0].ips = vec![ip(200)];
+        assert_eq!(refused(&c), None);
+        // The annotation names a pool that does not exist.
+        c.services[0].pool = Some("gone".to_owned());
+        assert_eq!(refused(&c), Some(Reason::NotInPool));
+        // One IP of a dual-stack Service outside the pool refuses both.
+        let mut c = cluster();
+        c.services[0].ips = vec![ip(200), "2001:db8::1".parse().unwrap()];
+        assert_eq!(refused(&c), Some(Reason::NotInPool));
+    }
+
+    fn claim(node: &str, incarnation: u64) -> Option<Claim> {
+        Some(Claim {
+            node: NodeName::from(node),
+            incarnation,
+        })
+    }
+
+    fn owner_of(c: &Cluster, live: &Live) -> String {
+        let plan = plan(c, live, Policy::default());
+        plan.units[0].outcome.as_ref().unwrap().node.to_string()
+    }
+
+    #[test]
+    fn ownership_stays_with_the_current_claimant() {
+        let mut c = cluster();
+        let live = all_live();
+        let winner = owner_of(&c, &live);
+        let other = ["node-1", "node-2", "node-3"]
+            .into_iter()
+            .find(|n| *n != winner)
+            .unwrap();
+        // A current claim by another candidate keeps the IP there.
+        c.services[0].claim = claim(other, 1);
+        assert_eq!(owner_of(&c, &live), other);
+        // A claim by a node that is gone counts for nothing.
+        let mut without = live.clone();
+        without.remove(&NodeName::from(other));
+        assert_eq!(owner_of(&c, &without), owner_of(&cluster(), &without));
+        // A claimant that is no candidate any more (not selected) loses it.
+        c.advertisements[0].node_selectors = vec![select(&[("l2", "yes")])];
+        for node in ["node-1", "node-2", "node-3"].into_iter().filter(|n| *n != other) {
+            c.nodes.get_mut(node).unwrap().labels = labels(&[("l2", "yes")]);
+        }
+        assert_ne!(owner_of(&c, &live), other);
+    }
+
+    #[test]
+    fn an_earlier_incarnation_claim_ranks_its_node_last() {
+        let mut c = cluster();
+        let live = all_live();
+        let winner = owner_of(&c, &live);
+        // The winner's previous incarnation claimed the unit: it restarted
+        // or was declared down, and a successor took over meanwhile.
+        c.services[0].claim = claim(&winner, 0);
+        let successor = owner_of(&c, &live);
+        assert_ne!(successor, winner);
+        let mut without = live.clone();
+        without.remove(&NodeName::from(winner.as_str()));
+        assert_eq!(successor, owner_of(&cluster(), &without), "the runner-up");
+        // The only candidate takes it whatever its claims.
+        c.services[0].traffic_policy = TrafficPolicy::Local;
+        c.services[0].endpoint_nodes = [winner.clone()].into();
+        assert_eq!(owner_of(&c, &live), winner);
+    }
+
+    #[test]
+    fn own_claims_count_until_the_status_lands() {
+        let c = cluster();
+        let live = all_live();
+        let winner = owner_of(&c, &live);
+        let other = ["node-1", "node-2", "node-3"]
+            .into_iter()
+            .find(|n| *n != winner)
+            .unwrap();
+        let mine = Claim {
+            node: NodeName::from(other),
+            incarnation: 1,
+        };
+        let ips: BTreeSet<IpAddr> = [ip(200)].into();
+        let plan = plan_with_own_claims(&c, &live, Policy::default(), Some((&mine, &ips)));
+        assert_eq!(plan.units[0].outcome.as_ref().unwrap().node.as_str(), other);
+        // Two current claims (ours, and another node's in the API): the
+        // rendezvous order decides between them, the same on every speaker.
+        let mut c = c;
+        c.services[0].claim = claim(&winner, 1);
+        let plan = plan_with_own_claims(&c, &live, Policy::default(), Some((&mine, &ips)));
+        assert_eq!(plan.units[0].outcome.as_ref().unwrap().node.as_str(), winner);
+    }
+
+    #[test]
     fn shared_ip_unit_uses_common_candidates() {
         let mut c = cluster();
         let mut other = service("api", &[ip(200), ip(201)]);
@@ -851,7 +1135,7 @@ mod tests {
             .collect();
         let plan = plan(&c, &all_live(), Policy::default());
         let mut per_node = BTreeMap::new();
-        for node in all_live() {
+        for node in all_live().into_keys() {
             per_node.insert(node.clone(), plan.owned_by(&node).len());
         }
         assert_eq!(per_node.values().sum::<usize>(), 30, "each IP exactly once");

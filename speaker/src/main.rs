@@ -15,6 +15,7 @@ use crate::runtime::cli::Cli;
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logs(cli.log_format);
+    cli.validate().map_err(anyhow::Error::msg)?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

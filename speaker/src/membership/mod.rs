@@ -16,16 +16,43 @@
 //! detected in about 250 ms on average and under half a second at worst
 //! (measured in the lab: docs/benchmarks.md). A shorter suspicion would risk
 //! declaring a CPU-starved speaker down; a longer one delays every failover.
+//!
+//! # Being declared down by mistake
+//!
+//! With a 100 ms suspicion, a speaker that stalls (SIGSTOP, swapping, CPU
+//! starvation) is declared down by its peers, who take its IPs over. Each
+//! speaker's identity carries an *incarnation*; when a speaker learns that
+//! the cluster declared it down, it comes back as a new incarnation with a
+//! fresh view of the members (so that it cannot in turn declare healthy
+//! peers down from its stale view), and the [`View`] it publishes says so.
+//! The election treats the IPs claimed by its earlier incarnation as no
+//! longer its own: the successors keep them. A speaker also notices its own
+//! stalls (its event loop did not run for longer than peers wait before
+//! suspecting it) and reports itself [`View::stalled`] until the membership
+//! has had time to tell it whether it was declared down, so that it does not
+//! answer for IPs a successor may already announce.
+//!
+//! # Floods
+//!
+//! The gossip socket is bound to the node's address. Datagrams from
+//! addresses that are not a known node's are dropped before any
+//! cryptography, and authentication runs on a receive task of its own that
+//! hands opened messages to the protocol through a bounded queue: a flood on
+//! the gossip port from a pod or a LAN host cannot delay the protocol's
+//! timers or its answers to peers.
 
 mod seal;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::{NonZeroU8, NonZeroUsize};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use foca::{AccumulatingRuntime, Config, Foca, Identity, NoCustomBroadcast, PostcardCodec, Timer};
+use foca::{
+    AccumulatingRuntime, Config, Foca, Identity, NoCustomBroadcast, OwnedNotification,
+    PostcardCodec, Timer,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -35,9 +62,37 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-pub use seal::{GossipKey, KEY_LEN, Keyring, OVERHEAD, SealError};
+pub use seal::{GossipKey, KEY_LEN, KeyPhases, OVERHEAD, SealError};
 
 use crate::election::NodeName;
+use crate::eligibility::{Incarnation, Live};
+
+/// What the membership tells the rest of the speaker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct View {
+    /// Speakers alive, this one included, with their incarnations.
+    pub live: Live,
+    /// This speaker's incarnation; it changes when the speaker rejoins
+    /// after the cluster declared it down.
+    pub incarnation: Incarnation,
+    /// This speaker's event loop stalled for longer than its peers wait
+    /// before suspecting it: they may have declared it down, and it does
+    /// not know yet. Cleared once the membership has had time to tell it.
+    pub stalled: bool,
+}
+
+impl View {
+    /// Whether any other speaker is alive.
+    #[must_use]
+    pub fn has_peers(&self) -> bool {
+        self.live.len() > 1
+    }
+}
+
+/// Depth of the queue between the receive task and the protocol: a burst
+/// of genuine gossip fits easily; beyond it datagrams are dropped (counted)
+/// rather than delaying timers.
+const RECEIVE_QUEUE: usize = 256;
 
 /// Largest datagram SWIM produces, before sealing; below a 1500-byte MTU
 /// once the seal's overhead and IP/UDP headers are added.
@@ -102,6 +157,11 @@ pub struct MembershipConfig {
     pub probe_rtt: Duration,
     /// How long a suspect has to refute before it is declared down.
     pub suspect_timeout: Duration,
+    /// How long, after a new gossip key is first seen, this speaker keeps
+    /// sending with the old one (every peer must have loaded the new key
+    /// before anyone sends with it), and how long the old key is then still
+    /// accepted.
+    pub key_phase: Duration,
 }
 
 impl MembershipConfig {
@@ -114,7 +174,21 @@ impl MembershipConfig {
             probe_period: Duration::from_millis(100),
             probe_rtt: Duration::from_millis(40),
             suspect_timeout: Duration::from_millis(100),
+            key_phase: Duration::from_secs(20),
         }
+    }
+
+    /// A gap in the event loop longer than this means peers may have
+    /// suspected this speaker and declared it down.
+    fn stall_threshold(&self) -> Duration {
+        self.suspect_timeout + self.probe_rtt
+    }
+
+    /// How long after a stall this speaker stays [`View::stalled`]: enough
+    /// for a peer that declared it down to answer its first messages with
+    /// the news.
+    fn stall_grace(&self) -> Duration {
+        self.probe_period * 2 + self.probe_rtt
     }
 
     fn foca(&self) -> Result<Config, Error> {
@@ -131,16 +205,21 @@ impl MembershipConfig {
             num_indirect_probes: nz(3),
             max_transmissions: NonZeroU8::new(8).unwrap_or(NonZeroU8::MIN),
             suspect_to_down_after: self.suspect_timeout.max(Duration::from_millis(1)),
-            remove_down_after: Some(Duration::from_secs(3600)),
+            // Long enough that a member declared down hears it (and rejoins
+            // as a new incarnation) rather than being silently re-accepted.
+            remove_down_after: Some(Duration::from_secs(60)),
             max_packet_size: nz(MAX_PAYLOAD),
             notify_down_members: true,
             periodic_announce: Some(foca::PeriodicParams {
                 frequency: Duration::from_secs(10),
                 num_members: nz(1),
             }),
+            // Rare: a member that heals a partition by announcing to a node
+            // it holds down is told it is down itself and rejoins (see
+            // `Driver::announce_to_seeds`).
             periodic_announce_to_down_members: Some(foca::PeriodicParams {
-                frequency: Duration::from_secs(2),
-                num_members: nz(2),
+                frequency: Duration::from_secs(10),
+                num_members: nz(1),
             }),
             periodic_gossip: Some(foca::PeriodicParams {
                 frequency: Duration::from_millis(50),
@@ -180,6 +259,15 @@ pub struct MembershipMetrics {
     pub unauthenticated: Counter,
     /// Datagrams SWIM could not use (malformed, stale).
     pub rejected: Counter,
+    /// Datagrams dropped unopened: from an address that is no known node.
+    pub unknown_source: Counter,
+    /// Authenticated datagrams dropped because the protocol was behind.
+    pub overloaded: Counter,
+    /// Times this speaker learnt the cluster had declared it down and
+    /// rejoined as a new incarnation.
+    pub rejoins: Counter,
+    /// Stalls of this speaker long enough for peers to suspect it.
+    pub stalls: Counter,
 }
 
 impl MembershipMetrics {
@@ -201,13 +289,33 @@ impl MembershipMetrics {
             "Authenticated gossip datagrams the membership protocol rejected",
             metrics.rejected.clone(),
         );
+        registry.register(
+            "ferrolb_speaker_gossip_unknown_source",
+            "Gossip datagrams dropped unopened because they came from an address that is no node's",
+            metrics.unknown_source.clone(),
+        );
+        registry.register(
+            "ferrolb_speaker_gossip_overloaded",
+            "Authenticated gossip datagrams dropped because the membership protocol was behind",
+            metrics.overloaded.clone(),
+        );
+        registry.register(
+            "ferrolb_speaker_membership_rejoins",
+            "Times this speaker learnt its peers had declared it down and rejoined",
+            metrics.rejoins.clone(),
+        );
+        registry.register(
+            "ferrolb_speaker_stalls",
+            "Stalls of this speaker long enough for its peers to suspect it",
+            metrics.stalls.clone(),
+        );
         metrics
     }
 }
 
 enum Command {
     Seed(Vec<SocketAddr>),
-    Rotate(GossipKey),
+    Key(GossipKey),
     Leave(oneshot::Sender<()>),
 }
 
@@ -215,9 +323,13 @@ enum Command {
 #[derive(Debug)]
 pub struct Membership {
     commands: mpsc::UnboundedSender<Command>,
-    live: watch::Receiver<BTreeSet<NodeName>>,
+    view: watch::Receiver<View>,
     task: tokio::task::JoinHandle<()>,
+    receiver: tokio::task::JoinHandle<()>,
 }
+
+/// Addresses gossip is accepted from: the seeds' IPs.
+type Allowed = Arc<RwLock<BTreeSet<IpAddr>>>;
 
 impl Membership {
     /// Binds the gossip socket and starts the protocol.
@@ -242,46 +354,70 @@ impl Membership {
             addr: config.advertise,
             generation,
         };
-        let rng: StdRng = rand::make_rng();
-        let foca = Foca::new(me, foca_config, rng, PostcardCodec);
         let (commands, rx) = mpsc::unbounded_channel();
-        let initial: BTreeSet<NodeName> = [NodeName::new(config.node.as_str())].into();
-        let (live_tx, live) = watch::channel(initial);
+        let initial = View {
+            live: [(NodeName::new(config.node.as_str()), generation)].into(),
+            incarnation: generation,
+            stalled: false,
+        };
+        let (view_tx, view) = watch::channel(initial);
         metrics.members.set(1);
+        let socket = Arc::new(socket);
+        let keyring = Arc::new(RwLock::new(KeyPhases::new(key, config.key_phase)));
+        let allowed: Allowed = Arc::default();
+        let (opened_tx, opened) = mpsc::channel(RECEIVE_QUEUE);
+        let receiver = tokio::spawn(receive(
+            Arc::clone(&socket),
+            Arc::clone(&keyring),
+            Arc::clone(&allowed),
+            opened_tx,
+            metrics.clone(),
+        ));
+        let rng: StdRng = rand::make_rng();
         let driver = Driver {
-            foca,
-            socket: Arc::new(socket),
-            keyring: Keyring::new(key),
+            foca: Foca::new(me, foca_config.clone(), rng, PostcardCodec),
+            foca_config,
+            socket,
+            keyring,
+            allowed,
             runtime: AccumulatingRuntime::new(),
             timers: BTreeMap::new(),
             timer_seq: 0,
             seeds: BTreeSet::new(),
-            node: config.node,
-            live: live_tx,
+            node: config.node.clone(),
+            view: view_tx,
+            stalled_until: None,
+            stall_threshold: config.stall_threshold(),
+            stall_grace: config.stall_grace(),
             metrics,
         };
-        let task = tokio::spawn(driver.run(rx));
+        let task = tokio::spawn(driver.run(rx, opened));
         Ok(Self {
             commands,
-            live,
+            view,
             task,
+            receiver,
         })
     }
 
-    /// The node names of live speakers, this one included; changes as soon
-    /// as the protocol declares a member up or down.
-    pub fn live(&self) -> watch::Receiver<BTreeSet<NodeName>> {
-        self.live.clone()
+    /// The membership as this speaker sees it; changes as soon as the
+    /// protocol declares a member up or down, this speaker rejoins, or a
+    /// stall is noticed.
+    pub fn view(&self) -> watch::Receiver<View> {
+        self.view.clone()
     }
 
-    /// Addresses to try joining through; may be called again as they change.
+    /// Addresses to try joining through; may be called again as they
+    /// change. Gossip is accepted from these addresses' IPs only.
     pub fn seed(&self, addrs: Vec<SocketAddr>) {
         let _ = self.commands.send(Command::Seed(addrs));
     }
 
-    /// A new key from the Secret; the old one stays accepted until the next.
-    pub fn rotate_key(&self, key: GossipKey) {
-        let _ = self.commands.send(Command::Rotate(key));
+    /// The key in the Secret, read again. A new key is accepted at once,
+    /// used for sending after [`MembershipConfig::key_phase`], and the old
+    /// one is accepted for another `key_phase` after that.
+    pub fn key(&self, key: GossipKey) {
+        let _ = self.commands.send(Command::Key(key));
     }
 
     /// Tells the other speakers this one is leaving, waits `linger` for the
@@ -293,44 +429,109 @@ impl Membership {
             tokio::time::sleep(linger).await;
         }
         self.task.abort();
+        self.receiver.abort();
+    }
+}
+
+/// Reads the gossip socket: drops datagrams from unknown addresses before
+/// any cryptography, opens the rest and queues them for the protocol.
+async fn receive(
+    socket: Arc<UdpSocket>,
+    keyring: Arc<RwLock<KeyPhases>>,
+    allowed: Allowed,
+    opened: mpsc::Sender<Vec<u8>>,
+    metrics: MembershipMetrics,
+) {
+    let mut buf = vec![0u8; MAX_PAYLOAD + seal::OVERHEAD + 64];
+    loop {
+        let Ok((len, from)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
+        let known = allowed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&from.ip());
+        if !known {
+            metrics.unknown_source.inc();
+            continue;
+        }
+        let payload = keyring
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .open(&buf[..len], std::time::Instant::now());
+        match payload {
+            Ok(payload) => match opened.try_send(payload) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    metrics.overloaded.inc();
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+            },
+            Err(_) => {
+                metrics.unauthenticated.inc();
+            }
+        }
     }
 }
 
 struct Driver {
     foca: Foca<SpeakerId, PostcardCodec, StdRng, NoCustomBroadcast>,
+    foca_config: Config,
     socket: Arc<UdpSocket>,
-    keyring: Keyring,
+    keyring: Arc<RwLock<KeyPhases>>,
+    allowed: Allowed,
     runtime: AccumulatingRuntime<SpeakerId>,
     timers: BTreeMap<(Instant, u64), Timer<SpeakerId>>,
     timer_seq: u64,
     seeds: BTreeSet<SocketAddr>,
     node: String,
-    live: watch::Sender<BTreeSet<NodeName>>,
+    view: watch::Sender<View>,
+    /// Set by a noticed stall: until when this speaker reports itself stalled.
+    stalled_until: Option<Instant>,
+    stall_threshold: Duration,
+    stall_grace: Duration,
     metrics: MembershipMetrics,
 }
 
+/// How often the event loop turns at least, so a stall is noticed.
+const TICK: Duration = Duration::from_millis(20);
+
 impl Driver {
-    async fn run(mut self, mut commands: mpsc::UnboundedReceiver<Command>) {
-        let mut buf = vec![0u8; MAX_PAYLOAD + seal::OVERHEAD + 64];
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut opened: mpsc::Receiver<Vec<u8>>,
+    ) {
         let mut reseed = tokio::time::interval(Duration::from_secs(1));
         reseed.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let far = Instant::now() + Duration::from_secs(3600);
+        let mut last_turn = Instant::now();
         loop {
             let next_timer = self.timers.keys().next().map(|(at, _)| *at).unwrap_or(far);
-            let socket = Arc::clone(&self.socket);
+            // Datagrams that arrived while this task was stalled are read
+            // before the timers that fell due meanwhile: an ack waiting in
+            // the queue must not be taken for a missing one.
             tokio::select! {
-                received = socket.recv_from(&mut buf) => {
-                    if let Ok((len, _from)) = received {
-                        self.on_datagram(&buf[..len]);
-                    }
-                }
-                () = tokio::time::sleep_until(next_timer) => self.fire_due_timers(),
+                biased;
+                payload = opened.recv() => match payload {
+                    Some(payload) => self.on_payload(&payload),
+                    None => return,
+                },
                 command = commands.recv() => match command {
                     Some(Command::Seed(addrs)) => {
                         self.seeds = addrs.into_iter().collect();
-                        self.announce_to_unknown_seeds();
+                        *self.allowed.write().unwrap_or_else(PoisonError::into_inner) =
+                            self.seeds.iter().map(SocketAddr::ip).collect();
+                        self.announce_to_seeds();
                     }
-                    Some(Command::Rotate(key)) => self.keyring.rotate(key),
+                    Some(Command::Key(key)) => {
+                        self.keyring
+                            .write()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .observe(key, std::time::Instant::now());
+                    }
                     Some(Command::Leave(done)) => {
                         if let Err(error) = self.foca.leave_cluster(&mut self.runtime) {
                             tracing::warn!(%error, "could not announce the leave");
@@ -342,23 +543,28 @@ impl Driver {
                     }
                     None => return,
                 },
-                _ = reseed.tick() => self.announce_to_unknown_seeds(),
+                () = tokio::time::sleep_until(next_timer) => self.fire_due_timers(),
+                _ = reseed.tick() => self.announce_to_seeds(),
+                _ = tick.tick() => {}
             }
+            let now = Instant::now();
+            if now.duration_since(last_turn) > self.stall_threshold {
+                self.metrics.stalls.inc();
+                tracing::warn!(
+                    stalled_ms = now.duration_since(last_turn).as_millis(),
+                    "this speaker was stalled long enough for its peers to declare it down; not answering until the membership confirms"
+                );
+                self.stalled_until = Some(now + self.stall_grace);
+            }
+            last_turn = now;
             self.flush().await;
         }
     }
 
-    fn on_datagram(&mut self, datagram: &[u8]) {
-        match self.keyring.open(datagram) {
-            Ok(payload) => {
-                if let Err(error) = self.foca.handle_data(&payload, &mut self.runtime) {
-                    self.metrics.rejected.inc();
-                    tracing::trace!(%error, "gossip datagram rejected");
-                }
-            }
-            Err(_) => {
-                self.metrics.unauthenticated.inc();
-            }
+    fn on_payload(&mut self, payload: &[u8]) {
+        if let Err(error) = self.foca.handle_data(payload, &mut self.runtime) {
+            self.metrics.rejected.inc();
+            tracing::trace!(%error, "gossip datagram rejected");
         }
     }
 
@@ -375,15 +581,28 @@ impl Driver {
         }
     }
 
-    /// Seeds whose address is not a known live member get an announce; an
-    /// answer adds the peer under its real identity.
-    fn announce_to_unknown_seeds(&mut self) {
-        let known: BTreeSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
+    /// Announces this speaker to the seeds that are not live members. A
+    /// seed held down is left to the rare periodic announce to down members
+    /// unless this speaker sees no peer at all: announcing to a member we
+    /// hold down gets *it* told it is down, and a healthy majority should
+    /// not be made to rejoin by one isolated node; the isolated node
+    /// announces and is the one told to rejoin.
+    fn announce_to_seeds(&mut self) {
+        let active: BTreeSet<SocketAddr> =
+            self.foca.iter_members().map(|m| m.id().addr).collect();
+        let isolated = active.is_empty();
+        let down: BTreeSet<SocketAddr> = self
+            .foca
+            .iter_membership_state()
+            .filter(|m| m.state() == foca::State::Down)
+            .map(|m| m.id().addr)
+            .collect();
         let me = self.foca.identity().addr;
         let targets: Vec<SocketAddr> = self
             .seeds
             .iter()
-            .filter(|a| **a != me && !known.contains(a))
+            .filter(|a| **a != me && !active.contains(a))
+            .filter(|a| isolated || !down.contains(a))
             .copied()
             .collect();
         for addr in targets {
@@ -393,10 +612,43 @@ impl Driver {
         }
     }
 
-    /// Sends what SWIM queued, arms its timers and publishes the live set.
+    /// Starts over as `renewed` with no knowledge of the members: what this
+    /// speaker believed while the cluster held it down (possibly that
+    /// healthy peers were down) must not spread.
+    fn restart_as(&mut self, renewed: SpeakerId) {
+        let rng: StdRng = rand::make_rng();
+        self.foca = Foca::new(renewed, self.foca_config.clone(), rng, PostcardCodec);
+        self.runtime = AccumulatingRuntime::new();
+        self.timers.clear();
+        self.announce_to_seeds();
+    }
+
+    /// Sends what SWIM queued, arms its timers and publishes the view.
     async fn flush(&mut self) {
+        let mut renewed = None;
+        while let Some(notification) = self.runtime.to_notify() {
+            tracing::debug!(?notification, "membership");
+            if let OwnedNotification::Rejoin(id) = notification {
+                renewed = Some(id);
+            }
+        }
+        if let Some(id) = renewed {
+            self.metrics.rejoins.inc();
+            tracing::warn!(
+                generation = id.generation,
+                "the other speakers declared this one down; rejoining as a new incarnation and giving up its IPs to the successors"
+            );
+            self.stalled_until = None;
+            self.restart_as(id);
+        }
+        let now = std::time::Instant::now();
         while let Some((to, data)) = self.runtime.to_send() {
-            match self.keyring.seal(&data) {
+            let sealed = self
+                .keyring
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .seal(&data, now);
+            match sealed {
                 Ok(sealed) => {
                     if let Err(error) = self.socket.send_to(&sealed, to.addr).await {
                         tracing::trace!(%error, to = %to.addr, "gossip send");
@@ -410,33 +662,37 @@ impl Driver {
             self.timer_seq += 1;
             self.timers.insert((now + after, self.timer_seq), timer);
         }
-        let mut changed = false;
-        while let Some(notification) = self.runtime.to_notify() {
-            tracing::debug!(?notification, "membership");
-            changed = true;
+        let stalled = self.stalled_until.is_some_and(|until| now < until);
+        if !stalled {
+            self.stalled_until = None;
         }
-        if changed {
-            let mut live: BTreeSet<NodeName> = self
-                .foca
-                .iter_members()
-                .map(|m| m.id().node.as_str())
-                .filter(|n| !n.is_empty())
-                .map(NodeName::new)
-                .collect();
-            live.insert(NodeName::new(self.node.as_str()));
+        let me = self.foca.identity();
+        let mut live: Live = self
+            .foca
+            .iter_members()
+            .map(|m| m.id())
+            .filter(|id| !id.node.is_empty())
+            .map(|id| (NodeName::new(id.node.as_str()), id.generation))
+            .collect();
+        live.insert(NodeName::new(self.node.as_str()), me.generation);
+        let view = View {
+            live,
+            incarnation: me.generation,
+            stalled,
+        };
+        self.view.send_if_modified(|current| {
+            if *current == view {
+                return false;
+            }
+            if current.live != view.live {
+                tracing::info!(live = ?view.live.keys().map(NodeName::as_str).collect::<Vec<_>>(), "membership changed");
+            }
             self.metrics
                 .members
-                .set(i64::try_from(live.len()).unwrap_or(i64::MAX));
-            self.live.send_if_modified(|current| {
-                if *current == live {
-                    false
-                } else {
-                    tracing::info!(live = ?live.iter().map(NodeName::as_str).collect::<Vec<_>>(), "membership changed");
-                    *current = live;
-                    true
-                }
-            });
-        }
+                .set(i64::try_from(view.live.len()).unwrap_or(i64::MAX));
+            *current = view;
+            true
+        });
     }
 }
 
@@ -457,8 +713,12 @@ mod tests {
         (m, addr)
     }
 
+    fn names(view: &View) -> BTreeSet<NodeName> {
+        view.live.keys().cloned().collect()
+    }
+
     async fn wait_for(
-        live: &mut watch::Receiver<BTreeSet<NodeName>>,
+        view: &mut watch::Receiver<View>,
         want: &[&str],
         within: Duration,
     ) -> Duration {
@@ -466,12 +726,12 @@ mod tests {
         let want: BTreeSet<NodeName> = want.iter().map(|n| NodeName::from(*n)).collect();
         let deadline = start + within;
         loop {
-            if *live.borrow_and_update() == want {
+            if names(&view.borrow_and_update()) == want {
                 return start.elapsed();
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if tokio::time::timeout(left, live.changed()).await.is_err() {
-                panic!("live set {:?} never became {want:?}", *live.borrow());
+            if tokio::time::timeout(left, view.changed()).await.is_err() {
+                panic!("live set {:?} never became {want:?}", names(&view.borrow()));
             }
         }
     }
@@ -480,12 +740,14 @@ mod tests {
     async fn join_detect_failure_and_leave() {
         let (a, addr_a) = speaker("a", 7).await;
         let (b, addr_b) = speaker("b", 7).await;
-        let (c, _) = speaker("c", 7).await;
-        // b and c only know a; they find each other through it.
-        b.seed(vec![addr_a]);
+        let (c, addr_c) = speaker("c", 7).await;
+        // Every speaker knows every node's address (gossip is accepted from
+        // those alone); only c announces itself, and b learns of c through a.
+        a.seed(vec![addr_b, addr_c]);
+        b.seed(vec![addr_a, addr_c]);
         c.seed(vec![addr_a, addr_b]);
-        let mut live_a = a.live();
-        let mut live_b = b.live();
+        let mut live_a = a.view();
+        let mut live_b = b.view();
         wait_for(&mut live_a, &["a", "b", "c"], Duration::from_secs(5)).await;
         wait_for(&mut live_b, &["a", "b", "c"], Duration::from_secs(5)).await;
 
@@ -510,10 +772,77 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_speaker_without_the_key_is_ignored() {
         let (a, addr_a) = speaker("a", 1).await;
-        let (intruder, _) = speaker("intruder", 2).await;
+        let (intruder, addr_intruder) = speaker("intruder", 2).await;
+        // Even from an address `a` accepts gossip from.
+        a.seed(vec![addr_intruder]);
         intruder.seed(vec![addr_a]);
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(a.live().borrow().len(), 1);
-        assert_eq!(intruder.live().borrow().len(), 1);
+        assert_eq!(a.view().borrow().live.len(), 1);
+        assert_eq!(intruder.view().borrow().live.len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gossip_from_unknown_addresses_is_dropped_unopened() {
+        let metrics = MembershipMetrics::default();
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = probe.local_addr().unwrap();
+        drop(probe);
+        let config = MembershipConfig::lan("a", addr, addr);
+        let key = GossipKey::new(&[3; KEY_LEN]).unwrap();
+        let a = Membership::start(config, key.clone(), metrics.clone())
+            .await
+            .unwrap();
+        a.seed(vec!["127.0.0.9:7946".parse().unwrap()]);
+        let flood = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sealed = key.seal(b"not gossip").unwrap();
+        for _ in 0..100 {
+            flood.send_to(&sealed, addr).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(metrics.unknown_source.get(), 100);
+        assert_eq!(metrics.unauthenticated.get(), 0);
+        assert_eq!(metrics.rejected.get(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rotated_key_keeps_the_membership_whole() {
+        let phase = Duration::from_millis(300);
+        let mut members = Vec::new();
+        let mut addrs = Vec::new();
+        for node in ["a", "b", "c"] {
+            let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let addr = probe.local_addr().unwrap();
+            drop(probe);
+            let mut config = MembershipConfig::lan(node, addr, addr);
+            config.key_phase = phase;
+            let key = GossipKey::new(&[5; KEY_LEN]).unwrap();
+            members.push(
+                Membership::start(config, key, MembershipMetrics::default())
+                    .await
+                    .unwrap(),
+            );
+            addrs.push(addr);
+        }
+        for m in &members {
+            m.seed(addrs.clone());
+        }
+        let mut view = members[0].view();
+        wait_for(&mut view, &["a", "b", "c"], Duration::from_secs(5)).await;
+        // The speakers read the new key at different times, up to most of a
+        // phase apart, as they would poll the Secret.
+        let new = GossipKey::new(&[6; KEY_LEN]).unwrap();
+        for m in &members {
+            m.key(new.clone());
+            tokio::time::sleep(phase / 3).await;
+        }
+        // Through both phases and past the old key's expiry, nobody is
+        // declared down.
+        let deadline = Instant::now() + phase * 4;
+        while Instant::now() < deadline {
+            for m in &members {
+                assert_eq!(m.view().borrow().live.len(), 3, "the rotation split the membership");
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

@@ -3,9 +3,16 @@
 //! Every datagram is `nonce (24 bytes) ‖ XChaCha20-Poly1305(payload)`. The
 //! extended nonce is drawn at random for each datagram: at 192 bits a
 //! collision is negligible without counters or state shared between restarts.
-//! A datagram that does not open with the current key, or with the previous
-//! one during a rotation, is dropped before SWIM sees it, so a host without
-//! the key can neither join nor declare members down.
+//! A datagram that does not open with the current key, or with the other
+//! key of a rotation in progress, is dropped before SWIM sees it, so a host
+//! without the key can neither join nor declare members down.
+//!
+//! Rotation is two-phase ([`KeyPhases`]): speakers read the Secret at
+//! slightly different times, so a new key is first only *accepted*, and
+//! sent with only one phase later, when every peer has loaded it; the old
+//! key is still accepted for one more phase, then forgotten.
+
+use std::time::{Duration, Instant};
 
 use chacha20poly1305::aead::{Aead, Generate, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -91,45 +98,89 @@ impl GossipKey {
     }
 }
 
-/// The current key, and the previous one while a rotation spreads.
+/// The keys of a two-phase rotation, driven by the time passed in.
 ///
-/// Speakers see a rotated Secret at slightly different times; accepting the
-/// previous key until the next rotation keeps the membership whole meanwhile.
+/// Seeing a new key in the Secret at `t` makes it accepted at once and the
+/// sending key from `t + phase`; the key it replaces is accepted until
+/// `t + 2 × phase`. With `phase` longer than the time all speakers take to
+/// read the Secret again, no speaker ever receives a datagram sealed with a
+/// key it does not know, and a leaked old key is useless two phases after
+/// the rotation.
 #[derive(Debug, Clone)]
-pub struct Keyring {
+pub struct KeyPhases {
     current: GossipKey,
-    previous: Option<GossipKey>,
+    /// A new key and when it becomes the sending key.
+    next: Option<(GossipKey, Instant)>,
+    /// The key sent with before the last switch, and until when it is
+    /// still accepted.
+    retired: Option<(GossipKey, Instant)>,
+    phase: Duration,
 }
 
-impl Keyring {
-    /// A keyring holding one key.
-    pub fn new(key: GossipKey) -> Self {
+impl KeyPhases {
+    /// Keys starting with `key`; `phase` is the length of each phase of a
+    /// rotation.
+    pub fn new(key: GossipKey, phase: Duration) -> Self {
         Self {
             current: key,
-            previous: None,
+            next: None,
+            retired: None,
+            phase,
         }
     }
 
-    /// Makes `key` current; the old current key is still accepted.
-    pub fn rotate(&mut self, key: GossipKey) {
-        if key != self.current {
-            self.previous = Some(std::mem::replace(&mut self.current, key));
+    /// Records the key read from the Secret at `now`; whether it starts a
+    /// rotation.
+    pub fn observe(&mut self, key: GossipKey, now: Instant) -> bool {
+        self.advance(now);
+        if key == self.current || self.next.as_ref().is_some_and(|(next, _)| *next == key) {
+            return false;
+        }
+        // A second new key within one phase replaces the first: nobody
+        // sent with that one yet.
+        self.next = Some((key, now + self.phase));
+        true
+    }
+
+    fn advance(&mut self, now: Instant) {
+        if let Some((_, at)) = &self.next
+            && now >= *at
+            && let Some((next, at)) = self.next.take()
+        {
+            let old = std::mem::replace(&mut self.current, next);
+            self.retired = Some((old, at + self.phase));
+        }
+        if self.retired.as_ref().is_some_and(|(_, until)| now >= *until) {
+            self.retired = None;
         }
     }
 
-    /// Seals with the current key.
-    pub fn seal(&self, payload: &[u8]) -> Result<Vec<u8>, SealError> {
-        self.current.seal(payload)
+    fn sending(&self, now: Instant) -> &GossipKey {
+        match &self.next {
+            Some((next, at)) if now >= *at => next,
+            _ => &self.current,
+        }
     }
 
-    /// Opens with the current key, else the previous one.
-    pub fn open(&self, datagram: &[u8]) -> Result<Vec<u8>, SealError> {
-        self.current
-            .open(datagram)
-            .or_else(|e| match &self.previous {
-                Some(previous) => previous.open(datagram),
-                None => Err(e),
-            })
+    /// Seals with the key to send with at `now`.
+    pub fn seal(&self, payload: &[u8], now: Instant) -> Result<Vec<u8>, SealError> {
+        self.sending(now).seal(payload)
+    }
+
+    /// Opens with any key accepted at `now`.
+    pub fn open(&self, datagram: &[u8], now: Instant) -> Result<Vec<u8>, SealError> {
+        // The current key is retired one phase after the next one takes over.
+        let current_until = self.next.as_ref().map(|(_, at)| *at + self.phase);
+        let accepted = std::iter::once((&self.current, current_until))
+            .chain(self.next.iter().map(|(key, _)| (key, None)))
+            .chain(self.retired.iter().map(|(key, until)| (key, Some(*until))))
+            .filter(|(_, until)| until.is_none_or(|until| now < until));
+        for (key, _) in accepted {
+            if let Ok(payload) = key.open(datagram) {
+                return Ok(payload);
+            }
+        }
+        Err(SealError::Unauthenticated)
     }
 }
 
@@ -172,16 +223,45 @@ mod tests {
     }
 
     #[test]
-    fn rotation_accepts_the_previous_key() {
-        let mut ring = Keyring::new(key(1));
-        let old = key(1).seal(b"x").unwrap();
-        ring.rotate(key(2));
-        assert_eq!(ring.open(&old).unwrap(), b"x");
-        assert_eq!(key(2).open(&ring.seal(b"y").unwrap()).unwrap(), b"y");
-        ring.rotate(key(3));
-        assert!(
-            ring.open(&old).is_err(),
-            "two rotations later the old key is gone"
-        );
+    fn two_phase_rotation() {
+        let phase = Duration::from_secs(20);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut keys = KeyPhases::new(key(1), phase);
+        let by = |k: u8| key(k).seal(b"x").unwrap();
+        assert!(keys.open(&by(1), at(0)).is_ok());
+        assert!(keys.open(&by(2), at(0)).is_err(), "unknown key");
+
+        // Phase 1: key 2 accepted at once, still sending with key 1.
+        assert!(keys.observe(key(2), at(5)));
+        assert!(!keys.observe(key(2), at(6)), "the same key again is no rotation");
+        assert!(keys.open(&by(2), at(5)).is_ok());
+        assert!(keys.open(&by(1), at(5)).is_ok());
+        assert_eq!(key(1).open(&keys.seal(b"y", at(24)).unwrap()).unwrap(), b"y");
+
+        // Phase 2: sending with key 2, key 1 still accepted.
+        assert_eq!(key(2).open(&keys.seal(b"y", at(25)).unwrap()).unwrap(), b"y");
+        assert!(keys.open(&by(1), at(44)).is_ok());
+        assert!(keys.open(&by(2), at(44)).is_ok());
+
+        // Then key 1 is gone, whether or not the Secret was read meanwhile.
+        assert!(keys.open(&by(1), at(45)).is_err());
+        assert!(!keys.observe(key(2), at(50)));
+        assert!(keys.open(&by(1), at(50)).is_err());
+        assert!(keys.open(&by(2), at(50)).is_ok());
+        assert_eq!(key(2).open(&keys.seal(b"y", at(50)).unwrap()).unwrap(), b"y");
+    }
+
+    #[test]
+    fn a_second_key_within_a_phase_replaces_the_first() {
+        let phase = Duration::from_secs(20);
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut keys = KeyPhases::new(key(1), phase);
+        keys.observe(key(2), at(0));
+        keys.observe(key(3), at(10));
+        assert!(keys.open(&key(2).seal(b"x").unwrap(), at(11)).is_err());
+        assert_eq!(key(1).open(&keys.seal(b"y", at(29)).unwrap()).unwrap(), b"y");
+        assert_eq!(key(3).open(&keys.seal(b"y", at(30)).unwrap()).unwrap(), b"y");
     }
 }

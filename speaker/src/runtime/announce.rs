@@ -45,6 +45,21 @@ impl DataPlane {
         self.announcer.set_owned(owned);
     }
 
+    /// Announces `ips`, which this node keeps owning, again from the first
+    /// gratuitous packet on, as if just taken over. `owned` is the complete
+    /// set, as last given to [`DataPlane::set_owned`].
+    pub(crate) fn reannounce(&self, ips: &[IpAddr], owned: &BTreeMap<IpAddr, Interfaces>) {
+        // Releasing and taking over restarts their schedules; the two
+        // updates follow each other within microseconds, so no request
+        // goes unanswered in practice.
+        let mut without = owned.clone();
+        for ip in ips {
+            without.remove(ip);
+        }
+        self.set_owned(&without);
+        self.set_owned(owned);
+    }
+
     /// The interfaces the L2Advertisements selecting this node name: usable
     /// for their IPs even when excluded by default by their names.
     pub(crate) fn set_named_interfaces(&self, names: BTreeSet<String>) {

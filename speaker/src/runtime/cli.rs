@@ -39,10 +39,21 @@ pub(crate) struct Cli {
     pub gossip_port: u16,
 
     /// Secret (in --namespace) whose `key` (32 bytes) encrypts and
-    /// authenticates gossip. Re-read every few seconds, so a rotation needs
-    /// no restart.
+    /// authenticates gossip. Re-read every --gossip-key-reload, so a
+    /// rotation needs no restart.
     #[arg(long, env = "FERROLB_GOSSIP_SECRET", default_value = "ferrolb-gossip")]
     pub gossip_secret: String,
+
+    /// How often the gossip Secret is read again for a rotated key.
+    #[arg(long, env = "FERROLB_GOSSIP_KEY_RELOAD", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub gossip_key_reload: Duration,
+
+    /// Length of each phase of a key rotation: a new key is accepted at
+    /// once, sent with one phase later, and the old key is refused one phase
+    /// after that. Must exceed --gossip-key-reload on every node, so that
+    /// every speaker accepts the new key before anyone sends with it.
+    #[arg(long, env = "FERROLB_GOSSIP_KEY_PHASE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub gossip_key_phase: Duration,
 
     /// How often a random peer is probed; lower detects failures sooner at
     /// the cost of a few more packets.
@@ -95,6 +106,17 @@ pub(crate) struct Cli {
 }
 
 impl Cli {
+    /// Checks what clap cannot: relations between flags.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.gossip_key_reload.is_zero() || self.gossip_key_phase <= self.gossip_key_reload {
+            return Err(format!(
+                "--gossip-key-phase ({:?}) must be longer than --gossip-key-reload ({:?}), which must not be zero: otherwise a speaker may send with a key a peer has not read yet",
+                self.gossip_key_phase, self.gossip_key_reload
+            ));
+        }
+        Ok(())
+    }
+
     /// `--announce-refresh`, with zero meaning off.
     pub(crate) fn refresh(&self) -> Option<Duration> {
         Some(self.announce_refresh).filter(|d| !d.is_zero())
@@ -156,6 +178,19 @@ mod tests {
         assert_eq!(cli.namespace, "ferrolb-system");
         assert_eq!(cli.gossip_probe_period, Duration::from_millis(100));
         assert_eq!(cli.gossip_suspect_timeout, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn key_phase_must_outlast_the_reload() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["ferrolb-speaker", "--node-name=n"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).unwrap()
+        };
+        assert!(parse(&[]).validate().is_ok());
+        assert!(parse(&["--gossip-key-reload=1s", "--gossip-key-phase=3s"]).validate().is_ok());
+        assert!(parse(&["--gossip-key-reload=30s"]).validate().is_err());
+        assert!(parse(&["--gossip-key-reload=0s"]).validate().is_err());
     }
 
     #[test]

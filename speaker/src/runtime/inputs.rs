@@ -9,9 +9,12 @@ use std::hash::{Hash as _, Hasher as _};
 use std::net::IpAddr;
 
 use ferrolb_crds::annotations::{IP_ALLOCATED_FROM_POOL, spellings};
-use ferrolb_crds::{IPAddressPool, L2Advertisement, SpeakerStatus};
+use ferrolb_crds::{
+    IPAddressPool, L2Advertisement, ServiceL2Status, SpeakerStatus, SpeakerStatusStatus,
+};
+use ferrolb_speaker::election::NodeName;
 use ferrolb_speaker::eligibility::{
-    AdvertisementView, Cluster, NodeView, ServiceId, ServiceView, TrafficPolicy,
+    AdvertisementView, Claim, Cluster, NodeView, PoolView, ServiceId, ServiceView, TrafficPolicy,
 };
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -100,6 +103,41 @@ fn pool_annotation(service: &Service) -> Option<String> {
         .cloned()
 }
 
+/// The claims of the announcing nodes, by Service, from the ServiceL2Status
+/// objects that name a node and its incarnation.
+pub(crate) fn claims<'a>(
+    statuses: impl IntoIterator<Item = &'a ServiceL2Status>,
+) -> BTreeMap<ServiceId, Claim> {
+    statuses
+        .into_iter()
+        .filter_map(|s| {
+            let status = s.status.as_ref()?;
+            let claim = Claim {
+                node: NodeName::new(status.node.clone()?),
+                incarnation: status.incarnation?,
+            };
+            let id = ServiceId::new(
+                s.metadata.namespace.clone().unwrap_or_default(),
+                s.metadata.name.clone()?,
+            );
+            Some((id, claim))
+        })
+        .collect()
+}
+
+/// The view of a pool: its labels and the addresses that parse.
+pub(crate) fn pool_view(pool: &IPAddressPool) -> PoolView {
+    PoolView {
+        labels: pool.metadata.labels.clone().unwrap_or_default(),
+        addresses: pool
+            .spec
+            .addresses
+            .iter()
+            .filter_map(|entry| ferrolb_address::parse_entry(&entry.0).ok())
+            .collect(),
+    }
+}
+
 /// The view of one of our Services.
 pub(crate) fn service_view(service: &Service, ready: &BTreeMap<ServiceId, Ready>) -> ServiceView {
     let id = service_id(service);
@@ -120,6 +158,7 @@ pub(crate) fn service_view(service: &Service, ready: &BTreeMap<ServiceId, Ready>
         },
         has_ready_endpoints: endpoints.any,
         endpoint_nodes: endpoints.nodes,
+        claim: None,
         id,
     }
 }
@@ -164,14 +203,20 @@ pub(crate) fn cluster<'a>(
     nodes: impl IntoIterator<Item = &'a Node>,
     pools: impl IntoIterator<Item = &'a IPAddressPool>,
     advertisements: impl IntoIterator<Item = &'a L2Advertisement>,
+    statuses: impl IntoIterator<Item = &'a ServiceL2Status>,
     class: Option<&str>,
 ) -> Cluster {
     let ready = ready_endpoints(slices);
+    let mut claims = claims(statuses);
     Cluster {
         services: services
             .into_iter()
             .filter(|s| is_ours(s, class))
-            .map(|s| service_view(s, &ready))
+            .map(|s| {
+                let mut view = service_view(s, &ready);
+                view.claim = claims.remove(&view.id);
+                view
+            })
             .filter(|s| !s.ips.is_empty())
             .collect(),
         nodes: nodes
@@ -180,12 +225,7 @@ pub(crate) fn cluster<'a>(
             .collect(),
         pools: pools
             .into_iter()
-            .filter_map(|p| {
-                Some((
-                    p.metadata.name.clone()?,
-                    p.metadata.labels.clone().unwrap_or_default(),
-                ))
-            })
+            .filter_map(|p| Some((p.metadata.name.clone()?, pool_view(p))))
             .collect(),
         advertisements: advertisements.into_iter().map(advertisement_view).collect(),
     }
@@ -208,12 +248,22 @@ pub(crate) fn node_fingerprint(node: &Node) -> u64 {
 pub(crate) fn speaker_fingerprint(status: &SpeakerStatus) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     status.spec.node_name.hash(&mut hasher);
+    let status = status.status.as_ref();
     status
-        .status
-        .as_ref()
         .and_then(|s| s.gossip_address.as_deref())
         .hash(&mut hasher);
+    status.is_some_and(speaker_ready).hash(&mut hasher);
     hasher.finish()
+}
+
+/// Whether a speaker's status says it is ready and reachable: a gossip
+/// address and a Ready condition that is True.
+pub(crate) fn speaker_ready(status: &SpeakerStatusStatus) -> bool {
+    status.gossip_address.is_some()
+        && status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == ferrolb_crds::conditions::READY && c.status == "True")
 }
 
 /// A Node's first InternalIP.

@@ -30,6 +30,10 @@ pub(crate) struct SpeakerMetrics {
     pub api_errors: Family<ApiLabels, Counter>,
     /// 1 when the node's ARP settings are safe, 0 when not.
     pub strict_arp_ok: Family<NodeLabels, Gauge>,
+    /// 1 while the speaker hears no peer although other ready speakers exist.
+    pub isolated: Gauge,
+    /// Times the speaker stood down because its peers had declared it down.
+    pub stand_downs: Counter,
 }
 
 impl SpeakerMetrics {
@@ -50,6 +54,16 @@ impl SpeakerMetrics {
             "ferrolb_speaker_strict_arp_ok",
             "1 when the node's ARP settings are safe for layer-2 announcements",
             m.strict_arp_ok.clone(),
+        );
+        registry.register(
+            "ferrolb_speaker_isolated",
+            "1 while this speaker hears no peer although other ready speakers exist (it then claims no IP of theirs)",
+            m.isolated.clone(),
+        );
+        registry.register(
+            "ferrolb_speaker_stand_downs",
+            "Times this speaker gave up its IPs because its peers had declared it down",
+            m.stand_downs.clone(),
         );
         m
     }

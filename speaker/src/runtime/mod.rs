@@ -2,9 +2,9 @@
 //! and status out.
 //!
 //! ```text
-//! API watches ──► caches ──┐                      ┌──► data plane (set_owned)
-//!                          ├─► eligibility::plan ─┤
-//! membership (live set) ───┘                      └──► status writer (API)
+//! API watches ──► caches ──┐                           ┌──► data plane (set_owned, reannounce)
+//!                          ├─► ownership::decide ──────┤
+//! membership (view) ───────┘                           └──► status writer (API)
 //! ```
 //!
 //! Any cache change triggers a recomputation after a few milliseconds (to
@@ -28,10 +28,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use ferrolb_crds::{IPAddressPool, L2Advertisement, SpeakerStatus, SpeakerStatusStatus};
+use ferrolb_crds::{
+    IPAddressPool, L2Advertisement, ServiceL2Status, SpeakerStatus, SpeakerStatusStatus,
+};
 use ferrolb_speaker::election::NodeName;
-use ferrolb_speaker::eligibility::{self, Interfaces, Policy, ServiceId};
-use ferrolb_speaker::membership::{GossipKey, Membership, MembershipConfig, MembershipMetrics};
+use ferrolb_speaker::eligibility::{self, Policy, ServiceId};
+use ferrolb_speaker::membership::{
+    GossipKey, Membership, MembershipConfig, MembershipMetrics, View,
+};
+use ferrolb_speaker::ownership::{Ownership, Standing};
 use ferrolb_speaker::strictarp::{Level, Verdict};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Secret, Service};
@@ -67,8 +72,6 @@ const LEAVE_LINGER: Duration = Duration::from_millis(250);
 /// enough for the successors to take over, short enough to keep a single
 /// MAC per IP.
 const HANDOVER_GRACE: Duration = Duration::from_millis(20);
-/// How often the gossip Secret is re-read for a rotated key.
-const KEY_POLL: Duration = Duration::from_secs(10);
 
 /// Runs the speaker until SIGTERM or SIGINT.
 pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -139,6 +142,13 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             "speakerstatuses",
             Some(inputs::speaker_fingerprint),
         ),
+        statuses: cache(
+            Api::all(client.clone()),
+            &changed,
+            &metrics,
+            "servicel2statuses",
+            None,
+        ),
     };
     caches.wait_until_ready().await?;
     tracing::info!("caches synced");
@@ -163,21 +173,16 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             )
         })?,
     };
+    // Bound to the node's address only: gossip is between nodes, and a pod
+    // or another interface's network has no business reaching it.
     let advertise = SocketAddr::new(host_ip, cli.gossip_port);
-    let bind = SocketAddr::new(
-        if host_ip.is_ipv4() {
-            IpAddr::from([0u8; 4])
-        } else {
-            IpAddr::from([0u16; 8])
-        },
-        cli.gossip_port,
-    );
-    let mut config = MembershipConfig::lan(cli.node_name.as_str(), bind, advertise);
+    let mut config = MembershipConfig::lan(cli.node_name.as_str(), advertise, advertise);
     config.probe_period = cli.gossip_probe_period;
     config.probe_rtt = (cli.gossip_probe_period * 2 / 5).max(Duration::from_millis(1));
     config.suspect_timeout = cli.gossip_suspect_timeout;
+    config.key_phase = cli.gossip_key_phase;
     let membership = Membership::start(config, key, membership_metrics).await?;
-    let mut live = membership.live();
+    let mut view = membership.view();
     let mut seeds = caches.seeds(&cli.node_name, cli.gossip_port);
     membership.seed(seeds.iter().copied().collect());
     tracing::info!(%advertise, seeds = seeds.len(), "membership started");
@@ -193,8 +198,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         JOIN_WINDOW
     };
     let join = tokio::time::timeout(window, async {
-        while expected == 0 || live.borrow_and_update().len() <= expected {
-            if live.changed().await.is_err() {
+        while expected == 0 || view.borrow_and_update().live.len() <= expected {
+            if view.changed().await.is_err() {
                 break;
             }
         }
@@ -202,24 +207,29 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     if join.await.is_err() {
         tracing::info!(
             expected,
-            seen = live.borrow().len() - 1,
+            seen = view.borrow().live.len() - 1,
             "join window over; electing with the peers seen"
         );
     }
 
+    let me = NodeName::new(cli.node_name.as_str());
     let mut election = Election {
-        me: NodeName::new(cli.node_name.as_str()),
-        policy: Policy {
-            ignore_exclude_label: cli.ignore_exclude_label,
-        },
+        ownership: Ownership::new(
+            me.clone(),
+            Policy {
+                ignore_exclude_label: cli.ignore_exclude_label,
+            },
+        ),
+        me,
         class: cli.load_balancer_class.clone(),
-        owned: BTreeMap::new(),
+        standing: Standing::Normal,
         reporter: Reporter::new(NodeName::new(cli.node_name.as_str())),
         writer: status::spawn(client.clone(), cli.node_name.clone(), metrics.clone()),
         metrics: metrics.clone(),
         gossip_address: advertise.to_string(),
         last_speaker_status: None,
         started: Time(Timestamp::now()),
+        isolated_since: Time(Timestamp::now()),
         strict_arp: None,
         named_interfaces: None,
     };
@@ -240,6 +250,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     let (interfaces_tx, interfaces_rx) = tokio::sync::watch::channel(data_plane.interfaces());
     let (polled_tx, mut polled) = tokio::sync::mpsc::channel(4);
     tokio::spawn(poll(
+        cli.gossip_key_reload,
         secrets,
         cli.gossip_secret.clone(),
         kube_proxy,
@@ -255,8 +266,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut stale = true;
     loop {
         if stale {
-            let live_now = live.borrow_and_update().clone();
-            election.recompute(&caches, &live_now, &data_plane);
+            let view_now = view.borrow_and_update().clone();
+            election.recompute(&caches, &view_now, &data_plane);
             interfaces_tx.send_if_modified(|current| {
                 let now = data_plane.interfaces();
                 let changed = *current != now;
@@ -273,14 +284,14 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         tokio::select! {
             () = changed.notified() => tokio::time::sleep(DEBOUNCE).await,
             () = interfaces_changed.notified() => tokio::time::sleep(DEBOUNCE).await,
-            result = live.changed() => {
+            result = view.changed() => {
                 if result.is_err() {
                     anyhow::bail!("the membership stopped");
                 }
             }
             Some(polled) = polled.recv() => match polled {
                 Polled::Key(key) => {
-                    membership.rotate_key(key);
+                    membership.key(key);
                     stale = false;
                 }
                 Polled::StrictArp(verdict) => {
@@ -306,6 +317,13 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         () = tokio::time::sleep(HANDOVER_GRACE) => {}
     }
     data_plane.set_owned(&BTreeMap::new());
+    // Peers starting meanwhile must not count this speaker as a ready one
+    // they cannot hear (they would hold back, see `ownership`).
+    let speakers: Api<SpeakerStatus> = Api::all(client.clone());
+    let stopping = status::not_ready(&speakers, &cli.node_name);
+    if tokio::time::timeout(Duration::from_secs(1), stopping).await.is_err() {
+        tracing::debug!("SpeakerStatus not marked stopped: the API server did not answer");
+    }
     leaving.await;
     data_plane.shutdown().await;
     Ok(())
@@ -319,9 +337,10 @@ enum Polled {
     StrictArp(Verdict),
 }
 
-/// Re-reads the gossip Secret and runs the strictARP check every KEY_POLL,
+/// Re-reads the gossip Secret and runs the strictARP check every `period`,
 /// each read bounded by a timeout.
 async fn poll(
+    period: Duration,
     secrets: Api<Secret>,
     secret: String,
     kube_proxy: Option<(Api<ConfigMap>, String)>,
@@ -330,10 +349,10 @@ async fn poll(
     tx: tokio::sync::mpsc::Sender<Polled>,
     metrics: SpeakerMetrics,
 ) {
-    let mut tick = tokio::time::interval(KEY_POLL);
+    let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
-        match tokio::time::timeout(KEY_POLL, read_key(&secrets, &secret)).await {
+        match tokio::time::timeout(period, read_key(&secrets, &secret)).await {
             Ok(Ok(key)) => {
                 if tx.send(Polled::Key(key)).await.is_err() {
                     return;
@@ -355,7 +374,7 @@ async fn poll(
         if let Some((config_maps, name)) = &kube_proxy {
             let current = interfaces.borrow().clone();
             let check = strict_arp::check(config_maps, name, &current);
-            if let Ok(verdict) = tokio::time::timeout(KEY_POLL, check).await
+            if let Ok(verdict) = tokio::time::timeout(period, check).await
                 && tx.send(Polled::StrictArp(verdict)).await.is_err()
             {
                 return;
@@ -453,6 +472,7 @@ struct Caches {
     pools: Store<IPAddressPool>,
     advertisements: Store<L2Advertisement>,
     speakers: Store<SpeakerStatus>,
+    statuses: Store<ServiceL2Status>,
 }
 
 impl Caches {
@@ -467,6 +487,7 @@ impl Caches {
             .await
             .map_err(stopped)?;
         self.speakers.wait_until_ready().await.map_err(stopped)?;
+        self.statuses.wait_until_ready().await.map_err(stopped)?;
         Ok(())
     }
 
@@ -507,34 +528,34 @@ impl Caches {
         published.into_iter().chain(nodes).collect()
     }
 
-    /// Other speakers that published a gossip address and whose node exists.
+    /// Other speakers that published a gossip address, say they are ready
+    /// (a speaker that shut down cleanly says it is not) and whose node
+    /// exists.
     fn known_speakers(&self, me: &str) -> usize {
         let nodes: BTreeSet<String> = self.nodes.state().iter().map(|n| n.name_any()).collect();
         self.speakers
             .state()
             .iter()
             .filter(|s| s.name_any() != me && nodes.contains(&s.name_any()))
-            .filter(|s| {
-                s.status
-                    .as_ref()
-                    .and_then(|st| st.gossip_address.as_ref())
-                    .is_some()
-            })
+            .filter(|s| s.status.as_ref().is_some_and(inputs::speaker_ready))
             .count()
     }
 }
 
 struct Election {
     me: NodeName,
-    policy: Policy,
+    ownership: Ownership,
     class: Option<String>,
-    owned: BTreeMap<IpAddr, Interfaces>,
+    /// Whether this speaker stood down at the last recomputation, and why.
+    standing: Standing,
     reporter: Reporter,
     writer: Writer,
     metrics: SpeakerMetrics,
     gossip_address: String,
     last_speaker_status: Option<SpeakerStatusStatus>,
     started: Time,
+    /// When the `Isolated` condition last changed.
+    isolated_since: Time,
     /// The last strictARP verdict and when its status last changed.
     strict_arp: Option<(Verdict, Time)>,
     /// The interfaces named for this node, as last given to the data plane.
@@ -542,10 +563,10 @@ struct Election {
 }
 
 impl Election {
-    /// Records a strictARP result: metric, log line and Warning Event when it
-    /// changes; the SpeakerStatus condition follows on the next recompute.
-    /// Records the strictARP check's verdict; whether it changed (and the
-    /// statuses must be recomputed).
+    /// Records the strictARP check's verdict: metric, log line and Warning
+    /// Event when it changes; the SpeakerStatus condition follows on the
+    /// next recompute. Whether it changed (and the statuses must be
+    /// recomputed).
     fn set_strict_arp(&mut self, verdict: Verdict, node: Option<ObjectReference>) -> bool {
         if self.strict_arp.as_ref().map(|(v, _)| v) == Some(&verdict) {
             return false;
@@ -587,18 +608,73 @@ impl Election {
         true
     }
 
-    fn recompute(&mut self, caches: &Caches, live: &BTreeSet<NodeName>, data_plane: &DataPlane) {
+    /// Records whether this speaker stands down: log line, metric and, when
+    /// it becomes isolated, a Warning Event on its Node.
+    fn set_standing(&mut self, standing: Standing, node: Option<ObjectReference>) {
+        if standing == self.standing {
+            return;
+        }
+        let isolated = matches!(standing, Standing::Isolated { .. });
+        self.metrics.isolated.set(i64::from(isolated));
+        match standing {
+            Standing::Isolated { known } => {
+                let note = isolated_message(known);
+                tracing::warn!(known, "{note}");
+                if let Some(node) = node {
+                    self.writer.send(Write::Event(ServiceEvent {
+                        regarding: node,
+                        warning: true,
+                        reason: "Isolated".to_owned(),
+                        note,
+                    }));
+                }
+            }
+            Standing::Stalled => {
+                tracing::warn!("stalled long enough to have been declared down: not answering until the membership confirms");
+            }
+            Standing::Normal => tracing::info!("hearing peers again: announcing what the election gives this node"),
+        }
+        self.isolated_since = match (isolated, matches!(self.standing, Standing::Isolated { .. })) {
+            (true, false) | (false, true) => Time(Timestamp::now()),
+            _ => self.isolated_since.clone(),
+        };
+        self.standing = standing;
+    }
+
+    /// The `Isolated` condition of the SpeakerStatus.
+    fn isolated_condition(&self) -> Condition {
+        let (status, reason, message) = match self.standing {
+            Standing::Isolated { known } => ("True", "NoPeers", isolated_message(known)),
+            _ => (
+                "False",
+                "PeersHeard",
+                "the speaker hears its peers, or no other ready speaker exists".to_owned(),
+            ),
+        };
+        Condition {
+            type_: ISOLATED.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message,
+            last_transition_time: self.isolated_since.clone(),
+            observed_generation: None,
+        }
+    }
+
+    fn recompute(&mut self, caches: &Caches, view: &View, data_plane: &DataPlane) {
         let services = caches.services.state();
         let slices = caches.slices.state();
         let nodes = caches.nodes.state();
         let pools = caches.pools.state();
         let ads = caches.advertisements.state();
+        let statuses = caches.statuses.state();
         let cluster = inputs::cluster(
             services.iter().map(|s| &**s),
             slices.iter().map(|s| &**s),
             nodes.iter().map(|n| &**n),
             pools.iter().map(|p| &**p),
             ads.iter().map(|a| &**a),
+            statuses.iter().map(|s| &**s),
             self.class.as_deref(),
         );
         // Before the IPs: a named interface is opened before its first
@@ -609,35 +685,44 @@ impl Election {
             data_plane.set_named_interfaces(named.clone());
             self.named_interfaces = Some(named);
         }
-        let plan = eligibility::plan(&cluster, live, self.policy);
-        let owned = plan.owned_by(&self.me);
-        if owned != self.owned {
-            let gained = owned
-                .keys()
-                .filter(|ip| !self.owned.contains_key(ip))
-                .count();
-            let lost = self
-                .owned
-                .keys()
-                .filter(|ip| !owned.contains_key(ip))
-                .count();
-            tracing::info!(gained, lost, announcing = owned.len(), "ownership changed");
-            for ip in self.owned.keys().filter(|ip| !owned.contains_key(ip)) {
-                let unit = plan.units.iter().find(|u| u.key.contains(ip));
+        let known = caches.known_speakers(self.me.as_str());
+        let decision = self.ownership.decide(&cluster, view, known);
+        if decision.rejoined {
+            self.metrics.stand_downs.inc();
+            tracing::warn!("the other speakers had declared this one down: stood down; announcing only what the election gives this new incarnation");
+        }
+        self.set_standing(decision.standing, caches.node_ref(self.me.as_str()));
+        if !decision.gained.is_empty() || !decision.lost.is_empty() {
+            tracing::info!(
+                gained = decision.gained.len(),
+                lost = decision.lost.len(),
+                announcing = decision.owned.len(),
+                "ownership changed"
+            );
+            for ip in &decision.lost {
+                let unit = decision.plan.units.iter().find(|u| u.key.contains(ip));
                 match unit.map(|u| &u.outcome) {
-                    Some(Ok(o)) => tracing::info!(%ip, owner = %o.node, "released to another node"),
+                    Some(Ok(o)) if o.node != self.me => tracing::info!(%ip, owner = %o.node, "released to another node"),
+                    Some(Ok(_)) => tracing::info!(%ip, standing = ?decision.standing, "released while standing down"),
                     Some(Err(refusal)) => {
                         tracing::info!(%ip, reason = %refusal.reason, message = %refusal.message, "released: nobody may announce it")
                     }
                     None => tracing::info!(%ip, "released: no Service has it any more"),
                 }
             }
-            data_plane.set_owned(&owned);
-            self.metrics
-                .ownership_changes
-                .inc_by(u64::try_from(gained + lost).unwrap_or(u64::MAX));
-            self.owned = owned;
+            data_plane.set_owned(&decision.owned);
+            self.metrics.ownership_changes.inc_by(
+                u64::try_from(decision.gained.len() + decision.lost.len()).unwrap_or(u64::MAX),
+            );
         }
+        if !decision.reannounce.is_empty() {
+            tracing::info!(
+                ips = decision.reannounce.len(),
+                "a peer rejoined or appeared: announcing the IPs this node keeps again"
+            );
+            data_plane.reannounce(&decision.reannounce, &decision.owned);
+        }
+        let live: BTreeSet<NodeName> = view.live.keys().cloned().collect();
 
         let mut meta = BTreeMap::new();
         let mut refs = BTreeMap::new();
@@ -657,13 +742,21 @@ impl Election {
             refs.insert(id, service.object_ref(&()));
         }
         let interfaces = data_plane.interfaces();
-        let writes = self.reporter.update(
-            &plan,
-            live,
-            &meta,
-            |selected| data_plane.interfaces_for(selected),
-            Time(Timestamp::now()),
-        );
+        let writes = if decision.reports() {
+            self.reporter.update(
+                &decision.plan,
+                &live,
+                &meta,
+                |selected| data_plane.interfaces_for(selected),
+                Time(Timestamp::now()),
+                view.incarnation,
+            )
+        } else {
+            // Standing down: what the plan says of this node is not what it
+            // does, and other speakers' statuses are theirs to write.
+            self.reporter.forget();
+            report::Writes::default()
+        };
         for (id, uid, status) in writes.statuses {
             self.writer
                 .send(Write::Service(id, ServiceReport { uid, status }));
@@ -684,7 +777,7 @@ impl Election {
             peer_count: u32::try_from(live.len()).unwrap_or(u32::MAX),
             gossip_address: Some(self.gossip_address.clone()),
             interfaces,
-            announcing: u32::try_from(self.owned.len()).unwrap_or(u32::MAX),
+            announcing: u32::try_from(decision.owned.len()).unwrap_or(u32::MAX),
             version: Some(env!("CARGO_PKG_VERSION").to_owned()),
             conditions: vec![Condition {
                 type_: ferrolb_crds::conditions::READY.to_owned(),
@@ -703,6 +796,7 @@ impl Election {
                 last_transition_time: since.clone(),
                 observed_generation: None,
             }))
+            .chain(std::iter::once(self.isolated_condition()))
             .collect(),
         };
         if self.last_speaker_status.as_ref() != Some(&status) {
@@ -710,6 +804,15 @@ impl Election {
             self.last_speaker_status = Some(status);
         }
     }
+}
+
+/// The SpeakerStatus condition saying the speaker hears no peer.
+const ISOLATED: &str = "Isolated";
+
+fn isolated_message(known: usize) -> String {
+    format!(
+        "this speaker hears no other speaker although {known} other ready speaker(s) exist: it keeps only the IPs it already announced and no other node claimed, and claims none of theirs; check that UDP to the gossip port is allowed between nodes and that every speaker reads the same gossip key"
+    )
 }
 
 #[cfg(test)]

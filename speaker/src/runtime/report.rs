@@ -61,6 +61,14 @@ impl Reporter {
         }
     }
 
+    /// Forgets what was reported, so that the next [`Reporter::update`]
+    /// writes every status afresh (after this speaker stood down, others
+    /// may have written them meanwhile).
+    pub(crate) fn forget(&mut self) {
+        self.reported.clear();
+        self.since.clear();
+    }
+
     /// The writes for `plan`. The owner of a unit reports its Services; a
     /// unit nobody owns is reported by the live speaker rendezvous hashing
     /// picks among all (`live`), so exactly one speaker explains it.
@@ -74,6 +82,7 @@ impl Reporter {
         meta: &BTreeMap<ServiceId, ServiceMeta>,
         in_use: impl Fn(&Interfaces) -> Vec<String>,
         now: Time,
+        incarnation: u64,
     ) -> Writes {
         let mut writes = Writes::default();
         let live: Vec<NodeName> = live.iter().cloned().collect();
@@ -106,6 +115,7 @@ impl Reporter {
                         interfaces: in_use(&o.interfaces),
                         ips: meta.ips.clone(),
                         since: None,
+                        incarnation: Some(incarnation),
                         reason: None,
                         message: None,
                     },
@@ -255,12 +265,12 @@ mod tests {
                 interfaces: Interfaces::Only(names.iter().map(|n| (*n).to_owned()).collect()),
             }))
         };
-        let w = r.update(&only(&["br0", "veth0"]), &live(), &meta(), in_use, now());
+        let w = r.update(&only(&["br0", "veth0"]), &live(), &meta(), in_use, now(), 1);
         assert_eq!(w.statuses[0].2.interfaces, ["veth0"]);
         assert_eq!(w.notices[0].note, "announced by node node-1 on veth0");
 
         let mut r = Reporter::new(NodeName::from("node-1"));
-        let w = r.update(&only(&["br0"]), &live(), &meta(), in_use, now());
+        let w = r.update(&only(&["br0"]), &live(), &meta(), in_use, now(), 1);
         assert!(w.statuses[0].2.interfaces.is_empty());
         assert_eq!(
             w.notices[0].note,
@@ -278,6 +288,7 @@ mod tests {
             &meta(),
             |_: &Interfaces| eth0.to_vec(),
             now(),
+            1,
         );
         assert_eq!(w.statuses.len(), 1);
         let status = &w.statuses[0].2;
@@ -291,8 +302,23 @@ mod tests {
             &meta(),
             |_: &Interfaces| eth0.to_vec(),
             now(),
+            1,
         );
         assert_eq!(again, Writes::default(), "steady state writes nothing");
+    }
+
+    #[test]
+    fn a_new_incarnation_rewrites_the_status() {
+        let mut r = Reporter::new(NodeName::from("node-1"));
+        let w = r.update(&plan(owned_by("node-1")), &live(), &meta(), no_interfaces, now(), 1);
+        assert_eq!(w.statuses[0].2.incarnation, Some(1));
+        let w = r.update(&plan(owned_by("node-1")), &live(), &meta(), no_interfaces, now(), 2);
+        assert_eq!(w.statuses.len(), 1, "the claim of the old incarnation is stale");
+        assert_eq!(w.statuses[0].2.incarnation, Some(2));
+        assert!(w.notices.is_empty(), "the node did not change");
+        r.forget();
+        let w = r.update(&plan(owned_by("node-1")), &live(), &meta(), no_interfaces, now(), 2);
+        assert_eq!(w.statuses.len(), 1, "written afresh after standing down");
     }
 
     #[test]
@@ -304,6 +330,7 @@ mod tests {
             &meta(),
             no_interfaces,
             now(),
+            1,
         );
         assert_eq!(w, Writes::default());
         r.update(
@@ -312,6 +339,7 @@ mod tests {
             &meta(),
             no_interfaces,
             now(),
+            1,
         );
         r.update(
             &plan(owned_by("node-2")),
@@ -319,6 +347,7 @@ mod tests {
             &meta(),
             no_interfaces,
             now(),
+            1,
         );
         let w = r.update(
             &plan(owned_by("node-1")),
@@ -326,6 +355,7 @@ mod tests {
             &meta(),
             no_interfaces,
             now(),
+            1,
         );
         assert_eq!(w.statuses.len(), 1, "a regained Service is written again");
     }
@@ -341,7 +371,7 @@ mod tests {
         let mut writers = 0;
         for node in ["node-1", "node-2"] {
             let mut r = Reporter::new(NodeName::from(node));
-            let w = r.update(&refused(), &live(), &meta(), no_interfaces, now());
+            let w = r.update(&refused(), &live(), &meta(), no_interfaces, now(), 1);
             if !w.statuses.is_empty() {
                 writers += 1;
                 let status = &w.statuses[0].2;

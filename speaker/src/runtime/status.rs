@@ -212,6 +212,30 @@ async fn apply_service(
     Ok(())
 }
 
+/// Marks this node's SpeakerStatus as not ready, on a clean shutdown: a
+/// speaker starting meanwhile must not wait for a peer that is gone.
+pub(crate) async fn not_ready(api: &Api<ferrolb_crds::SpeakerStatus>, node: &str) {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let patch = json!({
+        "status": {
+            "announcing": 0,
+            "conditions": [{
+                "type": ferrolb_crds::conditions::READY,
+                "status": "False",
+                "reason": "Stopped",
+                "message": "the speaker shut down cleanly and handed its IPs over",
+                "lastTransitionTime": now.to_string(),
+            }],
+        },
+    });
+    if let Err(error) = api
+        .patch_status(node, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        tracing::debug!(%error, "cannot mark the SpeakerStatus stopped");
+    }
+}
+
 async fn apply_speaker(
     client: &Client,
     node: &str,

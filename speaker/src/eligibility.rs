@@ -418,7 +418,10 @@ pub fn candidates(
 /// The pool a Service's IPs belong to: the one its allocation annotation
 /// names, or without the annotation the pool that holds every IP. Refused
 /// when an IP lies outside it: the address is not ours to announce.
-fn service_pool<'a>(service: &'a ServiceView, cluster: &'a Cluster) -> Result<Option<&'a str>, Refusal> {
+fn service_pool<'a>(
+    service: &'a ServiceView,
+    cluster: &'a Cluster,
+) -> Result<Option<&'a str>, Refusal> {
     let inside = |pool: &PoolView| service.ips.iter().all(|ip| pool.contains(*ip));
     let outside = |what: String| {
         let ips: Vec<String> = service.ips.iter().map(ToString::to_string).collect();
@@ -434,8 +437,12 @@ fn service_pool<'a>(service: &'a ServiceView, cluster: &'a Cluster) -> Result<Op
     match service.pool.as_deref() {
         Some(name) => match cluster.pools.get(name) {
             Some(pool) if inside(pool) => Ok(Some(name)),
-            Some(_) => Err(outside(format!("IPAddressPool {name}, which the Service's allocation annotation names"))),
-            None => Err(outside(format!("IPAddressPool {name} (it does not exist), which the Service's allocation annotation names"))),
+            Some(_) => Err(outside(format!(
+                "IPAddressPool {name}, which the Service's allocation annotation names"
+            ))),
+            None => Err(outside(format!(
+                "IPAddressPool {name} (it does not exist), which the Service's allocation annotation names"
+            ))),
         },
         None => cluster
             .pools
@@ -971,11 +978,7 @@ mod tests {
     fn only_addresses_of_our_pools_are_announced() {
         let refused = |c: &Cluster| {
             let plan = plan(c, &all_live(), Policy::default());
-            plan.units[0]
-                .outcome
-                .as_ref()
-                .err()
-                .map(|r| r.reason)
+            plan.units[0].outcome.as_ref().err().map(|r| r.reason)
         };
         let mut c = cluster();
         assert_eq!(refused(&c), None);
@@ -1026,7 +1029,10 @@ mod tests {
         assert_eq!(owner_of(&c, &without), owner_of(&cluster(), &without));
         // A claimant that is no candidate any more (not selected) loses it.
         c.advertisements[0].node_selectors = vec![select(&[("l2", "yes")])];
-        for node in ["node-1", "node-2", "node-3"].into_iter().filter(|n| *n != other) {
+        for node in ["node-1", "node-2", "node-3"]
+            .into_iter()
+            .filter(|n| *n != other)
+        {
             c.nodes.get_mut(node).unwrap().labels = labels(&[("l2", "yes")]);
         }
         assert_ne!(owner_of(&c, &live), other);
@@ -1072,7 +1078,10 @@ mod tests {
         let mut c = c;
         c.services[0].claim = claim(&winner, 1);
         let plan = plan_with_own_claims(&c, &live, Policy::default(), Some((&mine, &ips)));
-        assert_eq!(plan.units[0].outcome.as_ref().unwrap().node.as_str(), winner);
+        assert_eq!(
+            plan.units[0].outcome.as_ref().unwrap().node.as_str(),
+            winner
+        );
     }
 
     #[test]

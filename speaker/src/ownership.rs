@@ -32,8 +32,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::election::NodeName;
-use crate::eligibility::{Claim, Cluster, Incarnation, Interfaces, Live, Plan, Policy};
 use crate::eligibility::plan_with_own_claims;
+use crate::eligibility::{Claim, Cluster, Incarnation, Interfaces, Live, Plan, Policy};
 use crate::membership::View;
 
 /// Why this speaker announces less than the election gives it.
@@ -132,7 +132,8 @@ impl Ownership {
             incarnation: view.incarnation,
         };
         let announced: BTreeSet<IpAddr> = self.owned.keys().copied().collect();
-        let plan = plan_with_own_claims(cluster, &view.live, self.policy, Some((&claim, &announced)));
+        let plan =
+            plan_with_own_claims(cluster, &view.live, self.policy, Some((&claim, &announced)));
         let mut owned = plan.owned_by(&self.me);
         let standing = if view.stalled {
             owned.clear();
@@ -259,7 +260,12 @@ mod tests {
                 cluster: cluster(services),
                 speakers: NODES
                     .iter()
-                    .map(|n| ((*n).to_owned(), Ownership::new(NodeName::from(*n), Policy::default())))
+                    .map(|n| {
+                        (
+                            (*n).to_owned(),
+                            Ownership::new(NodeName::from(*n), Policy::default()),
+                        )
+                    })
                     .collect(),
                 incarnations: NODES.iter().map(|n| ((*n).to_owned(), 1)).collect(),
             }
@@ -267,10 +273,8 @@ mod tests {
 
         /// The view of the speakers in `alive` that see each other.
         fn view_of(&self, me: &str, alive: &[&str]) -> View {
-            let live: Vec<(&str, u64)> = alive
-                .iter()
-                .map(|n| (*n, self.incarnations[*n]))
-                .collect();
+            let live: Vec<(&str, u64)> =
+                alive.iter().map(|n| (*n, self.incarnations[*n])).collect();
             view(&live, self.incarnations[me])
         }
 
@@ -281,7 +285,10 @@ mod tests {
             for node in alive {
                 let view = self.view_of(node, alive);
                 let speaker = self.speakers.get_mut(*node).unwrap();
-                decisions.insert((*node).to_owned(), speaker.decide(&self.cluster, &view, alive.len() - 1));
+                decisions.insert(
+                    (*node).to_owned(),
+                    speaker.decide(&self.cluster, &view, alive.len() - 1),
+                );
             }
             self.write_statuses(&decisions);
             decisions
@@ -328,7 +335,11 @@ mod tests {
         assert!(announcers.values().all(|nodes| nodes.len() == 1));
         // A second round changes nothing.
         let decisions = sim.round(&NODES);
-        assert!(decisions.values().all(|d| d.gained.is_empty() && d.lost.is_empty() && d.reannounce.is_empty()));
+        assert!(
+            decisions
+                .values()
+                .all(|d| d.gained.is_empty() && d.lost.is_empty() && d.reannounce.is_empty())
+        );
     }
 
     #[test]
@@ -350,10 +361,18 @@ mod tests {
         assert!(decisions[&first].rejoined);
         assert!(decisions[&first].owned.is_empty());
         assert_eq!(sim.owner_of(ip(7), &NODES), vec![successor.clone()]);
-        assert_eq!(decisions[&successor].reannounce, vec![ip(7)], "the successor re-announces");
+        assert_eq!(
+            decisions[&successor].reannounce,
+            vec![ip(7)],
+            "the successor re-announces"
+        );
         for _ in 0..3 {
             sim.round(&NODES);
-            assert_eq!(sim.owner_of(ip(7), &NODES), vec![successor.clone()], "no ping-pong");
+            assert_eq!(
+                sim.owner_of(ip(7), &NODES),
+                vec![successor.clone()],
+                "no ping-pong"
+            );
         }
     }
 
@@ -373,7 +392,13 @@ mod tests {
         let mut decisions = BTreeMap::new();
         for node in NODES {
             let view = sim.view_of(node, &NODES);
-            decisions.insert(node, sim.speakers.get_mut(node).unwrap().decide(&sim.cluster, &view, 2));
+            decisions.insert(
+                node,
+                sim.speakers
+                    .get_mut(node)
+                    .unwrap()
+                    .decide(&sim.cluster, &view, 2),
+            );
         }
         assert_eq!(sim.owner_of(ip(7), &NODES), vec![successor]);
     }
@@ -388,13 +413,24 @@ mod tests {
         let owner = before[&ip(1)][0].clone();
         let mut stalled = sim.view_of(&owner, &NODES);
         stalled.stalled = true;
-        let d = sim.speakers.get_mut(&owner).unwrap().decide(&sim.cluster, &stalled, 2);
+        let d = sim
+            .speakers
+            .get_mut(&owner)
+            .unwrap()
+            .decide(&sim.cluster, &stalled, 2);
         assert_eq!(d.standing, Standing::Stalled);
         assert!(d.owned.is_empty());
         assert!(!d.reports(), "no status write while standing down");
         let resumed = sim.view_of(&owner, &NODES);
-        let d = sim.speakers.get_mut(&owner).unwrap().decide(&sim.cluster, &resumed, 2);
-        assert!(d.gained.contains(&ip(1)), "announced afresh after the stall");
+        let d = sim
+            .speakers
+            .get_mut(&owner)
+            .unwrap()
+            .decide(&sim.cluster, &resumed, 2);
+        assert!(
+            d.gained.contains(&ip(1)),
+            "announced afresh after the stall"
+        );
         assert_eq!(sim.announcers(&NODES), before);
     }
 
@@ -409,16 +445,32 @@ mod tests {
 
         // node-1 hears nobody; the API still shows two ready speakers.
         let alone = sim.view_of(lonely, &[lonely]);
-        let d = sim.speakers.get_mut(lonely).unwrap().decide(&sim.cluster, &alone, 2);
+        let d = sim
+            .speakers
+            .get_mut(lonely)
+            .unwrap()
+            .decide(&sim.cluster, &alone, 2);
         assert_eq!(d.standing, Standing::Isolated { known: 2 });
-        assert_eq!(d.owned.keys().copied().collect::<BTreeSet<_>>(), mine, "keeps its own, claims nothing else");
+        assert_eq!(
+            d.owned.keys().copied().collect::<BTreeSet<_>>(),
+            mine,
+            "keeps its own, claims nothing else"
+        );
         assert!(!d.reports());
 
         // The others declare it down and take its IPs; their statuses land.
         let decisions = sim.round(&others);
         sim.write_statuses(&decisions);
-        let d = sim.speakers.get_mut(lonely).unwrap().decide(&sim.cluster, &alone, 2);
-        assert!(d.owned.is_empty(), "gives up what the others claimed: {:?}", d.owned);
+        let d = sim
+            .speakers
+            .get_mut(lonely)
+            .unwrap()
+            .decide(&sim.cluster, &alone, 2);
+        assert!(
+            d.owned.is_empty(),
+            "gives up what the others claimed: {:?}",
+            d.owned
+        );
 
         // A speaker that never heard a peer claims nothing at all.
         let mut fresh = Ownership::new(NodeName::from(lonely), Policy::default());
@@ -440,7 +492,10 @@ mod tests {
         // what nobody else claimed.
         sim.round(&others);
         let alone = sim.view_of(lonely, &[lonely]);
-        sim.speakers.get_mut(lonely).unwrap().decide(&sim.cluster, &alone, 2);
+        sim.speakers
+            .get_mut(lonely)
+            .unwrap()
+            .decide(&sim.cluster, &alone, 2);
         // Healed: the isolated node was declared down and rejoins.
         *sim.incarnations.get_mut(lonely).unwrap() += 1;
         sim.round(&NODES);
@@ -448,7 +503,10 @@ mod tests {
         let announcers = sim.announcers(&NODES);
         assert_eq!(announcers.len(), 12);
         assert!(announcers.values().all(|n| n.len() == 1), "{announcers:?}");
-        assert!(!sim.speakers[lonely].owned().keys().any(|_| true), "no IP goes back to the rejoined node");
+        assert!(
+            !sim.speakers[lonely].owned().keys().any(|_| true),
+            "no IP goes back to the rejoined node"
+        );
     }
 
     #[derive(Debug, Clone)]

@@ -588,8 +588,7 @@ impl Driver {
     /// not be made to rejoin by one isolated node; the isolated node
     /// announces and is the one told to rejoin.
     fn announce_to_seeds(&mut self) {
-        let active: BTreeSet<SocketAddr> =
-            self.foca.iter_members().map(|m| m.id().addr).collect();
+        let active: BTreeSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
         let isolated = active.is_empty();
         let down: BTreeSet<SocketAddr> = self
             .foca
@@ -840,7 +839,11 @@ mod tests {
         let deadline = Instant::now() + phase * 4;
         while Instant::now() < deadline {
             for m in &members {
-                assert_eq!(m.view().borrow().live.len(), 3, "the rotation split the membership");
+                assert_eq!(
+                    m.view().borrow().live.len(),
+                    3,
+                    "the rotation split the membership"
+                );
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

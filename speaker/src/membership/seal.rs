@@ -150,7 +150,11 @@ impl KeyPhases {
             let old = std::mem::replace(&mut self.current, next);
             self.retired = Some((old, at + self.phase));
         }
-        if self.retired.as_ref().is_some_and(|(_, until)| now >= *until) {
+        if self
+            .retired
+            .as_ref()
+            .is_some_and(|(_, until)| now >= *until)
+        {
             self.retired = None;
         }
     }
@@ -234,13 +238,22 @@ mod tests {
 
         // Phase 1: key 2 accepted at once, still sending with key 1.
         assert!(keys.observe(key(2), at(5)));
-        assert!(!keys.observe(key(2), at(6)), "the same key again is no rotation");
+        assert!(
+            !keys.observe(key(2), at(6)),
+            "the same key again is no rotation"
+        );
         assert!(keys.open(&by(2), at(5)).is_ok());
         assert!(keys.open(&by(1), at(5)).is_ok());
-        assert_eq!(key(1).open(&keys.seal(b"y", at(24)).unwrap()).unwrap(), b"y");
+        assert_eq!(
+            key(1).open(&keys.seal(b"y", at(24)).unwrap()).unwrap(),
+            b"y"
+        );
 
         // Phase 2: sending with key 2, key 1 still accepted.
-        assert_eq!(key(2).open(&keys.seal(b"y", at(25)).unwrap()).unwrap(), b"y");
+        assert_eq!(
+            key(2).open(&keys.seal(b"y", at(25)).unwrap()).unwrap(),
+            b"y"
+        );
         assert!(keys.open(&by(1), at(44)).is_ok());
         assert!(keys.open(&by(2), at(44)).is_ok());
 
@@ -249,7 +262,10 @@ mod tests {
         assert!(!keys.observe(key(2), at(50)));
         assert!(keys.open(&by(1), at(50)).is_err());
         assert!(keys.open(&by(2), at(50)).is_ok());
-        assert_eq!(key(2).open(&keys.seal(b"y", at(50)).unwrap()).unwrap(), b"y");
+        assert_eq!(
+            key(2).open(&keys.seal(b"y", at(50)).unwrap()).unwrap(),
+            b"y"
+        );
     }
 
     #[test]
@@ -261,7 +277,13 @@ mod tests {
         keys.observe(key(2), at(0));
         keys.observe(key(3), at(10));
         assert!(keys.open(&key(2).seal(b"x").unwrap(), at(11)).is_err());
-        assert_eq!(key(1).open(&keys.seal(b"y", at(29)).unwrap()).unwrap(), b"y");
-        assert_eq!(key(3).open(&keys.seal(b"y", at(30)).unwrap()).unwrap(), b"y");
+        assert_eq!(
+            key(1).open(&keys.seal(b"y", at(29)).unwrap()).unwrap(),
+            b"y"
+        );
+        assert_eq!(
+            key(3).open(&keys.seal(b"y", at(30)).unwrap()).unwrap(),
+            b"y"
+        );
     }
 }

@@ -188,7 +188,11 @@ mod tests {
             Cli::try_parse_from(all).unwrap()
         };
         assert!(parse(&[]).validate().is_ok());
-        assert!(parse(&["--gossip-key-reload=1s", "--gossip-key-phase=3s"]).validate().is_ok());
+        assert!(
+            parse(&["--gossip-key-reload=1s", "--gossip-key-phase=3s"])
+                .validate()
+                .is_ok()
+        );
         assert!(parse(&["--gossip-key-reload=30s"]).validate().is_err());
         assert!(parse(&["--gossip-key-reload=0s"]).validate().is_err());
     }

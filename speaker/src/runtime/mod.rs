@@ -321,7 +321,10 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     // they cannot hear (they would hold back, see `ownership`).
     let speakers: Api<SpeakerStatus> = Api::all(client.clone());
     let stopping = status::not_ready(&speakers, &cli.node_name);
-    if tokio::time::timeout(Duration::from_secs(1), stopping).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(1), stopping)
+        .await
+        .is_err()
+    {
         tracing::debug!("SpeakerStatus not marked stopped: the API server did not answer");
     }
     leaving.await;
@@ -630,9 +633,13 @@ impl Election {
                 }
             }
             Standing::Stalled => {
-                tracing::warn!("stalled long enough to have been declared down: not answering until the membership confirms");
+                tracing::warn!(
+                    "stalled long enough to have been declared down: not answering until the membership confirms"
+                );
             }
-            Standing::Normal => tracing::info!("hearing peers again: announcing what the election gives this node"),
+            Standing::Normal => {
+                tracing::info!("hearing peers again: announcing what the election gives this node")
+            }
         }
         self.isolated_since = match (isolated, matches!(self.standing, Standing::Isolated { .. })) {
             (true, false) | (false, true) => Time(Timestamp::now()),
@@ -689,7 +696,9 @@ impl Election {
         let decision = self.ownership.decide(&cluster, view, known);
         if decision.rejoined {
             self.metrics.stand_downs.inc();
-            tracing::warn!("the other speakers had declared this one down: stood down; announcing only what the election gives this new incarnation");
+            tracing::warn!(
+                "the other speakers had declared this one down: stood down; announcing only what the election gives this new incarnation"
+            );
         }
         self.set_standing(decision.standing, caches.node_ref(self.me.as_str()));
         if !decision.gained.is_empty() || !decision.lost.is_empty() {
@@ -702,8 +711,12 @@ impl Election {
             for ip in &decision.lost {
                 let unit = decision.plan.units.iter().find(|u| u.key.contains(ip));
                 match unit.map(|u| &u.outcome) {
-                    Some(Ok(o)) if o.node != self.me => tracing::info!(%ip, owner = %o.node, "released to another node"),
-                    Some(Ok(_)) => tracing::info!(%ip, standing = ?decision.standing, "released while standing down"),
+                    Some(Ok(o)) if o.node != self.me => {
+                        tracing::info!(%ip, owner = %o.node, "released to another node")
+                    }
+                    Some(Ok(_)) => {
+                        tracing::info!(%ip, standing = ?decision.standing, "released while standing down")
+                    }
                     Some(Err(refusal)) => {
                         tracing::info!(%ip, reason = %refusal.reason, message = %refusal.message, "released: nobody may announce it")
                     }

@@ -310,14 +310,39 @@ mod tests {
     #[test]
     fn a_new_incarnation_rewrites_the_status() {
         let mut r = Reporter::new(NodeName::from("node-1"));
-        let w = r.update(&plan(owned_by("node-1")), &live(), &meta(), no_interfaces, now(), 1);
+        let w = r.update(
+            &plan(owned_by("node-1")),
+            &live(),
+            &meta(),
+            no_interfaces,
+            now(),
+            1,
+        );
         assert_eq!(w.statuses[0].2.incarnation, Some(1));
-        let w = r.update(&plan(owned_by("node-1")), &live(), &meta(), no_interfaces, now(), 2);
-        assert_eq!(w.statuses.len(), 1, "the claim of the old incarnation is stale");
+        let w = r.update(
+            &plan(owned_by("node-1")),
+            &live(),
+            &meta(),
+            no_interfaces,
+            now(),
+            2,
+        );
+        assert_eq!(
+            w.statuses.len(),
+            1,
+            "the claim of the old incarnation is stale"
+        );
         assert_eq!(w.statuses[0].2.incarnation, Some(2));
         assert!(w.notices.is_empty(), "the node did not change");
         r.forget();
-        let w = r.update(&plan(owned_by("node-1")), &live(), &meta(), no_interfaces, now(), 2);
+        let w = r.update(
+            &plan(owned_by("node-1")),
+            &live(),
+            &meta(),
+            no_interfaces,
+            now(),
+            2,
+        );
         assert_eq!(w.statuses.len(), 1, "written afresh after standing down");
     }
 

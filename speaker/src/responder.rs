@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use crate::Error;
+use crate::packet::DecodeError;
 use crate::announcer::InterfaceSelection;
 use crate::announcer::metrics::{AddressFamily, AnnouncerMetrics, PacketLabels};
 use crate::interfaces::Usage;
@@ -190,7 +190,7 @@ async fn receive<T>(
 fn respond<R>(
     protocol: &Protocol,
     labels: &PacketLabels,
-    decoded: Result<Option<Answer<R>>, Error>,
+    decoded: Result<Option<Answer<R>>, DecodeError>,
     metrics: &AnnouncerMetrics,
     send: impl FnOnce(&R) -> io::Result<()>,
 ) {
@@ -235,7 +235,7 @@ async fn serve_link<F: FrameIo, R>(
     protocol: &Protocol,
     labels: &PacketLabels,
     metrics: &AnnouncerMetrics,
-    answer: impl Fn(&[u8]) -> Result<Answer<R>, Error>,
+    answer: impl Fn(&[u8]) -> Result<Answer<R>, DecodeError>,
     send: impl Fn(&R) -> io::Result<()>,
 ) {
     let interface = &labels.interface;

@@ -14,8 +14,8 @@ use pnet_packet::arp::{
 };
 use pnet_packet::ethernet::{EtherTypes, EthernetPacket, MutableEthernetPacket};
 
+use super::DecodeError;
 use super::MacAddr;
-use crate::Error;
 
 /// Length of an Ethernet II header (destination, source, ethertype).
 pub const ETHERNET_HEADER_LEN: usize = 14;
@@ -57,35 +57,35 @@ impl ArpRequest {
     ///
     /// # Errors
     ///
-    /// A typed [`Error`] for a frame that is truncated, not ARP, not
+    /// A typed [`DecodeError`] for a frame that is truncated, not ARP, not
     /// Ethernet/IPv4 ARP, or not a request.
-    pub fn decode(frame: &[u8]) -> Result<Self, Error> {
-        let ethernet = EthernetPacket::new(frame).ok_or(Error::Truncated {
+    pub fn decode(frame: &[u8]) -> Result<Self, DecodeError> {
+        let ethernet = EthernetPacket::new(frame).ok_or(DecodeError::Truncated {
             what: "Ethernet frame",
             len: frame.len(),
             need: ETHERNET_HEADER_LEN,
         })?;
         let ethertype = ethernet.get_ethertype();
         if ethertype != EtherTypes::Arp {
-            return Err(Error::NotArp {
+            return Err(DecodeError::NotArp {
                 ethertype: ethertype.0,
             });
         }
         let payload = ethernet.payload();
-        let arp = ArpPacket::new(payload).ok_or(Error::Truncated {
+        let arp = ArpPacket::new(payload).ok_or(DecodeError::Truncated {
             what: "ARP packet",
             len: payload.len(),
             need: ARP_LEN,
         })?;
         let hardware_type = arp.get_hardware_type();
         if hardware_type != ArpHardwareTypes::Ethernet {
-            return Err(Error::UnsupportedHardwareType {
+            return Err(DecodeError::UnsupportedHardwareType {
                 hardware_type: hardware_type.0,
             });
         }
         let protocol_type = arp.get_protocol_type();
         if protocol_type != EtherTypes::Ipv4 {
-            return Err(Error::UnsupportedProtocolType {
+            return Err(DecodeError::UnsupportedProtocolType {
                 protocol_type: protocol_type.0,
             });
         }
@@ -93,11 +93,11 @@ impl ArpRequest {
         // packet for another address size is never misread as ours.
         let (hw_len, proto_len) = (arp.get_hw_addr_len(), arp.get_proto_addr_len());
         if hw_len != ETHERNET_ADDR_LEN || proto_len != IPV4_ADDR_LEN {
-            return Err(Error::BadAddressLength { hw_len, proto_len });
+            return Err(DecodeError::BadAddressLength { hw_len, proto_len });
         }
         let operation = arp.get_operation();
         if operation != ArpOperations::Request {
-            return Err(Error::NotArpRequest {
+            return Err(DecodeError::NotArpRequest {
                 operation: operation.0,
             });
         }
@@ -312,11 +312,11 @@ mod tests {
             frame[offset..offset + bytes.len()].copy_from_slice(bytes);
             frame
         };
-        let cases: Vec<(&str, Vec<u8>, Error)> = vec![
+        let cases: Vec<(&str, Vec<u8>, DecodeError)> = vec![
             (
                 "empty",
                 vec![],
-                Error::Truncated {
+                DecodeError::Truncated {
                     what: "Ethernet frame",
                     len: 0,
                     need: 14,
@@ -325,7 +325,7 @@ mod tests {
             (
                 "Ethernet header cut",
                 request_bytes()[..13].to_vec(),
-                Error::Truncated {
+                DecodeError::Truncated {
                     what: "Ethernet frame",
                     len: 13,
                     need: 14,
@@ -334,7 +334,7 @@ mod tests {
             (
                 "ARP cut",
                 request_bytes()[..41].to_vec(),
-                Error::Truncated {
+                DecodeError::Truncated {
                     what: "ARP packet",
                     len: 27,
                     need: 28,
@@ -343,29 +343,29 @@ mod tests {
             (
                 "IPv4 frame",
                 with(12, &[0x08, 0x00]),
-                Error::NotArp { ethertype: 0x0800 },
+                DecodeError::NotArp { ethertype: 0x0800 },
             ),
             (
                 "VLAN-tagged",
                 with(12, &[0x81, 0x00]),
-                Error::NotArp { ethertype: 0x8100 },
+                DecodeError::NotArp { ethertype: 0x8100 },
             ),
             (
                 "IEEE 802 hardware",
                 with(14, &[0x00, 0x06]),
-                Error::UnsupportedHardwareType { hardware_type: 6 },
+                DecodeError::UnsupportedHardwareType { hardware_type: 6 },
             ),
             (
                 "IPv6 protocol",
                 with(16, &[0x86, 0xdd]),
-                Error::UnsupportedProtocolType {
+                DecodeError::UnsupportedProtocolType {
                     protocol_type: 0x86dd,
                 },
             ),
             (
                 "long hardware addresses",
                 with(18, &[8]),
-                Error::BadAddressLength {
+                DecodeError::BadAddressLength {
                     hw_len: 8,
                     proto_len: 4,
                 },
@@ -373,7 +373,7 @@ mod tests {
             (
                 "long protocol addresses",
                 with(19, &[16]),
-                Error::BadAddressLength {
+                DecodeError::BadAddressLength {
                     hw_len: 6,
                     proto_len: 16,
                 },
@@ -381,12 +381,12 @@ mod tests {
             (
                 "reply",
                 with(20, &[0x00, 0x02]),
-                Error::NotArpRequest { operation: 2 },
+                DecodeError::NotArpRequest { operation: 2 },
             ),
             (
                 "RARP request",
                 with(20, &[0x00, 0x03]),
-                Error::NotArpRequest { operation: 3 },
+                DecodeError::NotArpRequest { operation: 3 },
             ),
         ];
         for (name, frame, error) in cases {
@@ -439,7 +439,7 @@ mod tests {
         );
         assert_eq!(
             ArpRequest::decode(&frame),
-            Err(Error::NotArpRequest { operation: 2 })
+            Err(DecodeError::NotArpRequest { operation: 2 })
         );
     }
 

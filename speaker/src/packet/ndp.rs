@@ -22,8 +22,8 @@ use pnet_packet::icmpv6::ndp::{
 };
 use pnet_packet::icmpv6::{Icmpv6Packet, Icmpv6Types, checksum};
 
+use super::DecodeError;
 use super::MacAddr;
-use crate::Error;
 
 /// Length of a neighbor solicitation or advertisement without options.
 pub const NDP_HEADER_LEN: usize = 24;
@@ -61,33 +61,35 @@ impl NeighborSolicitation {
     ///
     /// # Errors
     ///
-    /// A typed [`Error`] naming the first rule the message breaks.
-    pub fn decode(message: &[u8], source: Ipv6Addr) -> Result<Self, Error> {
-        let solicitation = NeighborSolicitPacket::new(message).ok_or(Error::Truncated {
+    /// A typed [`DecodeError`] naming the first rule the message breaks.
+    pub fn decode(message: &[u8], source: Ipv6Addr) -> Result<Self, DecodeError> {
+        let solicitation = NeighborSolicitPacket::new(message).ok_or(DecodeError::Truncated {
             what: "neighbor solicitation",
             len: message.len(),
             need: NDP_HEADER_LEN,
         })?;
         let icmp_type = solicitation.get_icmpv6_type();
         if icmp_type != Icmpv6Types::NeighborSolicit {
-            return Err(Error::NotNeighborSolicitation {
+            return Err(DecodeError::NotNeighborSolicitation {
                 icmp_type: icmp_type.0,
             });
         }
         let code = solicitation.get_icmpv6_code();
         if code != Icmpv6Codes::NoCode {
-            return Err(Error::BadIcmpCode { code: code.0 });
+            return Err(DecodeError::BadIcmpCode { code: code.0 });
         }
         let target = solicitation.get_target_addr();
         if target.is_multicast() {
-            return Err(Error::MulticastTarget { target });
+            return Err(DecodeError::MulticastTarget { target });
         }
         // Options are walked by hand: pnet's option iterator computes
         // `length * 8` in u8 and overflows (a panic in debug builds) for
         // lengths of 32 and more, which any host on the link could send.
         let source_link_addr = source_link_layer_address(message)?;
-        if source.is_unspecified() && source_link_addr.is_some() {
-            return Err(Error::UnspecifiedSourceWithLinkLayer);
+        if let Some(link_addr) = source_link_addr
+            && source.is_unspecified()
+        {
+            return Err(DecodeError::UnspecifiedSourceWithLinkLayer { link_addr });
         }
         Ok(Self {
             source,
@@ -195,14 +197,14 @@ pub fn solicited_node_multicast(addr: Ipv6Addr) -> Ipv6Addr {
 ///
 /// # Errors
 ///
-/// [`Error::Truncated`] when `message` is shorter than the 4-byte ICMPv6
+/// [`DecodeError::Truncated`] when `message` is shorter than the 4-byte ICMPv6
 /// header.
 pub fn icmpv6_checksum(
     message: &[u8],
     source: Ipv6Addr,
     destination: Ipv6Addr,
-) -> Result<u16, Error> {
-    let packet = Icmpv6Packet::new(message).ok_or(Error::Truncated {
+) -> Result<u16, DecodeError> {
+    let packet = Icmpv6Packet::new(message).ok_or(DecodeError::Truncated {
         what: "ICMPv6 message",
         len: message.len(),
         need: Icmpv6Packet::minimum_packet_size(),
@@ -215,13 +217,13 @@ pub fn icmpv6_checksum(
 ///
 /// # Errors
 ///
-/// [`Error::Truncated`] when `message` is shorter than the 4-byte ICMPv6
+/// [`DecodeError::Truncated`] when `message` is shorter than the 4-byte ICMPv6
 /// header.
 pub fn fill_checksum(
     message: &mut [u8],
     source: Ipv6Addr,
     destination: Ipv6Addr,
-) -> Result<(), Error> {
+) -> Result<(), DecodeError> {
     let sum = icmpv6_checksum(message, source, destination)?;
     message[2..4].copy_from_slice(&sum.to_be_bytes());
     Ok(())
@@ -256,27 +258,27 @@ fn write_link_layer_option(buf: &mut [u8], option_type: u8, mac: MacAddr) {
 
 /// Walks the options after the fixed header and returns the first source
 /// link-layer address, rejecting any malformed option on the way.
-fn source_link_layer_address(message: &[u8]) -> Result<Option<MacAddr>, Error> {
+fn source_link_layer_address(message: &[u8]) -> Result<Option<MacAddr>, DecodeError> {
     let mut found = None;
     let mut offset = NDP_HEADER_LEN;
     while offset < message.len() {
         let rest = &message[offset..];
         let [option_type, length, ..] = *rest else {
-            return Err(Error::Truncated {
+            return Err(DecodeError::Truncated {
                 what: "NDP option",
                 len: rest.len(),
                 need: 2,
             });
         };
         if length == 0 {
-            return Err(Error::ZeroLengthOption {
+            return Err(DecodeError::ZeroLengthOption {
                 option_type,
                 offset,
             });
         }
         let need = usize::from(length) * OPTION_UNIT;
         let Some(option) = rest.get(..need) else {
-            return Err(Error::OptionOverrun {
+            return Err(DecodeError::OptionOverrun {
                 option_type,
                 offset,
                 need,
@@ -285,7 +287,7 @@ fn source_link_layer_address(message: &[u8]) -> Result<Option<MacAddr>, Error> {
         };
         if option_type == NdpOptionTypes::SourceLLAddr.0 && found.is_none() {
             let [_, _, a, b, c, d, e, f] = *option else {
-                return Err(Error::BadLinkLayerOption { length });
+                return Err(DecodeError::BadLinkLayerOption { length });
             };
             found = Some(MacAddr::new(a, b, c, d, e, f));
         }
@@ -306,6 +308,8 @@ const IPV6_OFFSET: usize = 14;
 pub struct FramedSolicitation {
     /// The solicitation.
     pub solicitation: NeighborSolicitation,
+    /// Source of the Ethernet frame.
+    pub eth_source: MacAddr,
     /// The IPv6 destination address.
     pub destination: Ipv6Addr,
     /// The IPv6 hop limit.
@@ -319,10 +323,10 @@ impl FramedSolicitation {
     ///
     /// # Errors
     ///
-    /// A typed [`Error`] for anything else.
-    pub fn decode(frame: &[u8]) -> Result<Self, Error> {
+    /// A typed [`DecodeError`] for anything else.
+    pub fn decode(frame: &[u8]) -> Result<Self, DecodeError> {
         let Some(ip) = frame.get(IPV6_OFFSET..IPV6_OFFSET + IPV6_HEADER_LEN) else {
-            return Err(Error::Truncated {
+            return Err(DecodeError::Truncated {
                 what: "IPv6 frame",
                 len: frame.len(),
                 need: IPV6_OFFSET + IPV6_HEADER_LEN,
@@ -330,11 +334,11 @@ impl FramedSolicitation {
         };
         let ethertype = u16::from_be_bytes([frame[12], frame[13]]);
         if ethertype != 0x86dd {
-            return Err(Error::NotIpv6 { ethertype });
+            return Err(DecodeError::NotIpv6 { ethertype });
         }
         let next_header = ip[6];
         if next_header != 58 {
-            return Err(Error::NotIcmpv6 { next_header });
+            return Err(DecodeError::NotIcmpv6 { next_header });
         }
         let payload_len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
         let mut source = [0_u8; 16];
@@ -344,7 +348,7 @@ impl FramedSolicitation {
         let (source, destination) = (Ipv6Addr::from(source), Ipv6Addr::from(destination));
         let start = IPV6_OFFSET + IPV6_HEADER_LEN;
         let Some(message) = frame.get(start..start + payload_len) else {
-            return Err(Error::Truncated {
+            return Err(DecodeError::Truncated {
                 what: "IPv6 payload",
                 len: frame.len().saturating_sub(start),
                 need: payload_len,
@@ -354,10 +358,12 @@ impl FramedSolicitation {
         let expected = icmpv6_checksum(message, source, destination)?;
         let found = u16::from_be_bytes([message[2], message[3]]);
         if expected != found {
-            return Err(Error::BadChecksum { expected, found });
+            return Err(DecodeError::BadChecksum { expected, found });
         }
+        let eth_source = MacAddr::new(frame[6], frame[7], frame[8], frame[9], frame[10], frame[11]);
         Ok(Self {
             solicitation,
+            eth_source,
             destination,
             hop_limit: ip[7],
         })
@@ -429,7 +435,9 @@ mod tests {
         assert!(decoded.is_duplicate_address_detection());
         assert_eq!(
             NeighborSolicitation::decode(&solicitation_bytes(), Ipv6Addr::UNSPECIFIED),
-            Err(Error::UnspecifiedSourceWithLinkLayer)
+            Err(DecodeError::UnspecifiedSourceWithLinkLayer {
+                link_addr: ASKER_MAC
+            })
         );
     }
 
@@ -440,11 +448,11 @@ mod tests {
             message[offset..offset + bytes.len()].copy_from_slice(bytes);
             message
         };
-        let cases: Vec<(&str, Vec<u8>, Error)> = vec![
+        let cases: Vec<(&str, Vec<u8>, DecodeError)> = vec![
             (
                 "empty",
                 vec![],
-                Error::Truncated {
+                DecodeError::Truncated {
                     what: "neighbor solicitation",
                     len: 0,
                     need: 24,
@@ -453,7 +461,7 @@ mod tests {
             (
                 "target cut",
                 solicitation_bytes()[..23].to_vec(),
-                Error::Truncated {
+                DecodeError::Truncated {
                     what: "neighbor solicitation",
                     len: 23,
                     need: 24,
@@ -462,25 +470,29 @@ mod tests {
             (
                 "advertisement",
                 with(0, &[136]),
-                Error::NotNeighborSolicitation { icmp_type: 136 },
+                DecodeError::NotNeighborSolicitation { icmp_type: 136 },
             ),
             (
                 "echo request",
                 with(0, &[128]),
-                Error::NotNeighborSolicitation { icmp_type: 128 },
+                DecodeError::NotNeighborSolicitation { icmp_type: 128 },
             ),
-            ("code 1", with(1, &[1]), Error::BadIcmpCode { code: 1 }),
+            (
+                "code 1",
+                with(1, &[1]),
+                DecodeError::BadIcmpCode { code: 1 },
+            ),
             (
                 "multicast target",
                 with(8, &[0xff, 0x02]),
-                Error::MulticastTarget {
+                DecodeError::MulticastTarget {
                     target: Ipv6Addr::new(0xff02, 0xdb8, 0, 0, 0, 0, 0, 0xc8),
                 },
             ),
             (
                 "option length 0",
                 with(25, &[0]),
-                Error::ZeroLengthOption {
+                DecodeError::ZeroLengthOption {
                     option_type: 1,
                     offset: 24,
                 },
@@ -488,7 +500,7 @@ mod tests {
             (
                 "option longer than the message",
                 with(25, &[2]),
-                Error::OptionOverrun {
+                DecodeError::OptionOverrun {
                     option_type: 1,
                     offset: 24,
                     need: 16,
@@ -499,7 +511,7 @@ mod tests {
                 // 255 × 8 overflows a u8 computation; must be a clean error.
                 "option length 255",
                 with(25, &[255]),
-                Error::OptionOverrun {
+                DecodeError::OptionOverrun {
                     option_type: 1,
                     offset: 24,
                     need: 2040,
@@ -509,7 +521,7 @@ mod tests {
             (
                 "one stray byte after the options",
                 [solicitation_bytes(), vec![1]].concat(),
-                Error::Truncated {
+                DecodeError::Truncated {
                     what: "NDP option",
                     len: 1,
                     need: 2,
@@ -518,12 +530,12 @@ mod tests {
             (
                 "source address option of 16 bytes",
                 with_options(&[1, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
-                Error::BadLinkLayerOption { length: 2 },
+                DecodeError::BadLinkLayerOption { length: 2 },
             ),
             (
                 "zero-length option after a good one",
                 with_options(&[1, 1, 2, 0, 0, 0, 0, 1, 14, 0]),
-                Error::ZeroLengthOption {
+                DecodeError::ZeroLengthOption {
                     option_type: 14,
                     offset: 32,
                 },
@@ -655,7 +667,7 @@ mod tests {
     fn checksum_of_a_truncated_message_is_an_error() {
         assert_eq!(
             icmpv6_checksum(&[135, 0, 0], ASKER, VIP),
-            Err(Error::Truncated {
+            Err(DecodeError::Truncated {
                 what: "ICMPv6 message",
                 len: 3,
                 need: 4
@@ -736,6 +748,7 @@ mod tests {
         frame.resize(frame.len() + 6, 0); // Ethernet padding
         let framed = FramedSolicitation::decode(&frame).unwrap();
         assert_eq!(framed.destination, VIP);
+        assert_eq!(framed.eth_source, ASKER_MAC);
         assert_eq!(framed.hop_limit, 255);
         assert_eq!(framed.solicitation.source, ASKER);
         assert_eq!(framed.solicitation.target, VIP);
@@ -747,19 +760,19 @@ mod tests {
         bad_sum[14 + 40 + 2] ^= 0xff;
         assert!(matches!(
             FramedSolicitation::decode(&bad_sum),
-            Err(Error::BadChecksum { .. })
+            Err(DecodeError::BadChecksum { .. })
         ));
         let mut udp = unicast_frame(255);
         udp[20] = 17;
         assert_eq!(
             FramedSolicitation::decode(&udp),
-            Err(Error::NotIcmpv6 { next_header: 17 })
+            Err(DecodeError::NotIcmpv6 { next_header: 17 })
         );
         let mut ipv4 = unicast_frame(255);
         ipv4[12..14].copy_from_slice(&[0x08, 0x00]);
         assert_eq!(
             FramedSolicitation::decode(&ipv4),
-            Err(Error::NotIpv6 { ethertype: 0x0800 })
+            Err(DecodeError::NotIpv6 { ethertype: 0x0800 })
         );
         let frame = unicast_frame(255);
         for cut in 0..frame.len() {

@@ -19,6 +19,7 @@ pub use error::Error;
 pub mod announcer;
 pub mod eligibility;
 pub mod interfaces;
+pub mod metrics;
 pub mod responder;
 pub mod selector;
 pub mod socket;

@@ -17,7 +17,10 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ferrolb_speaker::announcer::metrics::{AddressFamily, AnnouncerMetrics};
+use ferrolb_speaker::metrics::{AddressFamily, AnnouncerMetrics, Suppression};
+use ferrolb_speaker::packet::MacAddr;
+use ferrolb_speaker::packet::arp::ArpRequest;
+use ferrolb_speaker::socket::{FrameIo, PacketSocket};
 use ferrolb_speaker::{Announcer, AnnouncerConfig, InterfaceSelection};
 
 const SPEAKER_IP: &str = "198.18.0.2";
@@ -417,6 +420,41 @@ fn blast_udp(ns: &str, target: &str, rate: u32, duration: Duration) -> u64 {
             if let Some(wait) = next.checked_duration_since(Instant::now()) {
                 thread::sleep(wait);
             }
+        }
+        sent
+    })
+    .join()
+    .unwrap()
+}
+
+/// The index of `interface` in namespace `ns`.
+fn ifindex(ns: &str, interface: &str) -> u32 {
+    let output = run(&["ip", "-n", ns, "-o", "link", "show", "dev", interface]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.split(':').next().unwrap().trim().parse().unwrap()
+}
+
+/// Sends `frames` out of `interface` in namespace `ns` through a packet
+/// socket, 50 a millisecond; returns how many the kernel took.
+fn send_frames(ns: &str, interface: &str, frames: Vec<Vec<u8>>) -> usize {
+    let path = format!("/var/run/netns/{ns}");
+    let index = ifindex(ns, interface);
+    thread::spawn(move || {
+        let file = File::open(path).expect("namespace file");
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .expect("runtime");
+        let _entered = runtime.enter();
+        let socket = PacketSocket::arp_requests(index).expect("a packet socket");
+        let mut sent = 0;
+        for chunk in frames.chunks(50) {
+            sent += chunk
+                .iter()
+                .filter(|frame| socket.send(frame).is_ok())
+                .count();
+            thread::sleep(Duration::from_millis(1));
         }
         sent
     })
@@ -824,6 +862,77 @@ fn announces_and_answers_through_real_sockets() {
         lan_before,
         "the interface that did not flap is not re-announced on"
     );
+
+    // 10. Replies are limited: a host flooding requests for an owned IP
+    //     gets its burst and then about its rate (defaults: 1,000, then
+    //     200/s); requests from a group address get no reply at all.
+    let v4 = |counter| AnnouncerMetrics::get(counter, AddressFamily::Ipv4, &lab.speaker_if);
+    let suppressed =
+        |reason| metrics.suppressed_count(AddressFamily::Ipv4, &lab.speaker_if, reason);
+    let reasons = [
+        Suppression::BadSender,
+        Suppression::RateSender,
+        Suppression::RateInterface,
+    ];
+    let counts = || {
+        (
+            v4(&metrics.arp_requests_received),
+            v4(&metrics.replies_sent),
+            reasons.map(suppressed),
+        )
+    };
+    let (requests_before, replies_before, suppressed_before) = counts();
+    let request = |mac: MacAddr, ip: [u8; 4]| {
+        ArpRequest {
+            eth_destination: MacAddr::broadcast(),
+            eth_source: MacAddr::new(0x02, 0, 0, 0, 0, 0x77),
+            sender_mac: mac,
+            sender_ip: ip.into(),
+            target_mac: MacAddr::zero(),
+            target_ip: VIP4.parse().unwrap(),
+        }
+        .encode()
+    };
+    let multicast = MacAddr::new(0x01, 0x00, 0x5e, 0, 0, 1);
+    let mut frames = vec![request(multicast, [198, 18, 0, 77]); 5];
+    frames.extend(vec![
+        request(
+            MacAddr::new(0x02, 0, 0, 0, 0, 0x77),
+            [198, 18, 0, 77]
+        );
+        3000
+    ]);
+    let flood = Instant::now();
+    let sent = send_frames(&lab.client_ns, &lab.client_if, frames);
+    let seconds = flood.elapsed().as_secs_f64();
+    // Frames the receive queue dropped never arrive; wait for the rest.
+    let mut last = (0, Instant::now());
+    wait_for("the flood to be processed", || {
+        let received = v4(&metrics.arp_requests_received);
+        if received != last.0 {
+            last = (received, Instant::now());
+        }
+        received - requests_before == sent as u64 || last.1.elapsed() > Duration::from_millis(300)
+    });
+    let (requests_after, replies_after, suppressed_after) = counts();
+    let received = requests_after - requests_before;
+    let replies = replies_after - replies_before;
+    let [bad, rate_sender, rate_interface] =
+        [0, 1, 2].map(|i| suppressed_after[i] - suppressed_before[i]);
+    eprintln!(
+        "flood of {sent} requests in {seconds:.3} s: {received} received, {replies} answered, suppressed: {bad} bad sender, {rate_sender} over the sender's rate, {rate_interface} over the interface's"
+    );
+    assert_eq!(bad, 5, "requests from a multicast MAC are not answered");
+    assert_eq!(
+        received,
+        replies + bad + rate_sender + rate_interface,
+        "every request for an owned IP is answered or counted as suppressed"
+    );
+    let allowed = 1000 + (200.0 * (seconds + 0.5)).ceil() as u64;
+    assert!(replies <= allowed, "{replies} replies, at most {allowed}");
+    if received > allowed + 5 {
+        assert!(rate_sender > 0);
+    }
 
     requests.send(Request::Stop).unwrap();
 }

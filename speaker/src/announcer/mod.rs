@@ -14,12 +14,16 @@
 //! the next request on.
 
 pub mod groups;
-pub mod metrics;
+pub mod table;
+
+/// The data plane's metrics, at the path they had before they moved to
+/// [`crate::metrics`].
+pub use crate::metrics;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -27,14 +31,17 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use self::groups::Memberships;
-pub use self::metrics::AnnouncerMetrics;
-use self::metrics::{AddressFamily, PacketLabels};
+pub use self::table::{AnnouncingLink, SharedTable, Table};
+use self::table::{read, write};
 use crate::Error;
 use crate::interfaces::netlink::{self, LinkEvent};
 use crate::interfaces::{EXCLUDED_PREFIXES, Exclusion, Link, Usage, eligibility};
+pub use crate::metrics::AnnouncerMetrics;
+use crate::metrics::{AddressFamily, PacketLabels};
 use crate::packet::arp::{build_gratuitous_reply, build_gratuitous_request};
 use crate::packet::ndp::{ALL_NODES, build_unsolicited_advertisement};
-use crate::responder::{AnnouncingLink, SharedTable, Table, serve_arp, serve_ndp, serve_nud};
+use crate::responder::limits::ReplyLimitConfig;
+use crate::responder::{Responder, serve_arp, serve_ndp, serve_nud};
 use crate::schedule::{Announcement, Schedule, ScheduleConfig, Scope};
 use crate::socket::{FrameIo, Icmpv6Io, NdpSocket, PacketSocket};
 
@@ -82,6 +89,10 @@ pub struct AnnouncerConfig {
     /// Whether to open the ICMPv6 socket; without it IPv6 IPs are neither
     /// announced nor answered.
     pub ipv6: bool,
+    /// Limits on ARP replies and solicited neighbor advertisements, per
+    /// interface and per sender (see [`ReplyLimitConfig`] for the
+    /// defaults and why).
+    pub reply_limits: ReplyLimitConfig,
 }
 
 impl Default for AnnouncerConfig {
@@ -92,6 +103,7 @@ impl Default for AnnouncerConfig {
             repeats: ScheduleConfig::default().repeats,
             excluded_prefixes: EXCLUDED_PREFIXES.iter().map(|p| (*p).to_owned()).collect(),
             ipv6: true,
+            reply_limits: ReplyLimitConfig::default(),
         }
     }
 }
@@ -150,11 +162,16 @@ impl Announcer {
         let (links, watcher) = netlink::watch()
             .map_err(|error| Error::io("subscribing to netlink link events", &error))?;
         let table = SharedTable::default();
+        let responder = Arc::new(Responder::new(
+            table.clone(),
+            &config.reply_limits,
+            metrics.clone(),
+        ));
         let ndp = if config.ipv6 {
             let socket = NdpSocket::open()
                 .map_err(|error| Error::io("opening the raw ICMPv6 socket", &error))?;
             let socket = Arc::new(socket);
-            let task = tokio::spawn(serve_ndp(socket.clone(), table.clone(), metrics.clone()));
+            let task = tokio::spawn(serve_ndp(socket.clone(), responder.clone()));
             Some((socket, task))
         } else {
             None
@@ -166,6 +183,7 @@ impl Announcer {
             schedule: Schedule::new(config.schedule()),
             config,
             table: table.clone(),
+            responder,
             metrics,
             owned: BTreeMap::new(),
             named: BTreeSet::new(),
@@ -194,11 +212,7 @@ impl Announcer {
     /// gratuitous ARP / unsolicited NA at once, then the paced repeats;
     /// removed IPs are not answered from the next request on.
     pub fn set_owned(&self, owned: BTreeMap<IpAddr, InterfaceSelection>) {
-        self.table
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .owned
-            .clone_from(&owned);
+        write(&self.table).owned.clone_from(&owned);
         // Fails only when the driver has stopped, and then there is nothing
         // left to announce with.
         let _ = self.commands.send(Command::SetOwned(owned));
@@ -216,7 +230,7 @@ impl Announcer {
     /// The interfaces announced on now, by name.
     #[must_use]
     pub fn interfaces(&self) -> Vec<String> {
-        crate::responder::read(&self.table)
+        read(&self.table)
             .links
             .values()
             .map(|link| link.name.clone())
@@ -226,7 +240,7 @@ impl Announcer {
     /// The interfaces announced on now that `selection` includes, by name.
     #[must_use]
     pub fn interfaces_for(&self, selection: &InterfaceSelection) -> Vec<String> {
-        crate::responder::read(&self.table)
+        read(&self.table)
             .links
             .values()
             .filter(|link| selection.includes(link))
@@ -261,6 +275,8 @@ struct OpenLink {
 struct Driver {
     config: AnnouncerConfig,
     table: SharedTable,
+    /// What the receive loops share.
+    responder: Arc<Responder<SharedTable>>,
     metrics: AnnouncerMetrics,
     schedule: Schedule,
     /// Owned IPs as last applied to the schedule.
@@ -405,10 +421,7 @@ impl Driver {
                 None
             }
         };
-        let open_as = crate::responder::read(&self.table)
-            .links
-            .get(&index)
-            .map(|open| open.usage);
+        let open_as = read(&self.table).links.get(&index).map(|open| open.usage);
         let renamed = previous.is_some_and(|p| p.name != link.name || p.mac != link.mac);
         if self.arp.contains_key(&index) && (usage.is_none() || renamed || open_as != usage) {
             self.close(index);
@@ -440,8 +453,7 @@ impl Driver {
             socket.clone(),
             link.index,
             link.name.clone(),
-            self.table.clone(),
-            self.metrics.clone(),
+            self.responder.clone(),
         ));
         let nud = self.ndp.as_ref().and_then(|(icmp, _)| {
             match PacketSocket::unicast_solicitations(link.index) {
@@ -450,8 +462,7 @@ impl Driver {
                     icmp.clone(),
                     link.index,
                     link.name.clone(),
-                    self.table.clone(),
-                    self.metrics.clone(),
+                    self.responder.clone(),
                 ))),
                 Err(error) => {
                     tracing::warn!(interface = %link.name, %error, "cannot open the unicast solicitation socket; IPv6 reachability checks will go unanswered here");
@@ -467,18 +478,14 @@ impl Driver {
                 nud,
             },
         );
-        self.table
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .links
-            .insert(
-                link.index,
-                AnnouncingLink {
-                    name: link.name.clone(),
-                    mac,
-                    usage,
-                },
-            );
+        write(&self.table).links.insert(
+            link.index,
+            AnnouncingLink {
+                name: link.name.clone(),
+                mac,
+                usage,
+            },
+        );
         match usage {
             Usage::Default => {
                 tracing::info!(interface = %link.name, %mac, "announcing on interface")
@@ -500,12 +507,7 @@ impl Driver {
             // The socket closes when the aborted loop drops its reference.
             drop(open.socket);
         }
-        let removed = self
-            .table
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .links
-            .remove(&index);
+        let removed = write(&self.table).links.remove(&index);
         if let Some(link) = removed {
             tracing::info!(interface = %link.name, "stopped announcing on interface");
             self.interfaces_changed.notify_one();
@@ -519,11 +521,7 @@ impl Driver {
     /// `filter` accepts, on that interface only: it gets first
     /// announcements and repeats again, the other interfaces nothing more.
     fn reannounce(&mut self, index: u32, filter: impl Fn(&IpAddr) -> bool) {
-        let Some(link) = crate::responder::read(&self.table)
-            .links
-            .get(&index)
-            .cloned()
-        else {
+        let Some(link) = read(&self.table).links.get(&index).cloned() else {
             return;
         };
         let now = std::time::Instant::now();
@@ -536,7 +534,7 @@ impl Driver {
         let Some((socket, _)) = &self.ndp else {
             return;
         };
-        let table = crate::responder::read(&self.table);
+        let table = read(&self.table);
         let per_address: Vec<(std::net::Ipv6Addr, Vec<u32>)> = self
             .owned
             .iter()
@@ -583,7 +581,7 @@ impl Driver {
         if due.is_empty() {
             return;
         }
-        let table = crate::responder::read(&self.table);
+        let table = read(&self.table);
         for announcement in due {
             for (index, link) in recipients(&table, &announcement) {
                 match announcement.ip {
@@ -635,7 +633,7 @@ impl Driver {
         if let Some((_, task)) = self.ndp.take() {
             task.abort();
         }
-        let mut table = self.table.write().unwrap_or_else(PoisonError::into_inner);
+        let mut table = write(&self.table);
         *table = Table::default();
         self.metrics.announced_ips.set(0);
     }

@@ -1,56 +1,53 @@
 //! Answering ARP requests and neighbor solicitations for the IPs this node
 //! owns, on the interfaces it announces them on, and nothing else.
 //!
-//! The decisions ([`Table::answer_arp`], [`Table::answer_ns`]) are pure;
-//! the loops ([`serve_arp`], [`serve_ndp`], [`serve_nud`]) read from a
+//! The responder does not know how ownership is decided: it asks a
+//! [`Lookup`] (the announcer's table) which MAC, if any, answers for an IP
+//! on an interface, as MetalLB hands its responder a function. The
+//! decisions ([`answer_arp`], [`answer_ns`], the [`limits`]) are pure; the
+//! loops ([`serve_arp`], [`serve_ndp`], [`serve_nud`]) read from a
 //! [`FrameIo`] or [`Icmpv6Io`], so they are tested with in-memory packets.
 
-use std::collections::BTreeMap;
-use std::io;
-use std::net::{IpAddr, Ipv6Addr};
-use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
+pub mod limits;
 
-use crate::packet::DecodeError;
-use crate::announcer::InterfaceSelection;
-use crate::announcer::metrics::{AddressFamily, AnnouncerMetrics, PacketLabels};
-use crate::interfaces::Usage;
-use crate::packet::MacAddr;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use self::limits::{Limit, ReplyLimitConfig, ReplyLimits, Sender};
+use crate::metrics::{AddressFamily, AnnouncerMetrics, PacketLabels, Suppression};
 use crate::packet::arp::{ArpRequest, build_reply};
 use crate::packet::ndp::{
     Advertisement, FramedSolicitation, NeighborSolicitation, solicited_node_multicast,
 };
+use crate::packet::{DecodeError, MacAddr};
 use crate::socket::{FrameIo, Icmpv6Io};
 
-/// An interface the node announces on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AnnouncingLink {
-    /// Interface name.
-    pub name: String,
-    /// Its hardware address: what replies say the IPs are at.
-    pub mac: MacAddr,
-    /// For every IP, or only for those whose selection names it.
-    pub usage: Usage,
-}
-
-/// What the responder answers for: owned IPs with their interface
-/// selection, and the interfaces announced on, by index.
+/// What the responder asks of whoever decides what this node answers for.
 ///
-/// Shared between the announcer, which writes it, and the receive loops,
-/// which read it for every request: an IP removed here is not answered
-/// from the next request on.
-#[derive(Debug, Default, Clone)]
-pub struct Table {
-    /// Owned IPs and where to announce each.
-    pub owned: BTreeMap<IpAddr, InterfaceSelection>,
-    /// Eligible interfaces with an open socket, by index.
-    pub links: BTreeMap<u32, AnnouncingLink>,
+/// Called for every request, from every receive loop: implementations
+/// answer from memory, without blocking for long.
+pub trait Lookup: Send + Sync {
+    /// Our MAC for `ip` on interface `ifindex`, when this node answers for
+    /// `ip` there.
+    fn mac_for(&self, ip: IpAddr, ifindex: u32) -> Option<MacAddr>;
+
+    /// The name of interface `ifindex`, when this node answers on it.
+    fn interface_name(&self, ifindex: u32) -> Option<String>;
 }
 
-/// The table shared by the announcer and the receive loops.
-pub type SharedTable = Arc<RwLock<Table>>;
+impl<T: Lookup + ?Sized> Lookup for Arc<T> {
+    fn mac_for(&self, ip: IpAddr, ifindex: u32) -> Option<MacAddr> {
+        (**self).mac_for(ip, ifindex)
+    }
 
-/// Why a received packet was dropped without an answer.
+    fn interface_name(&self, ifindex: u32) -> Option<String> {
+        (**self).interface_name(ifindex)
+    }
+}
+
+/// Why a received request was dropped without an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Ignored {
     /// Not an IP we own on this interface, or not a question (a
@@ -62,74 +59,134 @@ pub enum Ignored {
     /// A solicitation sent to an address that is neither the target nor
     /// its solicited-node group.
     WrongDestination(Ipv6Addr),
+    /// A request for an IP we own whose sender's hardware address is
+    /// multicast, broadcast or zero: no station has it, so a reply would
+    /// flood a group or go nowhere.
+    BadSenderMac(MacAddr),
+    /// A request for an IP we own whose sender's IP address is multicast
+    /// or broadcast.
+    BadSenderIp(IpAddr),
 }
 
-impl Table {
-    /// Our MAC for `ip` on interface `ifindex`, when we answer for it there.
-    #[must_use]
-    pub fn mac_for(&self, ip: IpAddr, ifindex: u32) -> Option<MacAddr> {
-        let link = self.links.get(&ifindex)?;
-        self.owned
-            .get(&ip)
-            .filter(|selection| selection.includes(link))
-            .map(|_| link.mac)
-    }
-
-    /// The reply to an ARP request received on `ifindex`, if we answer it.
-    ///
-    /// # Errors
-    ///
-    /// Why it is not answered.
-    pub fn answer_arp(&self, request: &ArpRequest, ifindex: u32) -> Result<Vec<u8>, Ignored> {
-        // Another host's announcement is not a question.
-        if request.is_gratuitous() {
-            return Err(Ignored::NotOurs);
-        }
-        let mac = self
-            .mac_for(IpAddr::V4(request.target_ip), ifindex)
-            .ok_or(Ignored::NotOurs)?;
-        Ok(build_reply(request, mac))
-    }
-
-    /// The advertisement answering a neighbor solicitation received on
-    /// `ifindex` with `hop_limit` and sent to `destination`.
-    ///
-    /// Multicast solicitations (address resolution) and unicast ones
-    /// (reachability checks, NUD) both get a solicited advertisement back
-    /// to the asker; duplicate address detection for an owned IP gets an
-    /// unsolicited one to all nodes, which defends the address.
-    ///
-    /// # Errors
-    ///
-    /// Why it is not answered.
-    pub fn answer_ns(
-        &self,
-        solicitation: &NeighborSolicitation,
-        ifindex: u32,
-        destination: Option<Ipv6Addr>,
-        hop_limit: Option<u8>,
-    ) -> Result<Advertisement, Ignored> {
-        if hop_limit != Some(255) {
-            return Err(Ignored::HopLimit(hop_limit));
-        }
-        let target = solicitation.target;
-        if let Some(destination) = destination
-            && destination != target
-            && destination != solicited_node_multicast(target)
-        {
-            return Err(Ignored::WrongDestination(destination));
-        }
-        let mac = self
-            .mac_for(IpAddr::V6(target), ifindex)
-            .ok_or(Ignored::NotOurs)?;
-        Ok(solicitation.reply(mac))
-    }
+/// Whether `mac` can be a station's own address: not a group (multicast
+/// or broadcast) and not all zeros.
+fn is_station(mac: MacAddr) -> bool {
+    mac.is_unicast() && !mac.is_zero()
 }
 
-/// Reads the table, tolerating a writer that panicked: the data is plain
-/// and always consistent between statements.
-pub(crate) fn read(table: &SharedTable) -> std::sync::RwLockReadGuard<'_, Table> {
-    table.read().unwrap_or_else(PoisonError::into_inner)
+/// The reply to an ARP request received on `ifindex`, if this node
+/// answers it.
+///
+/// # Errors
+///
+/// Why it is not answered.
+pub fn answer_arp(
+    lookup: &impl Lookup,
+    request: &ArpRequest,
+    ifindex: u32,
+) -> Result<Vec<u8>, Ignored> {
+    // Another host's announcement is not a question.
+    if request.is_gratuitous() {
+        return Err(Ignored::NotOurs);
+    }
+    let mac = lookup
+        .mac_for(IpAddr::V4(request.target_ip), ifindex)
+        .ok_or(Ignored::NotOurs)?;
+    for sender_mac in [request.eth_source, request.sender_mac] {
+        if !is_station(sender_mac) {
+            return Err(Ignored::BadSenderMac(sender_mac));
+        }
+    }
+    let sender_ip = request.sender_ip;
+    if sender_ip.is_multicast() || sender_ip == Ipv4Addr::BROADCAST {
+        return Err(Ignored::BadSenderIp(IpAddr::V4(sender_ip)));
+    }
+    Ok(build_reply(request, mac))
+}
+
+/// The advertisement answering a neighbor solicitation received on
+/// `ifindex`, with what the socket showed of the packet around it
+/// (`received`).
+///
+/// Multicast solicitations (address resolution) and unicast ones
+/// (reachability checks, NUD) both get a solicited advertisement back
+/// to the asker; duplicate address detection for an owned IP gets an
+/// unsolicited one to all nodes, which defends the address.
+///
+/// # Errors
+///
+/// Why it is not answered.
+pub fn answer_ns(
+    lookup: &impl Lookup,
+    solicitation: &NeighborSolicitation,
+    ifindex: u32,
+    received: Received,
+) -> Result<Advertisement, Ignored> {
+    if received.hop_limit != Some(255) {
+        return Err(Ignored::HopLimit(received.hop_limit));
+    }
+    let target = solicitation.target;
+    if let Some(destination) = received.destination
+        && destination != target
+        && destination != solicited_node_multicast(target)
+    {
+        return Err(Ignored::WrongDestination(destination));
+    }
+    let mac = lookup
+        .mac_for(IpAddr::V6(target), ifindex)
+        .ok_or(Ignored::NotOurs)?;
+    for sender_mac in [solicitation.source_link_addr, received.eth_source]
+        .into_iter()
+        .flatten()
+    {
+        if !is_station(sender_mac) {
+            return Err(Ignored::BadSenderMac(sender_mac));
+        }
+    }
+    if solicitation.source.is_multicast() {
+        return Err(Ignored::BadSenderIp(IpAddr::V6(solicitation.source)));
+    }
+    Ok(solicitation.reply(mac))
+}
+
+/// What the socket tells about a received neighbor solicitation besides
+/// its ICMPv6 message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Received {
+    /// The IPv6 destination address.
+    pub destination: Option<Ipv6Addr>,
+    /// The IPv6 hop limit.
+    pub hop_limit: Option<u8>,
+    /// The Ethernet source address.
+    pub eth_source: Option<MacAddr>,
+}
+
+/// What every receive loop shares: where answers come from, the reply
+/// limits and the counters.
+#[derive(Debug)]
+pub struct Responder<L> {
+    lookup: L,
+    limits: Mutex<ReplyLimits>,
+    metrics: AnnouncerMetrics,
+}
+
+impl<L: Lookup> Responder<L> {
+    /// A responder answering what `lookup` says, within `limits`.
+    pub fn new(lookup: L, limits: &ReplyLimitConfig, metrics: AnnouncerMetrics) -> Self {
+        Self {
+            lookup,
+            limits: Mutex::new(ReplyLimits::new(limits)),
+            metrics,
+        }
+    }
+
+    /// Whether a reply to `sender` may go out on `ifindex` now.
+    fn admit(&self, ifindex: u32, sender: Sender) -> Result<(), Limit> {
+        self.limits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .admit(ifindex, sender, Instant::now())
+    }
 }
 
 /// Pause after a receive error, so a socket in a persistent error state
@@ -160,10 +217,11 @@ const NDP: Protocol = Protocol {
     reply: "a neighbor advertisement",
 };
 
-/// A well-formed request: the IP it asks about, and the reply or why
-/// there is none.
+/// A well-formed request: the IP it asks about, who asked, and the reply
+/// or why there is none.
 struct Answer<R> {
     target: IpAddr,
+    sender: Sender,
     reply: Result<R, Ignored>,
 }
 
@@ -183,17 +241,18 @@ async fn receive<T>(
     }
 }
 
-/// What every receive loop does with a packet that arrived on the
-/// interface of `labels`: count it, drop it counted when it is malformed,
-/// and send the reply, if any, through `send`. `decoded` is `Ok(None)` for
-/// a packet left to another loop.
-fn respond<R>(
+/// What every receive loop does with a packet that arrived on interface
+/// `ifindex` (of `labels`): count it, drop it counted when it is
+/// malformed, and send the reply, if any and within the limits, through
+/// `send`. `decoded` is `Ok(None)` for a packet left to another loop.
+fn respond<L: Lookup, R>(
     protocol: &Protocol,
-    labels: &PacketLabels,
+    (ifindex, labels): (u32, &PacketLabels),
     decoded: Result<Option<Answer<R>>, DecodeError>,
-    metrics: &AnnouncerMetrics,
+    responder: &Responder<L>,
     send: impl FnOnce(&R) -> io::Result<()>,
 ) {
+    let metrics = &responder.metrics;
     let interface = &labels.interface;
     metrics.frames_received.get_or_create(labels).inc();
     let answer = match decoded {
@@ -210,31 +269,43 @@ fn respond<R>(
         AddressFamily::Ipv6 => &metrics.ndp_solicitations_received,
     };
     requests.get_or_create(labels).inc();
+    let (ip, sender) = (answer.target, answer.sender);
+    let suppressed = |reason: Suppression| {
+        metrics.suppressed(labels.family, interface, reason);
+        tracing::trace!(%interface, %ip, sender = %sender.ip, reason = reason.as_str(), "suppressed {}", protocol.reply);
+    };
     match answer.reply {
-        Ok(reply) => {
-            if let Err(error) = send(&reply) {
-                metrics.send_errors.get_or_create(labels).inc();
-                tracing::warn!(%interface, %error, ip = %answer.target, "sending {} failed", protocol.reply);
-            } else {
-                metrics.replies_sent.get_or_create(labels).inc();
+        Ok(reply) => match responder.admit(ifindex, sender) {
+            Ok(()) => {
+                if let Err(error) = send(&reply) {
+                    metrics.send_errors.get_or_create(labels).inc();
+                    tracing::warn!(%interface, %error, %ip, "sending {} failed", protocol.reply);
+                } else {
+                    metrics.replies_sent.get_or_create(labels).inc();
+                }
             }
-        }
+            Err(Limit::Interface) => suppressed(Suppression::RateInterface),
+            Err(Limit::Sender) => suppressed(Suppression::RateSender),
+        },
         Err(Ignored::HopLimit(hops)) => {
             metrics.malformed_received.get_or_create(labels).inc();
             tracing::trace!(%interface, ?hops, "dropped a routed neighbor solicitation");
         }
-        Err(_) => {}
+        Err(Ignored::BadSenderMac(_) | Ignored::BadSenderIp(_)) => {
+            suppressed(Suppression::BadSender);
+        }
+        Err(Ignored::NotOurs | Ignored::WrongDestination(_)) => {}
     }
 }
 
 /// Answers what arrives on one interface's packet socket `io`, forever:
 /// `answer` decodes a frame and answers the request in it, `send` sends
 /// the reply.
-async fn serve_link<F: FrameIo, R>(
+async fn serve_link<F: FrameIo, L: Lookup, R>(
     io: &F,
     protocol: &Protocol,
-    labels: &PacketLabels,
-    metrics: &AnnouncerMetrics,
+    (ifindex, labels): (u32, &PacketLabels),
+    responder: &Responder<L>,
     answer: impl Fn(&[u8]) -> Result<Answer<R>, DecodeError>,
     send: impl Fn(&R) -> io::Result<()>,
 ) {
@@ -246,55 +317,65 @@ async fn serve_link<F: FrameIo, R>(
         });
         let Some(len) = received.await else { continue };
         let decoded = answer(&buf[..len]).map(Some);
-        respond(protocol, labels, decoded, metrics, &send);
+        respond(protocol, (ifindex, labels), decoded, responder, &send);
     }
 }
 
 /// Answers the ARP requests arriving on one interface's socket, forever.
-pub async fn serve_arp<F: FrameIo>(
+pub async fn serve_arp<F: FrameIo, L: Lookup>(
     io: Arc<F>,
     ifindex: u32,
     interface: String,
-    table: SharedTable,
-    metrics: AnnouncerMetrics,
+    responder: Arc<Responder<L>>,
 ) {
     let labels = PacketLabels::new(AddressFamily::Ipv4, &interface);
     let answer = |frame: &[u8]| {
         ArpRequest::decode(frame).map(|request| Answer {
             target: IpAddr::V4(request.target_ip),
-            reply: read(&table).answer_arp(&request, ifindex),
+            sender: Sender {
+                mac: Some(request.sender_mac),
+                ip: IpAddr::V4(request.sender_ip),
+            },
+            reply: answer_arp(&responder.lookup, &request, ifindex),
         })
     };
     let send = |reply: &Vec<u8>| io.send(reply);
-    serve_link(&*io, &ARP, &labels, &metrics, answer, send).await;
+    serve_link(&*io, &ARP, (ifindex, &labels), &responder, answer, send).await;
 }
 
 /// Answers the unicast neighbor solicitations (reachability checks)
 /// arriving on one interface's packet socket, forever; the advertisements
 /// go out through the ICMPv6 socket `icmp`.
-pub async fn serve_nud<F: FrameIo, I: Icmpv6Io>(
+pub async fn serve_nud<F: FrameIo, I: Icmpv6Io, L: Lookup>(
     frames: Arc<F>,
     icmp: Arc<I>,
     ifindex: u32,
     interface: String,
-    table: SharedTable,
-    metrics: AnnouncerMetrics,
+    responder: Arc<Responder<L>>,
 ) {
     let labels = PacketLabels::new(AddressFamily::Ipv6, &interface);
     let answer = |frame: &[u8]| {
         FramedSolicitation::decode(frame).map(|framed| {
-            let (to, hops) = (Some(framed.destination), Some(framed.hop_limit));
             let ns = framed.solicitation;
+            let received = Received {
+                destination: Some(framed.destination),
+                hop_limit: Some(framed.hop_limit),
+                eth_source: Some(framed.eth_source),
+            };
             Answer {
                 target: IpAddr::V6(ns.target),
-                reply: read(&table).answer_ns(&ns, ifindex, to, hops),
+                sender: Sender {
+                    mac: ns.source_link_addr.or(Some(framed.eth_source)),
+                    ip: IpAddr::V6(ns.source),
+                },
+                reply: answer_ns(&responder.lookup, &ns, ifindex, received),
             }
         })
     };
     let send = |advertisement: &Advertisement| {
         icmp.send(&advertisement.message, advertisement.destination, ifindex)
     };
-    serve_link(&*frames, &NUD, &labels, &metrics, answer, send).await;
+    serve_link(&*frames, &NUD, (ifindex, &labels), &responder, answer, send).await;
 }
 
 /// Answers the neighbor solicitations arriving on the ICMPv6 socket, forever.
@@ -302,7 +383,7 @@ pub async fn serve_nud<F: FrameIo, I: Icmpv6Io>(
 /// Solicitations sent to a unicast address are left to [`serve_nud`],
 /// which sees every one of them, also when the kernel would not deliver
 /// them here; answering them here too would answer twice.
-pub async fn serve_ndp<I: Icmpv6Io>(io: Arc<I>, table: SharedTable, metrics: AnnouncerMetrics) {
+pub async fn serve_ndp<I: Icmpv6Io, L: Lookup>(io: Arc<I>, responder: Arc<Responder<L>>) {
     let mut buf = vec![0_u8; 2048];
     loop {
         let received = receive(io.recv(&mut buf), |error| {
@@ -312,32 +393,44 @@ pub async fn serve_ndp<I: Icmpv6Io>(io: Arc<I>, table: SharedTable, metrics: Ann
         let Some(ifindex) = meta.interface else {
             continue;
         };
-        let interface = read(&table)
-            .links
-            .get(&ifindex)
-            .map_or_else(|| ifindex.to_string(), |link| link.name.clone());
+        let interface = responder
+            .lookup
+            .interface_name(ifindex)
+            .unwrap_or_else(|| ifindex.to_string());
         let labels = PacketLabels::new(AddressFamily::Ipv6, &interface);
         let decoded = if meta.destination.is_some_and(|to| !to.is_multicast()) {
             Ok(None)
         } else {
             let message = buf.get(..meta.len).unwrap_or(&buf);
             NeighborSolicitation::decode(message, meta.source).map(|ns| {
-                let (to, hops) = (meta.destination, meta.hop_limit);
+                let received = Received {
+                    destination: meta.destination,
+                    hop_limit: meta.hop_limit,
+                    eth_source: None,
+                };
                 Some(Answer {
                     target: IpAddr::V6(ns.target),
-                    reply: read(&table).answer_ns(&ns, ifindex, to, hops),
+                    sender: Sender {
+                        mac: ns.source_link_addr,
+                        ip: IpAddr::V6(ns.source),
+                    },
+                    reply: answer_ns(&responder.lookup, &ns, ifindex, received),
                 })
             })
         };
-        respond(&NDP, &labels, decoded, &metrics, |advertisement| {
-            io.send(&advertisement.message, advertisement.destination, ifindex)
-        });
+        respond(
+            &NDP,
+            (ifindex, &labels),
+            decoded,
+            &responder,
+            |advertisement| io.send(&advertisement.message, advertisement.destination, ifindex),
+        );
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeSet, VecDeque};
+    use std::collections::{BTreeMap, VecDeque};
     use std::io;
     use std::net::Ipv4Addr;
     use std::sync::Mutex;
@@ -353,39 +446,50 @@ mod tests {
     use crate::socket::Icmpv6Meta;
 
     const OUR_MAC: MacAddr = MacAddr(0x02, 0, 0, 0, 0, 0x02);
-    const OTHER_MAC: MacAddr = MacAddr(0x02, 0, 0, 0, 0, 0x03);
     const ASKER_MAC: MacAddr = MacAddr(0x02, 0, 0, 0, 0, 0x01);
     const VIP4: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 200);
     const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0xc8);
     const ASKER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 
-    /// Owns VIP4 and VIP6 on eth0 (index 2) only; eth1 (index 3) exists.
-    fn table() -> SharedTable {
-        let only_eth0 = InterfaceSelection::Only(BTreeSet::from(["eth0".to_owned()]));
-        Arc::new(RwLock::new(Table {
-            owned: BTreeMap::from([
-                (IpAddr::V4(VIP4), only_eth0.clone()),
-                (IpAddr::V6(VIP6), only_eth0),
+    /// Answers for VIP4 and VIP6 on eth0 (index 2) only; eth1 (index 3)
+    /// is announced on too.
+    #[derive(Debug, Default)]
+    struct Owned {
+        macs: BTreeMap<(IpAddr, u32), MacAddr>,
+        names: BTreeMap<u32, String>,
+    }
+
+    impl Lookup for Owned {
+        fn mac_for(&self, ip: IpAddr, ifindex: u32) -> Option<MacAddr> {
+            self.macs.get(&(ip, ifindex)).copied()
+        }
+
+        fn interface_name(&self, ifindex: u32) -> Option<String> {
+            self.names.get(&ifindex).cloned()
+        }
+    }
+
+    fn owned() -> Owned {
+        Owned {
+            macs: BTreeMap::from([
+                ((IpAddr::V4(VIP4), 2), OUR_MAC),
+                ((IpAddr::V6(VIP6), 2), OUR_MAC),
             ]),
-            links: BTreeMap::from([
-                (
-                    2,
-                    AnnouncingLink {
-                        name: "eth0".to_owned(),
-                        mac: OUR_MAC,
-                        usage: Usage::Default,
-                    },
-                ),
-                (
-                    3,
-                    AnnouncingLink {
-                        name: "eth1".to_owned(),
-                        mac: OTHER_MAC,
-                        usage: Usage::Default,
-                    },
-                ),
-            ]),
-        }))
+            names: BTreeMap::from([(2, "eth0".to_owned()), (3, "eth1".to_owned())]),
+        }
+    }
+
+    /// A responder for [`owned`] with the default limits, counting into
+    /// `metrics`.
+    fn responder(metrics: &AnnouncerMetrics) -> Arc<Responder<Owned>> {
+        responder_with(&ReplyLimitConfig::default(), metrics)
+    }
+
+    fn responder_with(
+        limits: &ReplyLimitConfig,
+        metrics: &AnnouncerMetrics,
+    ) -> Arc<Responder<Owned>> {
+        Arc::new(Responder::new(owned(), limits, metrics.clone()))
     }
 
     /// A sent packet, with its IPv6 destination and interface for ICMPv6.
@@ -497,6 +601,16 @@ mod tests {
         name: &str,
         frames: Vec<Vec<u8>>,
     ) -> (Vec<Vec<u8>>, AnnouncerMetrics) {
+        run_arp_within(&ReplyLimitConfig::default(), ifindex, name, frames).await
+    }
+
+    /// [`run_arp`] with other reply limits.
+    async fn run_arp_within(
+        limits: &ReplyLimitConfig,
+        ifindex: u32,
+        name: &str,
+        frames: Vec<Vec<u8>>,
+    ) -> (Vec<Vec<u8>>, AnnouncerMetrics) {
         let io = Arc::new(Memory::<Vec<u8>>::default());
         let metrics = AnnouncerMetrics::default();
         let count = frames.len() as u64;
@@ -507,8 +621,7 @@ mod tests {
             io.clone(),
             ifindex,
             name.to_owned(),
-            table(),
-            metrics.clone(),
+            responder_with(limits, &metrics),
         ));
         let labels = PacketLabels::new(AddressFamily::Ipv4, name);
         while metrics.frames_received.get_or_create(&labels).get() < count {
@@ -556,7 +669,7 @@ mod tests {
         // Owned, but not selected on eth1.
         let (sent, _) = run_arp(3, "eth1", vec![request_for(VIP4)]).await;
         assert!(sent.is_empty());
-        // An interface the table does not know.
+        // An interface the lookup does not know.
         let (sent, _) = run_arp(9, "eth9", vec![request_for(VIP4)]).await;
         assert!(sent.is_empty());
     }
@@ -606,15 +719,9 @@ mod tests {
         frames.push(request_for(VIP4));
         let group = solicited_node_multicast(VIP6);
         icmp.push((solicitation(ASKER6, true), meta(ASKER6, group, 2, 255)));
-        let arp = serve_arp(
-            frames.clone(),
-            2,
-            "eth0".to_owned(),
-            table(),
-            metrics.clone(),
-        );
+        let arp = serve_arp(frames.clone(), 2, "eth0".to_owned(), responder(&metrics));
         let arp = tokio::spawn(arp);
-        let ndp = tokio::spawn(serve_ndp(icmp.clone(), table(), metrics.clone()));
+        let ndp = tokio::spawn(serve_ndp(icmp.clone(), responder(&metrics)));
         until(|| {
             [AddressFamily::Ipv4, AddressFamily::Ipv6]
                 .iter()
@@ -659,60 +766,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn removed_ip_is_not_answered_from_the_next_request() {
-        let table = table();
-        let request = ArpRequest::decode(&request_for(VIP4)).unwrap();
-        assert!(read(&table).answer_arp(&request, 2).is_ok());
-        table.write().unwrap().owned.remove(&IpAddr::V4(VIP4));
-        assert_eq!(read(&table).answer_arp(&request, 2), Err(Ignored::NotOurs));
-    }
-
-    #[test]
-    fn all_selects_every_announcing_interface() {
-        let table = table();
-        table
-            .write()
-            .unwrap()
-            .owned
-            .insert(IpAddr::V4(VIP4), InterfaceSelection::All);
-        let request = ArpRequest::decode(&request_for(VIP4)).unwrap();
-        let on_eth1 = read(&table).answer_arp(&request, 3).unwrap();
-        assert_eq!(&on_eth1[6..12], &OTHER_MAC.octets());
-    }
-
-    #[test]
-    fn a_link_open_because_it_is_named_answers_only_where_named() {
-        let table = table();
-        {
-            let mut table = table.write().unwrap();
-            table.links.insert(
-                4,
-                AnnouncingLink {
-                    name: "veth0".to_owned(),
-                    mac: OTHER_MAC,
-                    usage: Usage::Named,
-                },
-            );
-            table
-                .owned
-                .insert(IpAddr::V4(VIP4), InterfaceSelection::All);
-        }
-        let request = ArpRequest::decode(&request_for(VIP4)).unwrap();
-        assert_eq!(
-            read(&table).answer_arp(&request, 4),
-            Err(Ignored::NotOurs),
-            "`All` means the interfaces eligible by default"
-        );
-        table.write().unwrap().owned.insert(
-            IpAddr::V4(VIP4),
-            InterfaceSelection::Only(BTreeSet::from(["veth0".to_owned()])),
-        );
-        let on_veth0 = read(&table).answer_arp(&request, 4).unwrap();
-        assert_eq!(&on_veth0[6..12], &OTHER_MAC.octets());
-        assert_eq!(read(&table).answer_arp(&request, 2), Err(Ignored::NotOurs));
-    }
-
     fn solicitation(source: Ipv6Addr, with_link_addr: bool) -> Vec<u8> {
         NeighborSolicitation {
             source,
@@ -739,7 +792,7 @@ mod tests {
         for message in messages {
             io.push(message);
         }
-        let task = tokio::spawn(serve_ndp(io.clone(), table(), metrics.clone()));
+        let task = tokio::spawn(serve_ndp(io.clone(), responder(&metrics)));
         let total = || {
             ["eth0", "eth1", "9"]
                 .iter()
@@ -803,8 +856,7 @@ mod tests {
             icmp.clone(),
             2,
             "eth0".to_owned(),
-            table(),
-            metrics.clone(),
+            responder(&metrics),
         ));
         while AnnouncerMetrics::get(&metrics.frames_received, AddressFamily::Ipv6, "eth0") < 4 {
             tokio::task::yield_now().await;
@@ -844,7 +896,7 @@ mod tests {
         let metrics = AnnouncerMetrics::default();
         io.push((solicitation(ASKER6, true), unknown));
         io.push((solicitation(ASKER6, true), meta(ASKER6, group, 2, 255)));
-        let task = tokio::spawn(serve_ndp(io.clone(), table(), metrics.clone()));
+        let task = tokio::spawn(serve_ndp(io.clone(), responder(&metrics)));
         // The second message is answered, so the first has been handled.
         until(|| io.sent().len() == 1).await;
         task.abort();
@@ -897,6 +949,174 @@ mod tests {
         assert_eq!(
             AnnouncerMetrics::get(&metrics.malformed_received, AddressFamily::Ipv6, "eth0"),
             3
+        );
+    }
+
+    /// A request for `target` from `sender` (hardware and IP), with
+    /// `eth_source` as the frame's source.
+    fn request_from(eth_source: MacAddr, sender_mac: MacAddr, sender_ip: Ipv4Addr) -> ArpRequest {
+        ArpRequest {
+            eth_destination: MacAddr::broadcast(),
+            eth_source,
+            sender_mac,
+            sender_ip,
+            target_mac: MacAddr::zero(),
+            target_ip: VIP4,
+        }
+    }
+
+    #[test]
+    fn arp_from_a_group_or_zero_address_is_not_answered() {
+        let asker_ip = Ipv4Addr::new(198, 18, 0, 1);
+        let multicast = MacAddr::new(0x01, 0x00, 0x5e, 0, 0, 1);
+        let cases = [
+            (
+                "multicast Ethernet source",
+                request_from(multicast, ASKER_MAC, asker_ip),
+                Ignored::BadSenderMac(multicast),
+            ),
+            (
+                "broadcast sender hardware address",
+                request_from(ASKER_MAC, MacAddr::broadcast(), asker_ip),
+                Ignored::BadSenderMac(MacAddr::broadcast()),
+            ),
+            (
+                "zero sender hardware address",
+                request_from(ASKER_MAC, MacAddr::zero(), asker_ip),
+                Ignored::BadSenderMac(MacAddr::zero()),
+            ),
+            (
+                "zero Ethernet source",
+                request_from(MacAddr::zero(), ASKER_MAC, asker_ip),
+                Ignored::BadSenderMac(MacAddr::zero()),
+            ),
+            (
+                "multicast sender IP",
+                request_from(ASKER_MAC, ASKER_MAC, Ipv4Addr::new(224, 0, 0, 1)),
+                Ignored::BadSenderIp(IpAddr::from([224, 0, 0, 1])),
+            ),
+            (
+                "broadcast sender IP",
+                request_from(ASKER_MAC, ASKER_MAC, Ipv4Addr::BROADCAST),
+                Ignored::BadSenderIp(IpAddr::V4(Ipv4Addr::BROADCAST)),
+            ),
+        ];
+        for (name, request, ignored) in cases {
+            assert_eq!(answer_arp(&owned(), &request, 2), Err(ignored), "{name}");
+            // For an IP we do not answer for, it is simply not ours.
+            let elsewhere = answer_arp(&owned(), &request, 3);
+            assert_eq!(elsewhere, Err(Ignored::NotOurs), "{name}");
+        }
+        // An RFC 5227 probe (sender IP 0.0.0.0) is answered, as Linux does.
+        let probe = request_from(ASKER_MAC, ASKER_MAC, Ipv4Addr::UNSPECIFIED);
+        assert!(answer_arp(&owned(), &probe, 2).is_ok());
+    }
+
+    #[test]
+    fn solicitations_from_a_group_or_zero_address_are_not_answered() {
+        let multicast = MacAddr::new(0x33, 0x33, 0, 0, 0, 1);
+        let solicitation = |source: Ipv6Addr, link: Option<MacAddr>| NeighborSolicitation {
+            source,
+            target: VIP6,
+            source_link_addr: link,
+        };
+        let received = |eth_source: Option<MacAddr>| Received {
+            destination: Some(solicited_node_multicast(VIP6)),
+            hop_limit: Some(255),
+            eth_source,
+        };
+        let cases = [
+            (
+                "multicast source link-layer address",
+                solicitation(ASKER6, Some(multicast)),
+                received(None),
+                Ignored::BadSenderMac(multicast),
+            ),
+            (
+                "zero source link-layer address",
+                solicitation(ASKER6, Some(MacAddr::zero())),
+                received(Some(ASKER_MAC)),
+                Ignored::BadSenderMac(MacAddr::zero()),
+            ),
+            (
+                "broadcast Ethernet source",
+                solicitation(ASKER6, None),
+                received(Some(MacAddr::broadcast())),
+                Ignored::BadSenderMac(MacAddr::broadcast()),
+            ),
+            (
+                "multicast source address",
+                solicitation(ALL_NODES, Some(ASKER_MAC)),
+                received(Some(ASKER_MAC)),
+                Ignored::BadSenderIp(IpAddr::V6(ALL_NODES)),
+            ),
+        ];
+        for (name, ns, received, ignored) in cases {
+            assert_eq!(
+                answer_ns(&owned(), &ns, 2, received),
+                Err(ignored),
+                "{name}"
+            );
+        }
+        // Duplicate address detection has neither address and is answered.
+        let dad = solicitation(Ipv6Addr::UNSPECIFIED, None);
+        assert!(answer_ns(&owned(), &dad, 2, received(None)).is_ok());
+    }
+
+    fn limits(per_interface: (u32, u32), per_sender: (u32, u32)) -> ReplyLimitConfig {
+        let rate = |(per_second, burst): (u32, u32)| {
+            limits::Rate::new(
+                std::num::NonZeroU32::new(per_second).unwrap(),
+                std::num::NonZeroU32::new(burst).unwrap(),
+            )
+        };
+        ReplyLimitConfig {
+            per_interface: rate(per_interface),
+            per_sender: rate(per_sender),
+            ..ReplyLimitConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn replies_over_a_limit_or_to_a_bad_sender_are_counted_as_suppressed() {
+        let asker_ip = Ipv4Addr::new(198, 18, 0, 1);
+        let other = MacAddr::new(0x02, 0, 0, 0, 0, 0x09);
+        let frames = vec![
+            request_from(ASKER_MAC, MacAddr::broadcast(), asker_ip).encode(),
+            // The asker: two answered, the third over its limit.
+            request_for(VIP4),
+            request_for(VIP4),
+            request_for(VIP4),
+            // Another host: the interface's third reply, then over the
+            // interface's limit.
+            request_from(other, other, Ipv4Addr::new(198, 18, 0, 9)).encode(),
+            request_from(other, other, Ipv4Addr::new(198, 18, 0, 9)).encode(),
+            // Not ours: no reply would have gone out, nothing suppressed.
+            request_for(Ipv4Addr::new(198, 18, 0, 201)),
+        ];
+        let limits = limits((1, 3), (1, 2));
+        let (sent, metrics) = run_arp_within(&limits, 2, "eth0", frames).await;
+        assert_eq!(sent.len(), 3);
+        let suppressed = |reason| metrics.suppressed_count(AddressFamily::Ipv4, "eth0", reason);
+        assert_eq!(suppressed(Suppression::BadSender), 1);
+        assert_eq!(suppressed(Suppression::RateSender), 1);
+        assert_eq!(suppressed(Suppression::RateInterface), 1);
+        assert_eq!(
+            AnnouncerMetrics::get(&metrics.replies_sent, AddressFamily::Ipv4, "eth0"),
+            3
+        );
+    }
+
+    #[tokio::test]
+    async fn a_solicitation_with_a_multicast_link_layer_address_is_counted_as_suppressed() {
+        let group = solicited_node_multicast(VIP6);
+        let mut message = solicitation(ASKER6, true);
+        message[26..32].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
+        let (sent, metrics) = run_ndp(vec![(message, meta(ASKER6, group, 2, 255))]).await;
+        assert!(sent.is_empty(), "{sent:?}");
+        assert_eq!(
+            metrics.suppressed_count(AddressFamily::Ipv6, "eth0", Suppression::BadSender),
+            1
         );
     }
 }

@@ -1,5 +1,9 @@
 //! The data plane's Prometheus metrics (SPEC §8): requests received,
-//! replies and gratuitous packets sent, IPs announced.
+//! replies sent or suppressed, gratuitous packets sent, IPs announced.
+//!
+//! Shared by the [`announcer`](crate::announcer), which sends gratuitous
+//! packets, and the [`responder`](crate::responder), which answers
+//! requests; neither owns them, so neither depends on the other for them.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -53,7 +57,50 @@ impl PacketLabels {
     }
 }
 
-/// Counters and gauges of the announcer. Cloning shares the metrics.
+/// Why a reply that would have been sent was not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Suppression {
+    /// Over the per-interface reply rate.
+    RateInterface,
+    /// Over the per-sender reply rate.
+    RateSender,
+    /// The asker's hardware address is multicast, broadcast or zero, or its
+    /// IP address is multicast or broadcast: a reply would go to a group,
+    /// or to nobody.
+    BadSender,
+}
+
+impl Suppression {
+    /// The label value: `rate_interface`, `rate_sender` or `bad_sender`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RateInterface => "rate_interface",
+            Self::RateSender => "rate_sender",
+            Self::BadSender => "bad_sender",
+        }
+    }
+}
+
+impl EncodeLabelValue for Suppression {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// Labels of the suppressed-replies counter: the packet's family and
+/// interface, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct SuppressedLabels {
+    /// `ipv4` or `ipv6`.
+    pub family: AddressFamily,
+    /// Interface name.
+    pub interface: String,
+    /// Why the reply was not sent.
+    pub reason: Suppression,
+}
+
+/// Counters and gauges of the data plane. Cloning shares the metrics.
 #[derive(Debug, Clone, Default)]
 pub struct AnnouncerMetrics {
     /// Every frame or ICMPv6 message the receive sockets delivered, before
@@ -69,6 +116,9 @@ pub struct AnnouncerMetrics {
     pub malformed_received: Family<PacketLabels, Counter>,
     /// ARP replies and solicited neighbor advertisements sent.
     pub replies_sent: Family<PacketLabels, Counter>,
+    /// Requests for an IP this node answers for that got no reply, by
+    /// reason: over a rate limit, or from a sender no reply may go to.
+    pub replies_suppressed: Family<SuppressedLabels, Counter>,
     /// Gratuitous ARP and unsolicited neighbor advertisements sent.
     pub gratuitous_sent: Family<PacketLabels, Counter>,
     /// Packets that the kernel refused to send.
@@ -107,6 +157,11 @@ impl AnnouncerMetrics {
             metrics.replies_sent.clone(),
         );
         registry.register(
+            "ferrolb_speaker_replies_suppressed",
+            "ARP replies and neighbor advertisements not sent for an owned IP, by reason (rate_interface, rate_sender, bad_sender)",
+            metrics.replies_suppressed.clone(),
+        );
+        registry.register(
             "ferrolb_speaker_gratuitous_sent",
             "Gratuitous ARP and unsolicited neighbor advertisements sent",
             metrics.gratuitous_sent.clone(),
@@ -133,6 +188,36 @@ impl AnnouncerMetrics {
     ) -> u64 {
         counter
             .get_or_create(&PacketLabels::new(family, interface))
+            .get()
+    }
+
+    /// Counts a reply to a request received on `interface` suppressed for
+    /// `reason`.
+    pub fn suppressed(&self, family: AddressFamily, interface: &str, reason: Suppression) {
+        self.replies_suppressed
+            .get_or_create(&SuppressedLabels {
+                family,
+                interface: interface.to_owned(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// The number of replies suppressed for `reason` for `family` on
+    /// `interface`; for tests and logs.
+    #[must_use]
+    pub fn suppressed_count(
+        &self,
+        family: AddressFamily,
+        interface: &str,
+        reason: Suppression,
+    ) -> u64 {
+        self.replies_suppressed
+            .get_or_create(&SuppressedLabels {
+                family,
+                interface: interface.to_owned(),
+                reason,
+            })
             .get()
     }
 }

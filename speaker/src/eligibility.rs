@@ -546,12 +546,12 @@ pub fn plan_with_own_claims(
             .collect();
         let mut ids: Vec<ServiceId> = members.iter().map(|s| s.id.clone()).collect();
         ids.sort();
-        let mut claims: BTreeSet<Claim> = members.iter().filter_map(|s| s.claim.clone()).collect();
-        if let Some((claim, ips)) = own
-            && key.ips().iter().any(|ip| ips.contains(ip))
-        {
-            claims.insert(claim.clone());
-        }
+        let claims = Claims {
+            published: members.iter().filter_map(|s| s.claim.clone()).collect(),
+            own: own
+                .filter(|(_, ips)| key.ips().iter().any(|ip| ips.contains(ip)))
+                .map(|(claim, _)| claim.clone()),
+        };
         let outcome = unit_outcome(&key, &members, cluster, live, policy, &claims);
         units.push(Unit {
             key,
@@ -568,7 +568,7 @@ fn unit_outcome(
     cluster: &Cluster,
     live: &Live,
     policy: Policy,
-    claims: &BTreeSet<Claim>,
+    claims: &Claims,
 ) -> Result<Owner, Refusal> {
     let mut common: Option<Candidates> = None;
     for service in members {
@@ -598,13 +598,27 @@ fn unit_outcome(
     }
 }
 
-/// The candidates the owner is chosen from: the current claimants among
-/// them if any (ownership is sticky), else every candidate but those whose
+/// The claims on one unit.
+#[derive(Debug, Default)]
+struct Claims {
+    /// From its Services' ServiceL2Status: what every speaker sees.
+    published: BTreeSet<Claim>,
+    /// This speaker's, when it announces the unit now: it counts only while
+    /// no published claim holds, to bridge the time until its own status
+    /// write is seen (others cannot see it, so it must never outrank what
+    /// they see).
+    own: Option<Claim>,
+}
+
+/// The candidates the owner is chosen from: the current published
+/// claimants among them if any (ownership is sticky), else this speaker
+/// if it announces the unit now, else every candidate but those whose
 /// earlier incarnation claimed the unit (a node that restarted or was
 /// declared down does not take back what a successor now announces), else
 /// every candidate.
-fn ranked_candidates(common: &Candidates, live: &Live, claims: &BTreeSet<Claim>) -> Vec<NodeName> {
+fn ranked_candidates(common: &Candidates, live: &Live, claims: &Claims) -> Vec<NodeName> {
     let current: Vec<NodeName> = claims
+        .published
         .iter()
         .filter(|c| c.is_current(live) && common.contains_key(&c.node))
         .map(|c| c.node.clone())
@@ -612,7 +626,14 @@ fn ranked_candidates(common: &Candidates, live: &Live, claims: &BTreeSet<Claim>)
     if !current.is_empty() {
         return current;
     }
+    if let Some(own) = &claims.own
+        && own.is_current(live)
+        && common.contains_key(&own.node)
+    {
+        return vec![own.node.clone()];
+    }
     let stale: BTreeSet<&NodeName> = claims
+        .published
         .iter()
         .filter(|c| c.is_stale(live))
         .map(|c| &c.node)

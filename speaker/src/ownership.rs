@@ -343,6 +343,26 @@ mod tests {
     }
 
     #[test]
+    fn owners_chosen_from_partial_views_converge_once_statuses_land() {
+        let mut sim = Sim::new(1..=12);
+        // node-1 decides before it hears anyone, on a fresh cluster where no
+        // other speaker is known yet: it claims everything.
+        let alone = sim.view_of("node-1", &["node-1"]);
+        let d = sim
+            .speakers
+            .get_mut("node-1")
+            .unwrap()
+            .decide(&sim.cluster, &alone, 0);
+        assert_eq!(d.owned.len(), 12);
+        // Then everyone sees everyone: the published statuses settle it.
+        sim.round(&NODES);
+        sim.round(&NODES);
+        let announcers = sim.announcers(&NODES);
+        assert_eq!(announcers.len(), 12);
+        assert!(announcers.values().all(|n| n.len() == 1), "{announcers:?}");
+    }
+
+    #[test]
     fn a_stalled_owner_declared_down_does_not_take_its_ips_back() {
         let mut sim = Sim::new([7]);
         sim.round(&NODES);

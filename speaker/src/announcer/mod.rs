@@ -122,6 +122,7 @@ impl AnnouncerConfig {
 
 enum Command {
     SetOwned(BTreeMap<IpAddr, InterfaceSelection>),
+    Reannounce(Vec<IpAddr>),
     SetNamed(BTreeSet<String>),
     Shutdown,
 }
@@ -139,6 +140,7 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::SetOwned(owned) => write!(f, "SetOwned({} IPs)", owned.len()),
+            Self::Reannounce(ips) => write!(f, "Reannounce({} IPs)", ips.len()),
             Self::SetNamed(names) => write!(f, "SetNamed({names:?})"),
             Self::Shutdown => f.write_str("Shutdown"),
         }
@@ -216,6 +218,14 @@ impl Announcer {
         // Fails only when the driver has stopped, and then there is nothing
         // left to announce with.
         let _ = self.commands.send(Command::SetOwned(owned));
+    }
+
+    /// Announces `ips`, which stay owned, again on every interface they are
+    /// announced on: the first gratuitous packets at once, then the repeats,
+    /// as after a takeover (clients that heard another node meanwhile must
+    /// point here again). IPs not owned are ignored.
+    pub fn reannounce(&self, ips: Vec<IpAddr>) {
+        let _ = self.commands.send(Command::Reannounce(ips));
     }
 
     /// Sets the interfaces L2Advertisements name explicitly for this node:
@@ -308,6 +318,7 @@ impl Driver {
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(Command::SetOwned(owned)) => self.set_owned(owned),
+                    Some(Command::Reannounce(ips)) => self.reannounce_ips(&ips),
                     Some(Command::SetNamed(names)) => self.set_named(names),
                     Some(Command::Shutdown) | None => break,
                 },
@@ -515,6 +526,15 @@ impl Driver {
         // Leaving the groups of a link that is gone fails harmlessly; one
         // that is only down keeps them until left here.
         self.sync_memberships();
+    }
+
+    /// Restarts the schedule of `ips` on every interface each is announced on.
+    fn reannounce_ips(&mut self, ips: &[IpAddr]) {
+        let wanted: BTreeSet<IpAddr> = ips.iter().copied().collect();
+        let indexes: Vec<u32> = read(&self.table).links.keys().copied().collect();
+        for index in indexes {
+            self.reannounce(index, |ip| wanted.contains(ip));
+        }
     }
 
     /// Restarts the schedule of the owned IPs announced on `index` that

@@ -46,18 +46,9 @@ impl DataPlane {
     }
 
     /// Announces `ips`, which this node keeps owning, again from the first
-    /// gratuitous packet on, as if just taken over. `owned` is the complete
-    /// set, as last given to [`DataPlane::set_owned`].
-    pub(crate) fn reannounce(&self, ips: &[IpAddr], owned: &BTreeMap<IpAddr, Interfaces>) {
-        // Releasing and taking over restarts their schedules; the two
-        // updates follow each other within microseconds, so no request
-        // goes unanswered in practice.
-        let mut without = owned.clone();
-        for ip in ips {
-            without.remove(ip);
-        }
-        self.set_owned(&without);
-        self.set_owned(owned);
+    /// gratuitous packet on, as if just taken over.
+    pub(crate) fn reannounce(&self, ips: &[IpAddr]) {
+        self.announcer.reannounce(ips.to_vec());
     }
 
     /// The interfaces the L2Advertisements selecting this node name: usable

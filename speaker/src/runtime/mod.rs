@@ -249,16 +249,14 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     // (API server unreachable) must never stall the election loop.
     let (interfaces_tx, interfaces_rx) = tokio::sync::watch::channel(data_plane.interfaces());
     let (polled_tx, mut polled) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(poll(
-        cli.gossip_key_reload,
+    let reads = PeriodicReads {
+        period: cli.gossip_key_reload,
         secrets,
-        cli.gossip_secret.clone(),
+        secret: cli.gossip_secret.clone(),
         kube_proxy,
-        cli.enforce_strict_arp,
-        interfaces_rx,
-        polled_tx,
-        metrics.clone(),
-    ));
+        enforce_strict_arp: cli.enforce_strict_arp,
+    };
+    tokio::spawn(poll(reads, interfaces_rx, polled_tx, metrics.clone()));
     // Interfaces coming and going change what the statuses report.
     let interfaces_changed = data_plane.interfaces_changed();
     // Whether anything the election reads may have changed since the last
@@ -332,6 +330,17 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the periodic reads read, and how often.
+struct PeriodicReads {
+    period: Duration,
+    /// The speaker's namespace's Secrets, and the gossip Secret's name.
+    secrets: Api<Secret>,
+    secret: String,
+    /// kube-proxy's ConfigMap, for the strictARP check.
+    kube_proxy: Option<(Api<ConfigMap>, String)>,
+    enforce_strict_arp: bool,
+}
+
 /// A result of the periodic reads.
 enum Polled {
     /// The gossip key, possibly rotated.
@@ -343,15 +352,18 @@ enum Polled {
 /// Re-reads the gossip Secret and runs the strictARP check every `period`,
 /// each read bounded by a timeout.
 async fn poll(
-    period: Duration,
-    secrets: Api<Secret>,
-    secret: String,
-    kube_proxy: Option<(Api<ConfigMap>, String)>,
-    enforce_strict_arp: bool,
+    reads: PeriodicReads,
     interfaces: tokio::sync::watch::Receiver<Vec<String>>,
     tx: tokio::sync::mpsc::Sender<Polled>,
     metrics: SpeakerMetrics,
 ) {
+    let PeriodicReads {
+        period,
+        secrets,
+        secret,
+        kube_proxy,
+        enforce_strict_arp,
+    } = reads;
     let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
@@ -733,7 +745,7 @@ impl Election {
                 ips = decision.reannounce.len(),
                 "a peer rejoined or appeared: announcing the IPs this node keeps again"
             );
-            data_plane.reannounce(&decision.reannounce, &decision.owned);
+            data_plane.reannounce(&decision.reannounce);
         }
         let live: BTreeSet<NodeName> = view.live.keys().cloned().collect();
 

@@ -49,6 +49,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use ferrolb_address::IpRange;
 
 use crate::election::{ElectionKey, NodeName, election_units, owner};
+pub use crate::interfaces::InterfaceSelection;
 use crate::selector::{Labels, any_matches};
 
 /// A speaker's incarnation in the membership: it changes when the speaker
@@ -205,11 +206,11 @@ impl AdvertisementView {
         !self.pool_selectors.is_empty() && any_matches(&self.pool_selectors, labels)
     }
 
-    fn interface_selection(&self) -> Interfaces {
+    fn interface_selection(&self) -> InterfaceSelection {
         if self.interfaces.is_empty() {
-            Interfaces::All
+            InterfaceSelection::All
         } else {
-            Interfaces::Only(self.interfaces.iter().cloned().collect())
+            InterfaceSelection::Only(self.interfaces.iter().cloned().collect())
         }
     }
 }
@@ -232,46 +233,6 @@ pub struct Cluster {
 pub struct Policy {
     /// Announce from nodes labelled [`EXCLUDE_LABEL`] too.
     pub ignore_exclude_label: bool,
-}
-
-/// The interfaces an IP is announced on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Interfaces {
-    /// Every interface of the node eligible by default.
-    All,
-    /// Every interface eligible by default and these named ones (an
-    /// advertisement without `interfaces` and one naming some both select
-    /// the node): a named one is used even when its name is excluded by
-    /// default.
-    AllAnd(BTreeSet<String>),
-    /// Only these interfaces (those the node has among them).
-    Only(BTreeSet<String>),
-}
-
-impl Interfaces {
-    /// The interfaces announced by either selection.
-    #[must_use]
-    pub fn union(self, other: Interfaces) -> Interfaces {
-        match (self, other) {
-            (Interfaces::All, Interfaces::All) => Interfaces::All,
-            (Interfaces::Only(mut a), Interfaces::Only(b)) => {
-                a.extend(b);
-                Interfaces::Only(a)
-            }
-            (a, b) => {
-                let mut names = a.into_names();
-                names.extend(b.into_names());
-                Interfaces::AllAnd(names)
-            }
-        }
-    }
-
-    fn into_names(self) -> BTreeSet<String> {
-        match self {
-            Interfaces::All => BTreeSet::new(),
-            Interfaces::AllAnd(names) | Interfaces::Only(names) => names,
-        }
-    }
 }
 
 /// Why nobody announces a Service's IPs; the names are the `reason` written
@@ -330,11 +291,11 @@ pub struct Owner {
     /// The elected node.
     pub node: NodeName,
     /// The interfaces it announces on.
-    pub interfaces: Interfaces,
+    pub interfaces: InterfaceSelection,
 }
 
 /// The candidates of one Service: nodes and the interfaces each would use.
-pub type Candidates = BTreeMap<NodeName, Interfaces>;
+pub type Candidates = BTreeMap<NodeName, InterfaceSelection>;
 
 /// The nodes that may announce `service`, or why there are none.
 pub fn candidates(
@@ -383,7 +344,7 @@ pub fn candidates(
             .iter()
             .filter(|ad| any_matches(&ad.node_selectors, &node.labels))
             .map(|ad| ad.interface_selection())
-            .reduce(Interfaces::union);
+            .reduce(InterfaceSelection::union);
         let Some(selection) = selection else {
             continue;
         };
@@ -491,7 +452,7 @@ pub struct Plan {
 impl Plan {
     /// The IPs `node` announces, with their interfaces.
     #[must_use]
-    pub fn owned_by(&self, node: &NodeName) -> BTreeMap<IpAddr, Interfaces> {
+    pub fn owned_by(&self, node: &NodeName) -> BTreeMap<IpAddr, InterfaceSelection> {
         let mut owned = BTreeMap::new();
         for unit in &self.units {
             if let Ok(o) = &unit.outcome
@@ -585,7 +546,7 @@ fn unit_outcome(
     let names = ranked_candidates(&common, live, claims);
     match owner(key, &names) {
         Some(node) => {
-            let interfaces = common.get(node).cloned().unwrap_or(Interfaces::All);
+            let interfaces = common.get(node).cloned().unwrap_or(InterfaceSelection::All);
             Ok(Owner {
                 node: node.clone(),
                 interfaces,
@@ -924,8 +885,9 @@ mod tests {
             n.labels = labels(&[("second", "yes")]);
         }
         let got = candidates(&c.services[0], &c, &all_live(), Policy::default()).unwrap();
-        let only =
-            |names: &[&str]| Interfaces::Only(names.iter().map(|n| (*n).to_owned()).collect());
+        let only = |names: &[&str]| {
+            InterfaceSelection::Only(names.iter().map(|n| (*n).to_owned()).collect())
+        };
         assert_eq!(got[&NodeName::from("node-1")], only(&["eth0"]));
         assert_eq!(got[&NodeName::from("node-2")], only(&["eth0", "eth1"]));
         c.advertisements.push(AdvertisementView {
@@ -934,8 +896,9 @@ mod tests {
         });
         let got = candidates(&c.services[0], &c, &all_live(), Policy::default()).unwrap();
         // Every default interface, and eth0 even were it excluded by default.
-        let all_and =
-            |names: &[&str]| Interfaces::AllAnd(names.iter().map(|n| (*n).to_owned()).collect());
+        let all_and = |names: &[&str]| {
+            InterfaceSelection::AllAnd(names.iter().map(|n| (*n).to_owned()).collect())
+        };
         assert_eq!(got[&NodeName::from("node-1")], all_and(&["eth0"]));
         assert_eq!(got[&NodeName::from("node-2")], all_and(&["eth0", "eth1"]));
     }
@@ -945,7 +908,7 @@ mod tests {
         let set = |names: &[&str]| -> BTreeSet<String> {
             names.iter().map(|n| (*n).to_owned()).collect()
         };
-        use Interfaces::{All, AllAnd, Only};
+        use InterfaceSelection::{All, AllAnd, Only};
         let cases = [
             (All, All, All),
             (Only(set(&["a"])), Only(set(&["b"])), Only(set(&["a", "b"]))),

@@ -33,7 +33,7 @@ use std::net::IpAddr;
 
 use crate::election::NodeName;
 use crate::eligibility::plan_with_own_claims;
-use crate::eligibility::{Claim, Cluster, Incarnation, Interfaces, Live, Plan, Policy};
+use crate::eligibility::{Claim, Cluster, Incarnation, InterfaceSelection, Live, Plan, Policy};
 use crate::membership::View;
 
 /// Why this speaker announces less than the election gives it.
@@ -57,7 +57,7 @@ pub struct Decision {
     /// The election's plan, as every speaker with the same inputs computes it.
     pub plan: Plan,
     /// Every IP to announce from now on, with its interfaces.
-    pub owned: BTreeMap<IpAddr, Interfaces>,
+    pub owned: BTreeMap<IpAddr, InterfaceSelection>,
     /// IPs announced now that were not before.
     pub gained: Vec<IpAddr>,
     /// IPs no longer announced.
@@ -85,7 +85,7 @@ pub struct Ownership {
     me: NodeName,
     policy: Policy,
     /// What it announces, as last decided.
-    owned: BTreeMap<IpAddr, Interfaces>,
+    owned: BTreeMap<IpAddr, InterfaceSelection>,
     /// Its incarnation at the last decision.
     incarnation: Option<Incarnation>,
     /// The live speakers at the last decision.
@@ -113,7 +113,7 @@ impl Ownership {
 
     /// What it announces now.
     #[must_use]
-    pub fn owned(&self) -> &BTreeMap<IpAddr, Interfaces> {
+    pub fn owned(&self) -> &BTreeMap<IpAddr, InterfaceSelection> {
         &self.owned
     }
 

@@ -45,31 +45,7 @@ use crate::responder::{Responder, serve_arp, serve_ndp, serve_nud};
 use crate::schedule::{Announcement, Schedule, ScheduleConfig, Scope};
 use crate::socket::{FrameIo, Icmpv6Io, NdpSocket, PacketSocket};
 
-/// Where an owned IP is announced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InterfaceSelection {
-    /// On every interface eligible by default ([`Usage::Default`]).
-    All,
-    /// On every interface eligible by default and on these (by name), also
-    /// when the default rule excludes them by name.
-    AllAnd(BTreeSet<String>),
-    /// On these interfaces only (by name), where they are eligible
-    /// (`L2Advertisement.interfaces`), including those the default rule
-    /// excludes by name ([`Usage::Named`]).
-    Only(BTreeSet<String>),
-}
-
-impl InterfaceSelection {
-    /// Whether `link` is selected.
-    #[must_use]
-    pub fn includes(&self, link: &AnnouncingLink) -> bool {
-        match self {
-            Self::All => link.usage == Usage::Default,
-            Self::AllAnd(names) => link.usage == Usage::Default || names.contains(&link.name),
-            Self::Only(names) => names.contains(&link.name),
-        }
-    }
-}
+pub use crate::interfaces::InterfaceSelection;
 
 /// How the announcer behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -253,7 +229,7 @@ impl Announcer {
         read(&self.table)
             .links
             .values()
-            .filter(|link| selection.includes(link))
+            .filter(|link| selection.includes(&link.name, link.usage))
             .map(|link| link.name.clone())
             .collect()
     }
@@ -564,7 +540,7 @@ impl Driver {
                     table
                         .links
                         .iter()
-                        .filter(|(_, link)| selection.includes(link))
+                        .filter(|(_, link)| selection.includes(&link.name, link.usage))
                         .map(|(index, _)| *index)
                         .collect(),
                 )),
@@ -666,7 +642,7 @@ fn announced_on<'a>(
 ) -> impl Iterator<Item = IpAddr> + 'a {
     owned
         .iter()
-        .filter(|(_, selection)| selection.includes(link))
+        .filter(|(_, selection)| selection.includes(&link.name, link.usage))
         .map(|(ip, _)| *ip)
 }
 
@@ -679,7 +655,7 @@ fn recipients<'a>(
     let selection = table.owned.get(&announcement.ip);
     let scope = announcement.scope;
     table.links.iter().filter(move |(index, link)| {
-        selection.is_some_and(|selection| selection.includes(link))
+        selection.is_some_and(|selection| selection.includes(&link.name, link.usage))
             && match scope {
                 Scope::All => true,
                 Scope::Interface(only) => **index == only,
@@ -740,19 +716,19 @@ mod tests {
         let eth0 = link("eth0", Usage::Default);
         let eth1 = link("eth1", Usage::Default);
         let veth0 = link("veth0", Usage::Named);
-        assert!(InterfaceSelection::All.includes(&eth0));
+        assert!(InterfaceSelection::All.includes(&eth0.name, eth0.usage));
         assert!(
-            !InterfaceSelection::All.includes(&veth0),
+            !InterfaceSelection::All.includes(&veth0.name, veth0.usage),
             "a link open only because it is named is not part of `All`"
         );
-        assert!(only(&["eth1"]).includes(&eth1));
-        assert!(!only(&["eth1"]).includes(&eth0));
-        assert!(only(&["veth0"]).includes(&veth0));
+        assert!(only(&["eth1"]).includes(&eth1.name, eth1.usage));
+        assert!(!only(&["eth1"]).includes(&eth0.name, eth0.usage));
+        assert!(only(&["veth0"]).includes(&veth0.name, veth0.usage));
         let all_and_veth0 = InterfaceSelection::AllAnd(BTreeSet::from(["veth0".to_owned()]));
-        assert!(all_and_veth0.includes(&eth0));
-        assert!(all_and_veth0.includes(&veth0));
+        assert!(all_and_veth0.includes(&eth0.name, eth0.usage));
+        assert!(all_and_veth0.includes(&veth0.name, veth0.usage));
         let all_and_other = InterfaceSelection::AllAnd(BTreeSet::from(["veth1".to_owned()]));
-        assert!(!all_and_other.includes(&veth0));
+        assert!(!all_and_other.includes(&veth0.name, veth0.usage));
     }
 
     /// eth0 (2) and eth1 (3) by default, veth0 (4) because it is named;

@@ -43,7 +43,7 @@ impl Table {
         let link = self.links.get(&ifindex)?;
         self.owned
             .get(&ip)
-            .filter(|selection| selection.includes(link))
+            .filter(|selection| selection.includes(&link.name, link.usage))
             .map(|_| link.mac)
     }
 }

@@ -14,6 +14,8 @@
 
 pub mod netlink;
 
+use std::collections::BTreeSet;
+
 use crate::packet::MacAddr;
 
 /// What the speaker needs to know about one kernel link.
@@ -54,6 +56,59 @@ pub const EXCLUDED_PREFIXES: &[&str] = &[
     "tunl",
     "weave",
 ];
+
+/// Where an owned IP is announced: what the L2Advertisements selecting the
+/// node ask for (the decision side), and what the data plane applies to the
+/// interfaces it has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InterfaceSelection {
+    /// On every interface eligible by default ([`Usage::Default`]).
+    All,
+    /// On every interface eligible by default and on these (by name), also
+    /// when the default rule excludes them by name (an advertisement without
+    /// `interfaces` and one naming some both select the node).
+    AllAnd(BTreeSet<String>),
+    /// On these interfaces only (by name), where they are eligible
+    /// (`L2Advertisement.interfaces`), including those the default rule
+    /// excludes by name ([`Usage::Named`]).
+    Only(BTreeSet<String>),
+}
+
+impl InterfaceSelection {
+    /// Whether the interface `name`, open for `usage`, is selected.
+    #[must_use]
+    pub fn includes(&self, name: &str, usage: Usage) -> bool {
+        match self {
+            Self::All => usage == Usage::Default,
+            Self::AllAnd(names) => usage == Usage::Default || names.contains(name),
+            Self::Only(names) => names.contains(name),
+        }
+    }
+
+    /// The interfaces announced by either selection.
+    #[must_use]
+    pub fn union(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::All, Self::All) => Self::All,
+            (Self::Only(mut a), Self::Only(b)) => {
+                a.extend(b);
+                Self::Only(a)
+            }
+            (a, b) => {
+                let mut names = a.into_names();
+                names.extend(b.into_names());
+                Self::AllAnd(names)
+            }
+        }
+    }
+
+    fn into_names(self) -> BTreeSet<String> {
+        match self {
+            Self::All => BTreeSet::new(),
+            Self::AllAnd(names) | Self::Only(names) => names,
+        }
+    }
+}
 
 /// How an eligible link is announced on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferrolb_speaker::eligibility::Interfaces;
 use ferrolb_speaker::{Announcer, AnnouncerConfig, AnnouncerMetrics, InterfaceSelection};
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
@@ -37,12 +36,8 @@ impl DataPlane {
     }
 
     /// Announces exactly `owned` from now on.
-    pub(crate) fn set_owned(&self, owned: &BTreeMap<IpAddr, Interfaces>) {
-        let owned = owned
-            .iter()
-            .map(|(ip, interfaces)| (*ip, selection(interfaces)))
-            .collect();
-        self.announcer.set_owned(owned);
+    pub(crate) fn set_owned(&self, owned: &BTreeMap<IpAddr, InterfaceSelection>) {
+        self.announcer.set_owned(owned.clone());
     }
 
     /// Announces `ips`, which this node keeps owning, again from the first
@@ -63,8 +58,8 @@ impl DataPlane {
     }
 
     /// The interfaces announced on now that `interfaces` selects.
-    pub(crate) fn interfaces_for(&self, interfaces: &Interfaces) -> Vec<String> {
-        self.announcer.interfaces_for(&selection(interfaces))
+    pub(crate) fn interfaces_for(&self, interfaces: &InterfaceSelection) -> Vec<String> {
+        self.announcer.interfaces_for(interfaces)
     }
 
     /// Notified when an interface starts or stops being announced on.
@@ -75,13 +70,5 @@ impl DataPlane {
     /// Stops announcing and answering.
     pub(crate) async fn shutdown(self) {
         self.announcer.shutdown().await;
-    }
-}
-
-fn selection(interfaces: &Interfaces) -> InterfaceSelection {
-    match interfaces {
-        Interfaces::All => InterfaceSelection::All,
-        Interfaces::AllAnd(names) => InterfaceSelection::AllAnd(names.clone()),
-        Interfaces::Only(names) => InterfaceSelection::Only(names.clone()),
     }
 }

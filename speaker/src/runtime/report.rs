@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use ferrolb_crds::ServiceL2StatusStatus;
 use ferrolb_speaker::election::{ElectionKey, NodeName, owner};
-use ferrolb_speaker::eligibility::{Interfaces, Plan, ServiceId};
+use ferrolb_speaker::eligibility::{InterfaceSelection, Plan, ServiceId};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// What the election loop knows about a Service beyond the plan.
@@ -80,7 +80,7 @@ impl Reporter {
         plan: &Plan,
         live: &BTreeSet<NodeName>,
         meta: &BTreeMap<ServiceId, ServiceMeta>,
-        in_use: impl Fn(&Interfaces) -> Vec<String>,
+        in_use: impl Fn(&InterfaceSelection) -> Vec<String>,
         now: Time,
         incarnation: u64,
     ) -> Writes {
@@ -177,11 +177,11 @@ impl Reporter {
     }
 }
 
-fn describe(in_use: &[String], selected: &Interfaces) -> String {
+fn describe(in_use: &[String], selected: &InterfaceSelection) -> String {
     match (in_use.is_empty(), selected) {
         (false, _) => in_use.join(", "),
-        (true, Interfaces::All | Interfaces::AllAnd(_)) => "no interface yet".to_owned(),
-        (true, Interfaces::Only(names)) => format!(
+        (true, InterfaceSelection::All | InterfaceSelection::AllAnd(_)) => "no interface yet".to_owned(),
+        (true, InterfaceSelection::Only(names)) => format!(
             "no interface yet: the node has none of the interfaces its L2Advertisements name ({}) up and usable; its speaker's log says why",
             names.iter().cloned().collect::<Vec<_>>().join(", ")
         ),
@@ -214,7 +214,7 @@ mod tests {
     fn owned_by(node: &str) -> Result<Owner, Refusal> {
         Ok(Owner {
             node: NodeName::from(node),
-            interfaces: Interfaces::All,
+            interfaces: InterfaceSelection::All,
         })
     }
 
@@ -240,7 +240,7 @@ mod tests {
         Time(Timestamp::UNIX_EPOCH)
     }
 
-    fn no_interfaces(_: &Interfaces) -> Vec<String> {
+    fn no_interfaces(_: &InterfaceSelection) -> Vec<String> {
         Vec::new()
     }
 
@@ -248,13 +248,13 @@ mod tests {
     fn only_interfaces_in_use_are_reported() {
         let mut r = Reporter::new(NodeName::from("node-1"));
         // eth0 and veth0 are announced on; br0 is down.
-        let in_use = |selected: &Interfaces| -> Vec<String> {
+        let in_use = |selected: &InterfaceSelection| -> Vec<String> {
             ["eth0", "veth0"]
                 .into_iter()
                 .filter(|name| match selected {
-                    Interfaces::All => *name == "eth0",
-                    Interfaces::AllAnd(names) => *name == "eth0" || names.contains(*name),
-                    Interfaces::Only(names) => names.contains(*name),
+                    InterfaceSelection::All => *name == "eth0",
+                    InterfaceSelection::AllAnd(names) => *name == "eth0" || names.contains(*name),
+                    InterfaceSelection::Only(names) => names.contains(*name),
                 })
                 .map(str::to_owned)
                 .collect()
@@ -262,7 +262,7 @@ mod tests {
         let only = |names: &[&str]| {
             plan(Ok(Owner {
                 node: NodeName::from("node-1"),
-                interfaces: Interfaces::Only(names.iter().map(|n| (*n).to_owned()).collect()),
+                interfaces: InterfaceSelection::Only(names.iter().map(|n| (*n).to_owned()).collect()),
             }))
         };
         let w = r.update(&only(&["br0", "veth0"]), &live(), &meta(), in_use, now(), 1);
@@ -286,7 +286,7 @@ mod tests {
             &plan(owned_by("node-1")),
             &live(),
             &meta(),
-            |_: &Interfaces| eth0.to_vec(),
+            |_: &InterfaceSelection| eth0.to_vec(),
             now(),
             1,
         );
@@ -300,7 +300,7 @@ mod tests {
             &plan(owned_by("node-1")),
             &live(),
             &meta(),
-            |_: &Interfaces| eth0.to_vec(),
+            |_: &InterfaceSelection| eth0.to_vec(),
             now(),
             1,
         );

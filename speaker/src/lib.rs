@@ -13,7 +13,7 @@ pub mod election;
 mod error;
 pub mod packet;
 pub mod schedule;
-pub mod strictarp;
+pub mod strict_arp;
 
 pub use error::Error;
 pub mod announcer;

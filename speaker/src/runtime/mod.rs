@@ -37,7 +37,7 @@ use ferrolb_speaker::membership::{
     GossipKey, Membership, MembershipConfig, MembershipMetrics, View,
 };
 use ferrolb_speaker::ownership::{Ownership, Standing};
-use ferrolb_speaker::strictarp::{Level, Verdict};
+use ferrolb_speaker::strict_arp::{Level, Verdict};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;

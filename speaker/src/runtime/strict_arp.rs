@@ -1,12 +1,12 @@
 //! Reads what the strictARP check needs: kube-proxy's ConfigMap (one `get`)
 //! and the node's ARP sysctls from procfs. The decision itself is the pure
-//! [`ferrolb_speaker::strictarp::evaluate`]. With `--enforce-strict-arp`,
+//! [`ferrolb_speaker::strict_arp::evaluate`]. With `--enforce-strict-arp`,
 //! [`enforce`] sets the announcing interfaces' own values through rtnetlink
 //! (procfs is read-only in containers; netlink needs only NET_ADMIN).
 
 use std::collections::BTreeMap;
 
-use ferrolb_speaker::strictarp::{
+use ferrolb_speaker::strict_arp::{
     ArpSysctls, KubeProxyConfig, NodeSysctls, Verdict, evaluate, parse_kube_proxy_config,
 };
 use futures::TryStreamExt as _;

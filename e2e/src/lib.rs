@@ -3,10 +3,12 @@
 //! network namespaces standing in for nodes, on one Linux machine.
 //!
 //! The `lab` binary drives it (`cargo lab up | down | status | …`); the
-//! [`harness`] module is what end-to-end tests use.
+//! [`harness`] module is what end-to-end tests use, [`checker`] what the
+//! client sees while faults are injected.
 
 pub mod agent;
 pub mod chart;
+pub mod checker;
 pub mod command;
 pub mod control_plane;
 pub mod demo;

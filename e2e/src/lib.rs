@@ -3,8 +3,9 @@
 //! network namespaces standing in for nodes, on one Linux machine.
 //!
 //! The `lab` binary drives it (`cargo lab up | down | status | …`); the
-//! [`harness`] module is what end-to-end tests use, [`checker`] what the
-//! client sees while faults are injected.
+//! [`harness`] module is what end-to-end tests use, [`speakers`] the speaker
+//! tests' fixture, [`faults`] the faults they inject and [`checker`] what the
+//! client sees meanwhile.
 
 pub mod agent;
 pub mod chart;
@@ -12,6 +13,7 @@ pub mod checker;
 pub mod command;
 pub mod control_plane;
 pub mod demo;
+pub mod faults;
 pub mod harness;
 pub mod ipvs;
 pub mod kube_proxy;
@@ -23,4 +25,5 @@ pub mod objects;
 pub mod pki;
 pub mod podnet;
 pub mod process;
+pub mod speakers;
 pub mod tools;

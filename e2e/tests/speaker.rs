@@ -13,462 +13,28 @@
 //! `cargo test -p ferrolb-e2e --test speaker -- --ignored --nocapture`.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use ferrolb_e2e::chart::{self, ChartRbac, Component};
-use ferrolb_e2e::harness::{self, CutLink, NodeProcess, StrictArp, TestNamespace, wait_for};
-use ferrolb_e2e::harness::{kubectl, repo_root};
-use ferrolb_e2e::lab::Lab;
+use ferrolb_e2e::faults::NodeFilter;
+use ferrolb_e2e::harness::kubectl;
+use ferrolb_e2e::harness::{self, CutLink, NodeProcess, StrictArp, wait_for};
 use ferrolb_e2e::lan::{self, Host};
-use ferrolb_speaker::election::{ElectionKey, NodeName, owner};
-use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::{Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::Client;
-use kube::api::{
-    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+use ferrolb_e2e::speakers::{
+    NodeLabel, Setup, client_neighbor, dynamic, flush_client_neighbor, speaker_metric, vip,
+    wait_for_ping_via, wait_for_single_mac,
 };
+use futures::StreamExt as _;
+use kube::Client;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+mod common;
+use common::expected_owner;
+
 /// One speaker test at a time: they share the node namespaces.
 static SERIAL: Mutex<()> = Mutex::const_new(());
-
-const MANAGER: &str = "ferrolb-e2e-speaker";
-
-/// The speaker binary: `FERROLB_SPEAKER_BIN` when set (e.g. a release build for
-/// the benchmarks), else the debug build, built when missing.
-fn speaker_binary() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("FERROLB_SPEAKER_BIN") {
-        return Ok(PathBuf::from(bin));
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target"));
-    let bin = target.join("debug/ferrolb-speaker");
-    if !bin.exists() {
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "-p", "ferrolb-speaker", "--bin", "ferrolb-speaker"])
-            .current_dir(repo_root())
-            .status()
-            .context("cannot run cargo build")?;
-        ensure!(status.success(), "cargo build -p ferrolb-speaker failed");
-    }
-    Ok(bin)
-}
-
-/// Applies `crds/ferrolb.io.crds.yaml` exactly as committed: the API server must
-/// accept its CEL rules, so the tests run with the validation users get.
-fn install_crds(lab: &Lab) -> Result<()> {
-    let file = repo_root().join("crds/ferrolb.io.crds.yaml");
-    let file = file.to_string_lossy().into_owned();
-    kubectl(
-        lab,
-        &["apply", "--server-side", "--force-conflicts", "-f", &file],
-        None,
-    )
-    .context("the API server refused the CRDs")?;
-    for crd in [
-        "ipaddresspools",
-        "l2advertisements",
-        "servicel2statuses",
-        "speakerstatuses",
-    ] {
-        kubectl(
-            lab,
-            &[
-                "wait",
-                "--for=condition=Established",
-                &format!("crd/{crd}.ferrolb.io"),
-                "--timeout=30s",
-            ],
-            None,
-        )?;
-    }
-    Ok(())
-}
-
-fn dynamic(client: &Client, kind: &str, namespace: Option<&str>) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("ferrolb.io", "v1beta1", kind);
-    let resource = ApiResource::from_gvk(&gvk);
-    match namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-        None => Api::all_with(client.clone(), &resource),
-    }
-}
-
-/// A cluster-scoped object deleted when dropped.
-struct Cleanup {
-    what: String,
-    kubectl: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.kubectl)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["delete", &self.what, "--wait=false", "--ignore-not-found"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// A label on a Node, removed when dropped.
-struct NodeLabel {
-    node: String,
-    key: String,
-    kubectl: PathBuf,
-    kubeconfig: PathBuf,
-}
-
-impl NodeLabel {
-    fn set(lab: &Lab, node: &str, key: &str) -> Result<Self> {
-        kubectl(
-            lab,
-            &["label", "node", node, &format!("{key}=true"), "--overwrite"],
-            None,
-        )?;
-        Ok(Self {
-            node: node.to_owned(),
-            key: key.to_owned(),
-            kubectl: lab.tools().path("kubectl"),
-            kubeconfig: lab.kubeconfig(),
-        })
-    }
-}
-
-impl Drop for NodeLabel {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.kubectl)
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["label", "node", &self.node, &format!("{}-", self.key)])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// The objects and processes of one test: a pool, an advertisement, a
-/// gossip Secret, and one speaker per node.
-struct Setup {
-    lab: &'static Lab,
-    client: Client,
-    ns: TestNamespace,
-    class: String,
-    pool: String,
-    nodes: Vec<Host>,
-    /// The nodes' names and LAN MACs, in the order of `nodes`.
-    names: Vec<String>,
-    macs: Vec<String>,
-    speakers: Vec<Option<NodeProcess>>,
-    gossip_port: u16,
-    metrics_port: u16,
-    /// Start speakers with `--enforce-strict-arp`.
-    enforce_strict_arp: bool,
-    /// The speakers' credentials: a token of the chart's speaker ServiceAccount.
-    kubeconfig: PathBuf,
-    _rbac: ChartRbac,
-    _cleanup: Vec<Cleanup>,
-    // The lab binds every LoadBalancer IP to kube-ipvs0 on every node, as
-    // IPVS kube-proxy does: only with strictARP on do the kernels stay quiet
-    // and the speakers alone answer.
-    _strict_arp: StrictArp,
-}
-
-impl Setup {
-    async fn new(
-        lab: &'static Lab,
-        prefix: &str,
-        addresses: &[&str],
-        ports: (u16, u16),
-        by_pool_name: bool,
-    ) -> Result<Self> {
-        let client = lab.client().await?;
-        let strict_arp = StrictArp::set(lab, true).await?;
-        install_crds(lab)?;
-        let ns = TestNamespace::create(lab, &client, prefix).await?;
-        let name = ns.name().to_owned();
-        let secret: Secret = serde_json::from_value(json!({
-            "metadata": {"name": "gossip"},
-            // 32 bytes, base64.
-            "data": {"key": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="},
-        }))?;
-        Api::<Secret>::namespaced(client.clone(), &name)
-            .create(&PostParams::default(), &secret)
-            .await
-            .context("cannot create the gossip Secret")?;
-        // The chart's RBAC as a release in the test's namespace; its Role
-        // grants the gossip Secret by name.
-        let rbac = ChartRbac::install(lab, &name, &name, &["speaker.gossipSecretName=gossip"])?;
-        let kubeconfig = rbac.kubeconfig(Component::Speaker).await?;
-        ensure!(
-            chart::can_i(lab, &kubeconfig, "list", "nodes")?
-                && !chart::can_i(lab, &kubeconfig, "patch", "services/status")?,
-            "the speakers' credentials are not the chart's speaker ServiceAccount"
-        );
-        let params = PatchParams::apply(MANAGER).force();
-        dynamic(&client, "IPAddressPool", None)
-            .patch(
-                &name,
-                &params,
-                &Patch::Apply(json!({
-                    "apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
-                    "metadata": {"name": name},
-                    "spec": {"addresses": addresses, "autoAssign": false},
-                })),
-            )
-            .await
-            .context("cannot create the pool")?;
-        dynamic(&client, "L2Advertisement", None)
-            .patch(
-                &name,
-                &params,
-                &Patch::Apply(json!({
-                    "apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement",
-                    "metadata": {"name": name},
-                    "spec": if by_pool_name { json!({"ipAddressPools": [name]}) } else { json!({}) },
-                })),
-            )
-            .await
-            .context("cannot create the L2Advertisement")?;
-        let cleanup = ["ipaddresspool", "l2advertisement"]
-            .iter()
-            .map(|kind| Cleanup {
-                what: format!("{kind}.ferrolb.io/{name}"),
-                kubectl: lab.tools().path("kubectl"),
-                kubeconfig: lab.kubeconfig(),
-            })
-            .collect();
-        let nodes: Vec<Host> = lab.nodes();
-        let names = nodes.iter().map(|h| h.name.clone()).collect();
-        let macs = nodes.iter().map(lan::mac_of).collect::<Result<_>>()?;
-        let mut setup = Self {
-            lab,
-            client,
-            class: format!("e2e.ferrolb.io/{name}"),
-            pool: name,
-            ns,
-            speakers: nodes.iter().map(|_| None).collect(),
-            nodes,
-            names,
-            macs,
-            gossip_port: ports.0,
-            metrics_port: ports.1,
-            enforce_strict_arp: false,
-            kubeconfig,
-            _rbac: rbac,
-            _cleanup: cleanup,
-            _strict_arp: strict_arp,
-        };
-        for i in 0..setup.nodes.len() {
-            setup.start(i)?;
-        }
-        Ok(setup)
-    }
-
-    fn start(&mut self, i: usize) -> Result<()> {
-        let bin = speaker_binary()?;
-        let host = &self.nodes[i];
-        let kubeconfig = format!("KUBECONFIG={}", self.kubeconfig.display());
-        let args = [
-            kubeconfig.as_str(),
-            "FERROLB_LOG=info,ferrolb_speaker=debug",
-            &bin.to_string_lossy(),
-            "--node-name",
-            &host.name,
-            "--host-ip",
-            &host.ipv4.to_string(),
-            "--namespace",
-            self.ns.name(),
-            "--gossip-secret",
-            "gossip",
-            "--gossip-port",
-            &self.gossip_port.to_string(),
-            "--metrics-bind-address",
-            &format!("0.0.0.0:{}", self.metrics_port),
-            "--load-balancer-class",
-            &self.class,
-        ]
-        .map(str::to_owned);
-        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
-        if self.enforce_strict_arp {
-            args.push("--enforce-strict-arp");
-        }
-        self.speakers[i] = Some(NodeProcess::start(self.lab, host, "env", &args)?);
-        Ok(())
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(p) = self.speakers[i].take() {
-            p.kill();
-        }
-    }
-
-    fn terminate(&mut self, i: usize) {
-        if let Some(p) = self.speakers[i].take() {
-            p.stop();
-        }
-    }
-
-    fn node_index(&self, name: &str) -> Option<usize> {
-        self.names.iter().position(|n| n == name)
-    }
-
-    /// Replaces the spec of the test's L2Advertisement: it announces the
-    /// test's pool, with `extra` fields (e.g. `nodeSelectors`) added.
-    async fn advertise(&self, extra: Value) -> Result<()> {
-        let mut spec = json!({"ipAddressPools": [self.pool]});
-        if let (Some(spec), Value::Object(extra)) = (spec.as_object_mut(), extra) {
-            spec.extend(extra);
-        }
-        dynamic(&self.client, "L2Advertisement", None)
-            .patch(
-                &self.pool,
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(json!({
-                    "apiVersion": "ferrolb.io/v1beta1", "kind": "L2Advertisement",
-                    "metadata": {"name": self.pool},
-                    "spec": spec,
-                })),
-            )
-            .await
-            .context("cannot update the L2Advertisement")?;
-        Ok(())
-    }
-
-    /// Creates a LoadBalancer Service with `ip` in its status and an
-    /// EndpointSlice whose one endpoint, on `node`, is `ready`.
-    async fn service(&self, name: &str, ip: Ipv4Addr, node: &str, ready: bool) -> Result<()> {
-        self.service_with_policy(name, ip, node, ready, "Cluster")
-            .await
-    }
-
-    /// [`Setup::service`] with an `externalTrafficPolicy`.
-    async fn service_with_policy(
-        &self,
-        name: &str,
-        ip: Ipv4Addr,
-        node: &str,
-        ready: bool,
-        policy: &str,
-    ) -> Result<()> {
-        self.service_with_ips(name, &[IpAddr::V4(ip)], node, ready, policy)
-            .await
-    }
-
-    /// A Service with `ips` (at most one per family) in its status; its
-    /// `ipFamilies` follow them (two IPs: `RequireDualStack`).
-    async fn service_with_ips(
-        &self,
-        name: &str,
-        ips: &[IpAddr],
-        node: &str,
-        ready: bool,
-        policy: &str,
-    ) -> Result<()> {
-        let ns = self.ns.name();
-        let families: Vec<&str> = ips
-            .iter()
-            .map(|ip| if ip.is_ipv4() { "IPv4" } else { "IPv6" })
-            .collect();
-        let family_policy = if ips.len() > 1 {
-            "RequireDualStack"
-        } else {
-            "SingleStack"
-        };
-        let svc: Service = serde_json::from_value(json!({
-            "metadata": {"name": name, "annotations": {"ferrolb.io/ip-allocated-from-pool": self.pool}},
-            "spec": {
-                "type": "LoadBalancer",
-                "loadBalancerClass": self.class,
-                "externalTrafficPolicy": policy,
-                "ipFamilies": families,
-                "ipFamilyPolicy": family_policy,
-                "ports": [{"name": "http", "port": 80, "targetPort": 8080}],
-            },
-        }))?;
-        let ingress: Vec<Value> = ips
-            .iter()
-            .map(|ip| json!({"ip": ip.to_string(), "ipMode": "VIP"}))
-            .collect();
-        let services: Api<Service> = Api::namespaced(self.client.clone(), ns);
-        services
-            .create(&PostParams::default(), &svc)
-            .await
-            .with_context(|| format!("cannot create Service {name}"))?;
-        services
-            .patch_status(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": ingress}}})),
-            )
-            .await
-            .with_context(|| format!("cannot set the status of Service {name}"))?;
-        let slice: EndpointSlice = serde_json::from_value(json!({
-            "metadata": {"name": format!("{name}-1"), "labels": {
-                "kubernetes.io/service-name": name,
-                "endpointslice.kubernetes.io/managed-by": "e2e.ferrolb.io",
-            }},
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": ["198.19.100.5"], "conditions": {"ready": ready}, "nodeName": node}],
-            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
-        }))?;
-        Api::<EndpointSlice>::namespaced(self.client.clone(), ns)
-            .create(&PostParams::default(), &slice)
-            .await
-            .with_context(|| format!("cannot create the EndpointSlice of {name}"))?;
-        Ok(())
-    }
-
-    /// The ServiceL2Status of `name`, once it exists.
-    async fn l2_status(&self, name: &str) -> Result<Option<Value>> {
-        let api = dynamic(&self.client, "ServiceL2Status", Some(self.ns.name()));
-        Ok(api
-            .get_opt(name)
-            .await?
-            .and_then(|o| o.data.get("status").cloned()))
-    }
-}
-
-/// The node the election picks among `nodes` for `ips`, the IPs of one
-/// Service (its dual-stack IPs are elected together, as one key).
-fn expected_owner(ips: impl IntoIterator<Item = impl Into<IpAddr>>, nodes: &[&str]) -> String {
-    let candidates: Vec<NodeName> = nodes.iter().map(|n| NodeName::from(*n)).collect();
-    let key = ElectionKey::new(ips.into_iter().map(Into::into));
-    owner(&key, &candidates)
-        .map(ToString::to_string)
-        .unwrap_or_default()
-}
-
-/// Waits until exactly `mac` answers ARP for `ip` from the client.
-async fn wait_for_single_mac(
-    client: &Host,
-    ip: Ipv4Addr,
-    mac: &str,
-    timeout: Duration,
-) -> Result<()> {
-    wait_for(
-        &format!("only {mac} to answer for {ip}"),
-        timeout,
-        || async move {
-            let macs = harness::arping(client, ip, 2)?;
-            Ok((macs == [mac.to_owned()]).then_some(()).or_else(|| {
-                if !macs.is_empty() && macs.len() > 1 {
-                    eprintln!("{ip}: several MACs answer: {macs:?}");
-                }
-                None
-            }))
-        },
-    )
-    .await
-}
 
 /// One answer (or its absence) per 10 ms ARP request, in order.
 fn arping_sequence(output: &str) -> Vec<Option<String>> {
@@ -554,10 +120,6 @@ fn summarize(seq: &[Option<String>]) -> Vec<(String, usize)> {
         }
     }
     runs
-}
-
-fn vip(last: u8) -> Ipv4Addr {
-    Ipv4Addr::new(198, 18, 0, last)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -719,44 +281,6 @@ async fn one_owner_per_ip_failover_handover_and_refusal() -> Result<()> {
     Ok(())
 }
 
-/// The API server unreachable from every node (an nftables rule in each
-/// node namespace drops its traffic to port 6443, which breaks the watches
-/// of the speakers there), removed when dropped.
-struct ApiOutage {
-    nodes: Vec<Host>,
-}
-
-const OUTAGE_TABLE: &str = "ferrolb_e2e_api_outage";
-
-impl ApiOutage {
-    fn start(nodes: &[Host]) -> Result<Self> {
-        let outage = Self {
-            nodes: nodes.to_vec(),
-        };
-        for host in nodes {
-            let rules = format!(
-                "table inet {OUTAGE_TABLE} {{ chain out {{ type filter hook output priority 0; tcp dport 6443 drop; }}; }}"
-            );
-            let out = harness::exec_in(host, "nft", &[&rules])?;
-            ensure!(
-                out.status.success(),
-                "nft in {}: {}",
-                host.netns,
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(outage)
-    }
-}
-
-impl Drop for ApiOutage {
-    fn drop(&mut self) {
-        for host in &self.nodes {
-            let _ = harness::exec_in(host, "nft", &["delete", "table", "inet", OUTAGE_TABLE]);
-        }
-    }
-}
-
 /// With the API server unreachable, speakers keep announcing what they own,
 /// and a node failure still fails over: membership does not need the API.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -783,7 +307,13 @@ async fn api_outage_keeps_announcing_and_failing_over() -> Result<()> {
     let index = setup.node_index(&old).context("owner is not a lab node")?;
     wait_for_single_mac(&client_host, ip, &macs[index], Duration::from_secs(20)).await?;
 
-    let outage = ApiOutage::start(&setup.nodes)?;
+    // nftables in every node namespace drops its traffic with the API
+    // server, which breaks the watches of the speakers there.
+    let outage = setup
+        .nodes
+        .iter()
+        .map(NodeFilter::cut_from_api_server)
+        .collect::<Result<Vec<_>>>()?;
     // Long enough for every watch to notice and start retrying.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let answers = harness::arping(&client_host, ip, 3)?;
@@ -1045,83 +575,6 @@ async fn strict_arp_off_is_reported_and_enforcement_leaves_one_owner() -> Result
         .await?;
     }
     Ok(())
-}
-
-/// The MAC the client's neighbor table holds for `ip` on its LAN interface
-/// (lowercase), if it has a usable entry (not INCOMPLETE or FAILED).
-fn client_neighbor(client: &Host, ip: IpAddr) -> Result<Option<String>> {
-    let out = harness::exec_in(
-        client,
-        "ip",
-        &[
-            "-j",
-            "neigh",
-            "show",
-            &ip.to_string(),
-            "dev",
-            lan::INNER_IFACE,
-        ],
-    )?;
-    ensure!(
-        out.status.success(),
-        "ip neigh show {ip}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let entries: Value =
-        serde_json::from_slice(&out.stdout).context("cannot parse `ip -j neigh` output")?;
-    Ok(entries
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["dst"].as_str().and_then(|d| d.parse().ok()) == Some(ip))
-        .find_map(|e| e["lladdr"].as_str().map(str::to_lowercase)))
-}
-
-/// Forgets the client's neighbor entry for `ip`, so the next packet resolves
-/// it afresh.
-fn flush_client_neighbor(client: &Host, ip: IpAddr) -> Result<()> {
-    let out = harness::exec_in(
-        client,
-        "ip",
-        &[
-            "neigh",
-            "flush",
-            "to",
-            &ip.to_string(),
-            "dev",
-            lan::INNER_IFACE,
-        ],
-    )?;
-    ensure!(
-        out.status.success(),
-        "ip neigh flush {ip}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
-}
-
-/// Waits until the client pings `ip` and its neighbor entry for `ip` is
-/// `mac`: the packets really go to that node.
-async fn wait_for_ping_via(
-    client: &Host,
-    ip: Ipv6Addr,
-    mac: &str,
-    timeout: Duration,
-) -> Result<()> {
-    let ip = IpAddr::V6(ip);
-    wait_for(
-        &format!("ping -6 {ip} to be answered through {mac}"),
-        timeout,
-        || async move {
-            let answered = harness::ping(client, ip)?;
-            let neighbor = client_neighbor(client, ip)?;
-            if answered && neighbor.as_deref() == Some(mac) {
-                return Ok(Some(()));
-            }
-            bail!("ping answered: {answered}, neighbor entry: {neighbor:?}")
-        },
-    )
-    .await
 }
 
 /// Whether `ip` is bound to `kube-ipvs0` in `node`'s namespace.
@@ -1515,21 +968,6 @@ async fn api_server_stopped_keeps_announcing_and_resyncs() -> Result<()> {
     .await?;
     wait_for_single_mac(&client_host, ip, &mac_of(&owner), Duration::from_secs(20)).await?;
     Ok(())
-}
-
-/// A metric's value summed over its series, from a speaker's `/metrics`.
-fn speaker_metric(host: &Host, port: u16, name: &str) -> Result<f64> {
-    let url = format!("http://{}:{port}/metrics", host.ipv4);
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "5", &url])
-        .output()
-        .context("cannot run curl")?;
-    ensure!(out.status.success(), "GET {url} failed");
-    Ok(String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum())
 }
 
 /// CPU use of `pid` over `window`, in percent of one core.

@@ -96,6 +96,15 @@ enum Cmd {
     /// Show FerroLB working: lab up, chart installed, a LoadBalancer Service pinged
     /// and fetched from outside the cluster, and a summary.
     Demo,
+    /// Run the fault lab (`e2e/tests/faults.rs`) against the running lab, or
+    /// a new one: faults injected into the speakers while the client checks
+    /// that one node answers for each IP. Arguments go to the test binary:
+    /// a name filter, `--ignored soak` for the long soak.
+    Faults {
+        /// Arguments for the test binary (after `cargo test … --`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Run every test: unit, integration and end-to-end (in the lab).
     Test {
         /// Extra arguments for `cargo test`.
@@ -183,6 +192,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Test { args } => test(args).await,
+        Cmd::Faults { args } => faults(args),
         Cmd::StrictArp { state } => {
             let mut lab = Lab::current().context("the lab is not up: run `cargo lab up`")?;
             lab.set_strict_arp(state == "on").await?;
@@ -274,6 +284,24 @@ async fn test(args: Vec<String>) -> Result<ExitCode> {
         .context("cannot run cargo test");
     lab::down().context("cannot take the lab down after the tests")?;
     Ok(exit_code(status?))
+}
+
+/// Runs the fault lab's tests one at a time, with the end-to-end tests
+/// mandatory, in the running lab (the tests bring one up if none runs). The
+/// lab stays up.
+fn faults(args: Vec<String>) -> Result<ExitCode> {
+    lab::check_host()?;
+    tools::ensure_built()?;
+    build_ferrolb();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["test", "-p", "ferrolb-e2e", "--test", "faults", "--"])
+        .args(["--test-threads=1", "--nocapture"])
+        .args(&args)
+        .env(MANDATORY_ENV, "1")
+        .status()
+        .context("cannot run cargo test")?;
+    Ok(exit_code(status))
 }
 
 fn exit_code(status: std::process::ExitStatus) -> ExitCode {

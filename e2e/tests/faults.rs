@@ -347,18 +347,16 @@ async fn crash_of_any_announcer_after_a_stall_costs_at_most_1s() -> Result<()> {
             .map(|i| lab.setup.names[*i].as_str())
             .collect::<Vec<_>>()
     );
-    let mut cuts = Vec::new();
     for victim in victims {
-        // Someone must be left to take over.
-        if lab.setup.speakers.iter().filter(|s| s.is_some()).count() < 2 {
-            break;
-        }
         // Every VIP must be answered again within the bound (one the victim
         // announced earlier too, whatever the client still points at), and
-        // VIPs the victim did not own must not move.
+        // VIPs the victim did not own must not move. One node down at a
+        // time: the victim comes back before the next crash (with two of
+        // three nodes down, the survivor hears nobody while the API shows
+        // two ready speakers, and rightly claims none of their IPs).
         let start = checker::now();
         lab.setup.kill(victim);
-        cuts.push(CutLink::cut(&lab.setup.nodes[victim])?);
+        let cut = CutLink::cut(&lab.setup.nodes[victim])?;
         lab.check(
             &format!("crash of {}", lab.setup.names[victim]),
             &[victim],
@@ -367,8 +365,10 @@ async fn crash_of_any_announcer_after_a_stall_costs_at_most_1s() -> Result<()> {
             Expectation::after_any_fault().moves(0).outage(CRASH_OUTAGE),
         )
         .await;
+        drop(cut);
+        lab.setup.start(victim)?;
+        lab.owner_now().await?;
     }
-    drop(cuts);
     lab.verdict()
 }
 

@@ -17,8 +17,9 @@
 //! 2. **Stand down while stalled.** While the membership says this speaker
 //!    was stalled long enough to be declared down without knowing it yet
 //!    ([`View::stalled`]), it announces nothing.
-//! 3. **No fail-open.** A speaker that hears no peer while the API shows
-//!    other ready speakers is *isolated*: the fault is more likely its own
+//! 3. **No fail-open.** A speaker that hears no peer (none alive in its
+//!    view, or no datagram from any for a while: [`View::deaf`]) while the
+//!    API shows other ready speakers is *isolated*: the fault is more likely its own
 //!    (a filtered gossip port, a wrong key, a cut link) than every other
 //!    node's. It keeps only the IPs it announced already and that no other
 //!    node has claimed since, and claims nothing else, until it hears a peer.
@@ -123,22 +124,25 @@ impl Ownership {
         let rejoined = self
             .incarnation
             .is_some_and(|previous| previous != view.incarnation);
-        if rejoined {
-            // Rule 1: what it claimed before was taken over.
-            self.owned.clear();
-        }
         let claim = Claim {
             node: self.me.clone(),
             incarnation: view.incarnation,
         };
-        let announced: BTreeSet<IpAddr> = self.owned.keys().copied().collect();
+        // Rule 1: what it claimed before was taken over; it is no claim of
+        // this incarnation (but still what the data plane announces, so
+        // giving it up shows as lost below).
+        let announced: BTreeSet<IpAddr> = if rejoined {
+            BTreeSet::new()
+        } else {
+            self.owned.keys().copied().collect()
+        };
         let plan =
             plan_with_own_claims(cluster, &view.live, self.policy, Some((&claim, &announced)));
         let mut owned = plan.owned_by(&self.me);
         let standing = if view.stalled {
             owned.clear();
             Standing::Stalled
-        } else if !view.has_peers() && known_peers > 0 {
+        } else if (!view.has_peers() || view.deaf) && known_peers > 0 {
             let claimed_elsewhere = claimed_by_others(cluster, &self.me);
             owned.retain(|ip, _| announced.contains(ip) && !claimed_elsewhere.contains(ip));
             Standing::Isolated { known: known_peers }
@@ -149,7 +153,9 @@ impl Ownership {
         let returned = view.live.iter().any(|(node, incarnation)| {
             *node != self.me && self.members.get(node) != Some(incarnation)
         });
-        let reannounce: Vec<IpAddr> = if returned && !self.members.is_empty() {
+        // A peer came back (it may have answered meanwhile), or this node
+        // did (it was declared down, and a successor may have answered).
+        let reannounce: Vec<IpAddr> = if (returned && !self.members.is_empty()) || rejoined {
             owned
                 .keys()
                 .filter(|ip| self.owned.contains_key(ip))
@@ -243,6 +249,7 @@ mod tests {
             live: live.iter().map(|(n, i)| (NodeName::from(*n), *i)).collect(),
             incarnation,
             stalled: false,
+            deaf: false,
         }
     }
 
@@ -380,6 +387,11 @@ mod tests {
         let decisions = sim.round(&NODES);
         assert!(decisions[&first].rejoined);
         assert!(decisions[&first].owned.is_empty());
+        assert_eq!(
+            decisions[&first].lost,
+            vec![ip(7)],
+            "the data plane is told to stop"
+        );
         assert_eq!(sim.owner_of(ip(7), &NODES), vec![successor.clone()]);
         assert_eq!(
             decisions[&successor].reannounce,
@@ -491,6 +503,18 @@ mod tests {
             "gives up what the others claimed: {:?}",
             d.owned
         );
+
+        // Peers in view but none heard for a while (lost inbound gossip):
+        // the same as hearing nobody.
+        let mut deaf = sim.view_of(lonely, &NODES);
+        deaf.deaf = true;
+        let d = sim
+            .speakers
+            .get_mut(lonely)
+            .unwrap()
+            .decide(&sim.cluster, &deaf, 2);
+        assert_eq!(d.standing, Standing::Isolated { known: 2 });
+        assert!(d.owned.is_empty());
 
         // A speaker that never heard a peer claims nothing at all.
         let mut fresh = Ownership::new(NodeName::from(lonely), Policy::default());

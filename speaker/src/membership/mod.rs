@@ -79,6 +79,12 @@ pub struct View {
     /// before suspecting it: they may have declared it down, and it does
     /// not know yet. Cleared once the membership has had time to tell it.
     pub stalled: bool,
+    /// No datagram from any peer for a while although peers are known: its
+    /// inbound gossip is lost (a filter, a one-way link fault). Its view of
+    /// the others is then worthless: it declares nobody down meanwhile (so
+    /// its deafness does not spread as false news), and the election treats
+    /// it as hearing nobody.
+    pub deaf: bool,
 }
 
 impl View {
@@ -182,6 +188,13 @@ impl MembershipConfig {
     /// suspected this speaker and declared it down.
     fn stall_threshold(&self) -> Duration {
         self.suspect_timeout + self.probe_rtt
+    }
+
+    /// Silence from every peer longer than this makes the speaker
+    /// [`View::deaf`]: peers probe it and gossip to it several times per
+    /// probe period.
+    fn deaf_after(&self) -> Duration {
+        self.probe_period * 2 + self.probe_rtt
     }
 
     /// How long after a stall this speaker stays [`View::stalled`]: enough
@@ -359,6 +372,7 @@ impl Membership {
             live: [(NodeName::new(config.node.as_str()), generation)].into(),
             incarnation: generation,
             stalled: false,
+            deaf: false,
         };
         let (view_tx, view) = watch::channel(initial);
         metrics.members.set(1);
@@ -389,6 +403,9 @@ impl Membership {
             stalled_until: None,
             stall_threshold: config.stall_threshold(),
             stall_grace: config.stall_grace(),
+            last_heard: Instant::now(),
+            deaf_after: config.deaf_after(),
+            suspect_timeout: config.suspect_timeout,
             metrics,
         };
         let task = tokio::spawn(driver.run(rx, opened));
@@ -490,6 +507,10 @@ struct Driver {
     stalled_until: Option<Instant>,
     stall_threshold: Duration,
     stall_grace: Duration,
+    /// When a datagram from a peer was last accepted.
+    last_heard: Instant,
+    deaf_after: Duration,
+    suspect_timeout: Duration,
     metrics: MembershipMetrics,
 }
 
@@ -562,22 +583,43 @@ impl Driver {
     }
 
     fn on_payload(&mut self, payload: &[u8]) {
+        self.last_heard = Instant::now();
         if let Err(error) = self.foca.handle_data(payload, &mut self.runtime) {
             self.metrics.rejected.inc();
             tracing::trace!(%error, "gossip datagram rejected");
         }
     }
 
+    /// Whether peers are known but none was heard from for a while.
+    fn deaf(&self, now: Instant) -> bool {
+        self.foca.num_members() > 0 && now.duration_since(self.last_heard) > self.deaf_after
+    }
+
     fn fire_due_timers(&mut self) {
         let now = Instant::now();
+        let deaf = self.deaf(now);
+        let mut deferred = Vec::new();
         while let Some(entry) = self.timers.first_entry() {
             if entry.key().0 > now {
                 break;
             }
             let timer = entry.remove();
+            if deaf && matches!(timer, Timer::ChangeSuspectToDown { .. }) {
+                // Hearing nobody, this speaker cannot tell a dead peer from
+                // its own lost inbound: it keeps suspecting, and declares
+                // the peer down only if it still cannot refute once this
+                // speaker hears again.
+                deferred.push(timer);
+                continue;
+            }
             if let Err(error) = self.foca.handle_timer(timer, &mut self.runtime) {
                 tracing::debug!(%error, "membership timer");
             }
+        }
+        for timer in deferred {
+            self.timer_seq += 1;
+            self.timers
+                .insert((now + self.suspect_timeout, self.timer_seq), timer);
         }
     }
 
@@ -674,14 +716,23 @@ impl Driver {
             .map(|id| (NodeName::new(id.node.as_str()), id.generation))
             .collect();
         live.insert(NodeName::new(self.node.as_str()), me.generation);
+        let deaf = self.deaf(now);
         let view = View {
             live,
             incarnation: me.generation,
             stalled,
+            deaf,
         };
         self.view.send_if_modified(|current| {
             if *current == view {
                 return false;
+            }
+            if current.deaf != view.deaf {
+                if view.deaf {
+                    tracing::warn!("no gossip heard from any peer: declaring nobody down until it is heard again");
+                } else {
+                    tracing::info!("hearing peers again");
+                }
             }
             if current.live != view.live {
                 tracing::info!(live = ?view.live.keys().map(NodeName::as_str).collect::<Vec<_>>(), "membership changed");

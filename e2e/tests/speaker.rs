@@ -183,7 +183,9 @@ async fn one_owner_per_ip_failover_handover_and_refusal() -> Result<()> {
     )
     .await?;
 
-    // The exclude label moves the IP to the runner-up, and back when removed.
+    // The exclude label moves the IP to the runner-up, which keeps it when
+    // the label goes: ownership moves only when the owner stops being a
+    // candidate.
     let ip = ips[2];
     let owner_now = expected_owner([ip], &all);
     let rest: Vec<&str> = all.iter().copied().filter(|n| *n != owner_now).collect();
@@ -201,13 +203,7 @@ async fn one_owner_per_ip_failover_handover_and_refusal() -> Result<()> {
     )
     .await?;
     drop(label);
-    wait_for_single_mac(
-        &client_host,
-        ip,
-        &mac_of(&owner_now),
-        Duration::from_secs(20),
-    )
-    .await?;
+    stays_with(&client_host, ip, &mac_of(&runner_up)).await?;
 
     // externalTrafficPolicy: Local: the node with the endpoint announces,
     // even where the hash alone would pick another.
@@ -241,13 +237,19 @@ async fn one_owner_per_ip_failover_handover_and_refusal() -> Result<()> {
     })?;
     eprintln!("crash of {old}: {new} answers for {ip} after {outage:?}");
     ensure!(outage < Duration::from_secs(2), "failover took {outage:?}");
+    // The crashed node comes back and takes nothing back.
     drop(cut);
     setup.start(index)?;
-    wait_for_single_mac(&client_host, ip, &mac_of(&old), Duration::from_secs(20)).await?;
+    stays_with(&client_host, ip, &mac_of(&new)).await?;
 
-    // SIGTERM: a graceful leave hands over at once.
+    // SIGTERM: a graceful leave hands over at once. The owner of the
+    // second IP is whoever holds it now (the crash may have moved it).
     let ip = ips[1];
-    let old = expected_owner([ip], &all);
+    let old = setup
+        .l2_status("web-1")
+        .await?
+        .and_then(|s| s["node"].as_str().map(str::to_owned))
+        .context("web-1 has no owner")?;
     let rest: Vec<&str> = all.iter().copied().filter(|n| *n != old).collect();
     let new = expected_owner([ip], &rest);
     let index = setup.node_index(&old).context("owner is not a lab node")?;
@@ -261,7 +263,7 @@ async fn one_owner_per_ip_failover_handover_and_refusal() -> Result<()> {
         "graceful handover took {outage:?}"
     );
     setup.start(index)?;
-    wait_for_single_mac(&client_host, ip, &mac_of(&old), Duration::from_secs(20)).await?;
+    stays_with(&client_host, ip, &mac_of(&new)).await?;
 
     // No ready endpoint: nobody answers, and the status says why.
     let idle = vip(230);
@@ -278,6 +280,19 @@ async fn one_owner_per_ip_failover_handover_and_refusal() -> Result<()> {
     ensure!(status.get("node").is_none(), "status {status}");
     let answers = harness::arping(&client_host, idle, 3)?;
     ensure!(answers.is_empty(), "{idle} is answered by {answers:?}");
+    Ok(())
+}
+
+/// Checks that `mac` alone answers for `ip` now and still does 3 s later
+/// (a speaker that came back, or a candidate that returned, took nothing).
+async fn stays_with(client: &Host, ip: Ipv4Addr, mac: &str) -> Result<()> {
+    wait_for_single_mac(client, ip, mac, Duration::from_secs(20)).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let answers = harness::arping(client, ip, 3)?;
+    ensure!(
+        answers.iter().all(|a| a == mac) && !answers.is_empty(),
+        "{ip} moved away from {mac}: answered by {answers:?}"
+    );
     Ok(())
 }
 
@@ -546,19 +561,32 @@ async fn strict_arp_off_is_reported_and_enforcement_leaves_one_owner() -> Result
         );
     }
 
-    // Fixed by enforcement: one MAC, the elected owner's.
+    // Fixed by enforcement: one MAC, the owner's that the status names
+    // (restarting every speaker may move the IP: each comes back as a new
+    // incarnation).
     setup.enforce_strict_arp = true;
     for i in 0..setup.nodes.len() {
         setup.kill(i);
         setup.start(i)?;
     }
-    let owner = expected_owner([ip], &all);
-    let owner_mac = setup
-        .node_index(&owner)
-        .map(|i| lan::mac_of(&setup.nodes[i]))
-        .transpose()?
-        .context("the owner is not a lab node")?;
-    wait_for_single_mac(&client_host, ip, &owner_mac, Duration::from_secs(30)).await?;
+    let macs = setup.macs.clone();
+    let names = setup.names.clone();
+    wait_for(
+        &format!("one MAC, the one ServiceL2Status names, to answer for {ip}"),
+        Duration::from_secs(30),
+        || async {
+            let owner = setup
+                .l2_status("web")
+                .await?
+                .and_then(|s| s["node"].as_str().map(str::to_owned));
+            let Some(i) = owner.and_then(|o| names.iter().position(|n| *n == o)) else {
+                return Ok(None);
+            };
+            let answers = harness::arping(&client_host, ip, 3)?;
+            Ok((answers == [macs[i].clone()]).then_some(()))
+        },
+    )
+    .await?;
     ensure!(
         harness::ping(&client_host, IpAddr::V4(ip))?,
         "ping {ip} failed with enforcement on"
@@ -779,13 +807,16 @@ async fn node_selectors_choose_the_announcing_node() -> Result<()> {
         .advertise(json!({"nodeSelectors": [{"matchLabels": {key.as_str(): "true"}}]}))
         .await?;
     let mut labels: std::collections::BTreeMap<String, NodeLabel> = Default::default();
+    // Newly selected nodes are labelled before the others are unlabelled,
+    // as a careful operator would: ownership is sticky, so a moment with a
+    // single candidate would leave the IP there.
     let mut select = |nodes: &[&str]| -> Result<()> {
-        labels.retain(|n, _| nodes.contains(&n.as_str()));
         for node in nodes {
             if !labels.contains_key(*node) {
                 labels.insert((*node).to_owned(), NodeLabel::set(lab, node, &key)?);
             }
         }
+        labels.retain(|n, _| nodes.contains(&n.as_str()));
         Ok(())
     };
 
@@ -819,8 +850,8 @@ async fn node_selectors_choose_the_announcing_node() -> Result<()> {
         "with {first:?} selected, {ip} is answered by {answers:?}"
     );
 
-    // Relabel: every node but that owner. The election among the new set
-    // moves the IP.
+    // Relabel: every node but that owner. The owner is no candidate any
+    // more: the election among the new set moves the IP.
     let second: Vec<&str> = all.iter().copied().filter(|n| *n != first_owner).collect();
     let second_owner = expected_owner([ip], &second);
     select(&second)?;

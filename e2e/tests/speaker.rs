@@ -12,18 +12,20 @@
 //! The failover benchmark is ignored by default:
 //! `cargo test -p ferrolb-e2e --test speaker -- --ignored --nocapture`.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use ferrolb_e2e::checker::{self, Window};
 use ferrolb_e2e::faults::NodeFilter;
 use ferrolb_e2e::harness::kubectl;
 use ferrolb_e2e::harness::{self, CutLink, NodeProcess, StrictArp, wait_for};
 use ferrolb_e2e::lan::{self, Host};
 use ferrolb_e2e::speakers::{
     NodeLabel, Setup, client_neighbor, dynamic, flush_client_neighbor, speaker_metric, vip,
-    wait_for_ping_via, wait_for_single_mac,
+    wait_for_ping_via, wait_for_quiet_owner, wait_for_single_mac,
 };
 use futures::StreamExt as _;
 use kube::Client;
@@ -380,62 +382,81 @@ async fn failover_benchmark() -> Result<()> {
             false,
         )
         .await?;
-    let client_host = Host::client();
     let names = setup.names.clone();
-    let all: Vec<&str> = names.iter().map(String::as_str).collect();
     let macs = setup.macs.clone();
     let ip = vip(232);
+    let vip_ip = IpAddr::V4(ip);
     setup.service("bench", ip, &names[0], true).await?;
-    let old = expected_owner([ip], &all);
-    let index = setup.node_index(&old).context("owner is not a lab node")?;
-    let rest: Vec<&str> = all.iter().copied().filter(|n| *n != old).collect();
-    let new = expected_owner([ip], &rest);
-    let new_index = setup
-        .node_index(&new)
-        .context("successor is not a lab node")?;
+    // The client pings every 10 ms (`ping -D`): the outage is the longest
+    // wall-clock gap between two replies, not lost replies × interval (in
+    // this lab `ping -i 0.01` really sends about every 16 ms).
+    let observer = setup.observe(&[vip_ip])?;
     let mut results = Vec::new();
     for graceful in [false, true] {
         let mut outages = Vec::new();
         for trial in 0..trials {
-            wait_for_single_mac(&client_host, ip, &macs[index], Duration::from_secs(20)).await?;
-            // Let the rejoined speaker settle so every trial starts alike.
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Whoever owns the IP now is the victim: ownership is sticky, so
+            // after each trial the successor keeps it.
+            let owner = wait_for(
+                "ServiceL2Status bench to name an owner",
+                Duration::from_secs(20),
+                || async {
+                    Ok(setup
+                        .l2_status("bench")
+                        .await?
+                        .and_then(|s| s["node"].as_str().map(str::to_owned)))
+                },
+            )
+            .await?;
+            let index = setup
+                .node_index(&owner)
+                .context("owner is not a lab node")?;
+            wait_for_quiet_owner(&observer, vip_ip, &macs[index], Duration::from_secs(20)).await?;
+            let start = checker::now();
             let mut cut = None;
-            let started = Instant::now();
-            let outage =
-                measure_takeover(&client_host, ip, &macs[index], &macs[new_index], || {
-                    if graceful {
-                        setup.terminate(index);
-                    } else {
-                        setup.kill(index);
-                        cut = Some(CutLink::cut(&setup.nodes[index])?);
-                    }
-                    Ok(())
-                })?;
-            eprintln!(
-                "{} trial {trial}: outage {outage:?} (measured over {:?})",
-                if graceful { "SIGTERM" } else { "crash" },
-                started.elapsed()
+            if graceful {
+                setup.terminate(index);
+            } else {
+                setup.kill(index);
+                cut = Some(CutLink::cut(&setup.nodes[index])?);
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let report = observer.report(
+                vip_ip,
+                Window {
+                    start,
+                    end: start,
+                    until: checker::now(),
+                },
             );
-            outages.push(outage);
+            eprintln!(
+                "{} trial {trial}: {}",
+                if graceful { "SIGTERM" } else { "crash" },
+                report.describe(&names_by_mac(&names, &macs))
+            );
+            ensure!(
+                report.settle.last_answers.len() == 1
+                    && !report.settle.last_answers.contains(&macs[index]),
+                "after the {} of {owner}, {ip} is answered by {:?}",
+                if graceful { "SIGTERM" } else { "crash" },
+                report.settle.last_answers
+            );
+            outages.push(report.longest_outage);
             drop(cut);
             setup.start(index)?;
         }
         outages.sort();
-        let pick = |q: f64| {
-            let i = ((outages.len() as f64 - 1.0) * q).round() as usize;
-            outages[i.min(outages.len() - 1)]
-        };
         let line = format!(
-            "{}: {} trials, p50 {:?}, p99 {:?}, max {:?}",
+            "{}: {} trials, outage seen by a 10 ms pinger: p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
             if graceful {
                 "graceful (SIGTERM)"
             } else {
                 "crash (SIGKILL + link cut)"
             },
             outages.len(),
-            pick(0.5),
-            pick(0.99),
+            harness::quantile(&outages, 0.5),
+            harness::quantile(&outages, 0.9),
+            harness::quantile(&outages, 0.99),
             outages.last().copied().unwrap_or_default()
         );
         eprintln!("{line}");
@@ -443,6 +464,11 @@ async fn failover_benchmark() -> Result<()> {
     }
     eprintln!("{}", results.join("\n"));
     Ok(())
+}
+
+/// Node names by MAC, for reports.
+fn names_by_mac(names: &[String], macs: &[String]) -> BTreeMap<String, String> {
+    macs.iter().cloned().zip(names.iter().cloned()).collect()
 }
 
 /// Puts each node's own `eth0` ARP sysctls back to the kernel default (0) when

@@ -184,6 +184,8 @@ pub struct Setup {
     pub metrics_port: u16,
     /// Start speakers with `--enforce-strict-arp`.
     pub enforce_strict_arp: bool,
+    /// More flags for speakers started from now on.
+    pub extra_args: Vec<String>,
     /// The speakers' credentials: a token of the chart's speaker ServiceAccount.
     kubeconfig: PathBuf,
     _rbac: ChartRbac,
@@ -289,6 +291,7 @@ impl Setup {
             gossip_port: ports.0,
             metrics_port: ports.1,
             enforce_strict_arp: false,
+            extra_args: Vec::new(),
             kubeconfig,
             _rbac: rbac,
             _cleanup: cleanup,
@@ -329,6 +332,7 @@ impl Setup {
         if self.enforce_strict_arp {
             args.push("--enforce-strict-arp");
         }
+        args.extend(self.extra_args.iter().map(String::as_str));
         self.speakers[i] = Some(NodeProcess::start(self.lab, host, "env", &args)?);
         Ok(())
     }

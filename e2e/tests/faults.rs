@@ -483,26 +483,38 @@ async fn node_cut_from_the_api_server_only_moves_nothing() -> Result<()> {
 }
 
 /// A new gossip key written into the Secret while the client pings: the
-/// speakers pick it up at different times (they re-read it every few
-/// seconds) and must stay one membership: nothing moves, no second MAC, ping
-/// goes on. Watched for 25 s after the write.
+/// speakers pick it up at different times (they re-read it every second
+/// here, each on its own clock) and must stay one membership through both
+/// phases of the rotation (new key accepted, then sent with after 3 s, old
+/// key refused 3 s later): nothing moves, no second MAC, ping goes on.
+/// Watched for 10 s after the write, past the old key's expiry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gossip_key_rotation_under_traffic_moves_nothing() -> Result<()> {
     let (_serial, mut lab) = fault_lab!("flt-key", 136, (17968, 17498));
-    lab.wait_quiet().await?;
+    // Short phases, so the whole rotation fits in the test.
+    lab.setup.extra_args = ["--gossip-key-reload=1s", "--gossip-key-phase=3s"]
+        .map(str::to_owned)
+        .to_vec();
+    for i in 0..lab.setup.nodes.len() {
+        lab.setup.terminate(i);
+        lab.setup.start(i)?;
+        // Staggered, so each reads the Secret at its own moment.
+        tokio::time::sleep(Duration::from_millis(330)).await;
+    }
+    lab.owner_now().await?;
     let start = checker::now();
     let key: Vec<u8> = (0..32u8)
         .map(|b| b.wrapping_mul(7).wrapping_add(101))
         .collect();
     lab.setup.rotate_gossip_key(&key).await?;
-    tokio::time::sleep(Duration::from_secs(25)).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
     let end = checker::now();
     let unaffected = Expectation::after_any_fault()
         .moves(0)
         .overlap(Duration::ZERO)
         .outage(CRASH_OUTAGE);
     lab.check(
-        "gossip key rotated, 25s watched",
+        "gossip key rotated, 10s watched",
         &[],
         (start, end),
         unaffected,

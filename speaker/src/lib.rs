@@ -18,6 +18,7 @@ pub mod strict_arp;
 pub use error::Error;
 pub mod announcer;
 pub mod eligibility;
+pub mod heartbeat;
 pub mod interfaces;
 pub mod metrics;
 pub mod responder;

@@ -123,6 +123,9 @@ impl std::fmt::Debug for Command {
     }
 }
 
+/// How often announcements held back by the heartbeat are looked at again.
+const HEARTBEAT_RECHECK: Duration = Duration::from_millis(10);
+
 /// How long start-up waits for the kernel's list of links.
 const LINK_DUMP_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -202,6 +205,11 @@ impl Announcer {
     /// point here again). IPs not owned are ignored.
     pub fn reannounce(&self, ips: Vec<IpAddr>) {
         let _ = self.commands.send(Command::Reannounce(ips));
+    }
+
+    /// Gates every reply and announcement on `heartbeat` from now on.
+    pub fn set_heartbeat(&self, heartbeat: Arc<crate::heartbeat::Heartbeat>) {
+        write(&self.table).heartbeat = Some(heartbeat);
     }
 
     /// Sets the interfaces L2Advertisements name explicitly for this node:
@@ -290,7 +298,12 @@ impl Driver {
     ) {
         let mut ready = Some(ready);
         loop {
-            let wakeup = self.schedule.next_wakeup().map(Instant::from_std);
+            let mut wakeup = self.schedule.next_wakeup().map(Instant::from_std);
+            if !read(&self.table).alive() {
+                // Announcements wait for the heartbeat: look again shortly
+                // rather than spin on what is due.
+                wakeup = wakeup.map(|at| at.max(Instant::now() + HEARTBEAT_RECHECK));
+            }
             tokio::select! {
                 command = commands.recv() => match command {
                     Some(Command::SetOwned(owned)) => self.set_owned(owned),
@@ -573,6 +586,12 @@ impl Driver {
 
     /// Sends every announcement the schedule says is due.
     fn send_due(&mut self) {
+        // Not while the membership's heartbeat says this node may have been
+        // declared down: the announcements stay due, and go out later if the
+        // IPs are still owned then.
+        if !read(&self.table).alive() {
+            return;
+        }
         let due = self.schedule.due(std::time::Instant::now());
         if due.is_empty() {
             return;
@@ -746,6 +765,7 @@ mod tests {
                 (3, link("eth1", Usage::Default)),
                 (4, link("veth0", Usage::Named)),
             ]),
+            heartbeat: None,
         }
     }
 

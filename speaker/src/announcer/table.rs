@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::InterfaceSelection;
+use crate::heartbeat::Heartbeat;
 use crate::interfaces::Usage;
 use crate::packet::MacAddr;
 use crate::responder::Lookup;
@@ -34,12 +35,26 @@ pub struct Table {
     pub owned: BTreeMap<IpAddr, InterfaceSelection>,
     /// Eligible interfaces with an open socket, by index.
     pub links: BTreeMap<u32, AnnouncingLink>,
+    /// The membership's heartbeat: nothing is answered or announced while
+    /// it does not allow it. `None` (tests, a data plane alone): always.
+    pub heartbeat: Option<Arc<Heartbeat>>,
 }
 
 impl Table {
+    /// Whether the node may answer and announce now (see [`Heartbeat`]).
+    #[must_use]
+    pub fn alive(&self) -> bool {
+        self.heartbeat
+            .as_ref()
+            .is_none_or(|heart| heart.allows(std::time::Instant::now()))
+    }
+
     /// Our MAC for `ip` on interface `ifindex`, when we answer for it there.
     #[must_use]
     pub fn mac_for(&self, ip: IpAddr, ifindex: u32) -> Option<MacAddr> {
+        if !self.alive() {
+            return None;
+        }
         let link = self.links.get(&ifindex)?;
         self.owned
             .get(&ip)
@@ -101,7 +116,21 @@ mod tests {
                 (2, link("eth0", OUR_MAC, Usage::Default)),
                 (3, link("eth1", OTHER_MAC, Usage::Default)),
             ]),
+            heartbeat: None,
         }))
+    }
+
+    #[test]
+    fn nothing_is_answered_while_the_heartbeat_does_not_allow_it() {
+        let table = table();
+        let now = std::time::Instant::now();
+        let heart = Arc::new(Heartbeat::new(std::time::Duration::from_millis(140), now));
+        heart.beat(now);
+        write(&table).heartbeat = Some(Arc::clone(&heart));
+        assert_eq!(table.mac_for(VIP4, 2), Some(OUR_MAC));
+        heart.quiet_until(now + std::time::Duration::from_secs(60));
+        assert_eq!(table.mac_for(VIP4, 2), None);
+        assert!(!read(&table).alive());
     }
 
     #[test]

@@ -66,6 +66,7 @@ pub use seal::{GossipKey, KEY_LEN, KeyPhases, OVERHEAD, SealError};
 
 use crate::election::NodeName;
 use crate::eligibility::{Incarnation, Live};
+use crate::heartbeat::Heartbeat;
 
 /// What the membership tells the rest of the speaker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -337,6 +338,7 @@ enum Command {
 pub struct Membership {
     commands: mpsc::UnboundedSender<Command>,
     view: watch::Receiver<View>,
+    heartbeat: Arc<Heartbeat>,
     task: tokio::task::JoinHandle<()>,
     receiver: tokio::task::JoinHandle<()>,
 }
@@ -387,8 +389,13 @@ impl Membership {
             opened_tx,
             metrics.clone(),
         ));
+        let heartbeat = Arc::new(Heartbeat::new(
+            config.stall_threshold(),
+            std::time::Instant::now(),
+        ));
         let rng: StdRng = rand::make_rng();
         let driver = Driver {
+            heartbeat: Arc::clone(&heartbeat),
             foca: Foca::new(me, foca_config.clone(), rng, PostcardCodec),
             foca_config,
             socket,
@@ -412,6 +419,7 @@ impl Membership {
         Ok(Self {
             commands,
             view,
+            heartbeat,
             task,
             receiver,
         })
@@ -422,6 +430,12 @@ impl Membership {
     /// stall is noticed.
     pub fn view(&self) -> watch::Receiver<View> {
         self.view.clone()
+    }
+
+    /// The heartbeat of the membership's event loop, for the data plane to
+    /// answer only while it beats (see [`Heartbeat`]).
+    pub fn heartbeat(&self) -> Arc<Heartbeat> {
+        Arc::clone(&self.heartbeat)
     }
 
     /// Addresses to try joining through; may be called again as they
@@ -492,6 +506,7 @@ async fn receive(
 }
 
 struct Driver {
+    heartbeat: Arc<Heartbeat>,
     foca: Foca<SpeakerId, PostcardCodec, StdRng, NoCustomBroadcast>,
     foca_config: Config,
     socket: Arc<UdpSocket>,
@@ -576,7 +591,10 @@ impl Driver {
                     "this speaker was stalled long enough for its peers to declare it down; not answering until the membership confirms"
                 );
                 self.stalled_until = Some(now + self.stall_grace);
+                self.heartbeat
+                    .quiet_until(std::time::Instant::now() + self.stall_grace);
             }
+            self.heartbeat.beat(std::time::Instant::now());
             last_turn = now;
             self.flush().await;
         }

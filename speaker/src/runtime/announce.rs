@@ -40,6 +40,11 @@ impl DataPlane {
         self.announcer.set_owned(owned.clone());
     }
 
+    /// Gates replies and announcements on the membership's heartbeat.
+    pub(crate) fn set_heartbeat(&self, heartbeat: Arc<ferrolb_speaker::heartbeat::Heartbeat>) {
+        self.announcer.set_heartbeat(heartbeat);
+    }
+
     /// Announces `ips`, which this node keeps owning, again from the first
     /// gratuitous packet on, as if just taken over.
     pub(crate) fn reannounce(&self, ips: &[IpAddr]) {

@@ -183,6 +183,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     config.key_phase = cli.gossip_key_phase;
     let membership = Membership::start(config, key, membership_metrics).await?;
     let mut view = membership.view();
+    data_plane.set_heartbeat(membership.heartbeat());
     let mut seeds = caches.seeds(&cli.node_name, cli.gossip_port);
     membership.seed(seeds.iter().copied().collect());
     tracing::info!(%advertise, seeds = seeds.len(), "membership started");

@@ -180,7 +180,9 @@ impl Reporter {
 fn describe(in_use: &[String], selected: &InterfaceSelection) -> String {
     match (in_use.is_empty(), selected) {
         (false, _) => in_use.join(", "),
-        (true, InterfaceSelection::All | InterfaceSelection::AllAnd(_)) => "no interface yet".to_owned(),
+        (true, InterfaceSelection::All | InterfaceSelection::AllAnd(_)) => {
+            "no interface yet".to_owned()
+        }
         (true, InterfaceSelection::Only(names)) => format!(
             "no interface yet: the node has none of the interfaces its L2Advertisements name ({}) up and usable; its speaker's log says why",
             names.iter().cloned().collect::<Vec<_>>().join(", ")
@@ -262,7 +264,9 @@ mod tests {
         let only = |names: &[&str]| {
             plan(Ok(Owner {
                 node: NodeName::from("node-1"),
-                interfaces: InterfaceSelection::Only(names.iter().map(|n| (*n).to_owned()).collect()),
+                interfaces: InterfaceSelection::Only(
+                    names.iter().map(|n| (*n).to_owned()).collect(),
+                ),
             }))
         };
         let w = r.update(&only(&["br0", "veth0"]), &live(), &meta(), in_use, now(), 1);

@@ -920,6 +920,79 @@ async fn node_selectors_choose_the_announcing_node() -> Result<()> {
     Ok(())
 }
 
+/// An IP that no pool of ours holds, written into a Service's status by
+/// someone else (another controller, a migration, a typo), is never claimed
+/// on the LAN: nobody answers ARP for it, and the ServiceL2Status and a
+/// Warning Event say why. A Service of the same class with an IP of the pool
+/// is announced as usual, so the speakers are working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ip_outside_every_pool_is_never_announced() -> Result<()> {
+    let Some(lab) = harness::lab().await? else {
+        return Ok(());
+    };
+    let _serial = SERIAL.lock().await;
+    let setup = Setup::new(
+        lab,
+        "spk-foreign",
+        &["198.18.0.170-198.18.0.171"],
+        (17954, 17481),
+        true,
+    )
+    .await?;
+    let client_host = Host::client();
+    let names = setup.names.clone();
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    let ours = vip(170);
+    let foreign = vip(172);
+    setup.service("ours", ours, &names[0], true).await?;
+    setup.service("foreign", foreign, &names[0], true).await?;
+    let owner = expected_owner([ours], &all);
+    let owner_mac = setup
+        .node_index(&owner)
+        .map(|i| setup.macs[i].clone())
+        .context("the owner is not a lab node")?;
+    wait_for_single_mac(&client_host, ours, &owner_mac, Duration::from_secs(20)).await?;
+    let status = wait_for(
+        "ServiceL2Status foreign to say NotInPool",
+        Duration::from_secs(20),
+        || async {
+            let s = setup.l2_status("foreign").await?;
+            Ok(s.filter(|s| s["reason"] == "NotInPool"))
+        },
+    )
+    .await?;
+    ensure!(status.get("node").is_none(), "status {status}");
+    let answers = harness::arping(&client_host, foreign, 5)?;
+    ensure!(answers.is_empty(), "{foreign} is answered by {answers:?}");
+    let ns = setup.ns.name().to_owned();
+    wait_for(
+        "an AnnounceFailed Event on foreign naming NotInPool",
+        Duration::from_secs(20),
+        || async {
+            let events = kubectl(
+                lab,
+                &[
+                    "get",
+                    "events.events.k8s.io",
+                    "-n",
+                    &ns,
+                    "--field-selector",
+                    "reason=AnnounceFailed",
+                    "-o",
+                    "jsonpath={range .items[*]}{.regarding.name}={.note}{\"\\n\"}{end}",
+                ],
+                None,
+            )?;
+            Ok(events
+                .lines()
+                .any(|l| l.starts_with("foreign=") && l.contains("NotInPool"))
+                .then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 /// The API server process really stopped (connections refused, not just
 /// dropped as in `api_outage_keeps_announcing_and_failing_over`): the
 /// speakers keep answering ARP for what they own and the VIP keeps

@@ -411,6 +411,7 @@ impl Membership {
             stall_threshold: config.stall_threshold(),
             stall_grace: config.stall_grace(),
             last_heard: Instant::now(),
+            hearing_again_until: None,
             deaf_after: config.deaf_after(),
             suspect_timeout: config.suspect_timeout,
             metrics,
@@ -524,6 +525,8 @@ struct Driver {
     stall_grace: Duration,
     /// When a datagram from a peer was last accepted.
     last_heard: Instant,
+    /// After a deaf spell: until when suspects are still not declared down.
+    hearing_again_until: Option<Instant>,
     deaf_after: Duration,
     suspect_timeout: Duration,
     metrics: MembershipMetrics,
@@ -601,7 +604,14 @@ impl Driver {
     }
 
     fn on_payload(&mut self, payload: &[u8]) {
-        self.last_heard = Instant::now();
+        let now = Instant::now();
+        if self.deaf(now) {
+            // Heard again: what it suspected while deaf waits a little
+            // longer, so the peers can refute and this speaker can learn
+            // whether it was declared down itself before it declares anyone.
+            self.hearing_again_until = Some(now + self.deaf_after);
+        }
+        self.last_heard = now;
         if let Err(error) = self.foca.handle_data(payload, &mut self.runtime) {
             self.metrics.rejected.inc();
             tracing::trace!(%error, "gossip datagram rejected");
@@ -615,7 +625,7 @@ impl Driver {
 
     fn fire_due_timers(&mut self) {
         let now = Instant::now();
-        let deaf = self.deaf(now);
+        let deaf = self.deaf(now) || self.hearing_again_until.is_some_and(|until| now < until);
         let mut deferred = Vec::new();
         while let Some(entry) = self.timers.first_entry() {
             if entry.key().0 > now {

@@ -195,7 +195,11 @@ impl MembershipConfig {
     /// [`View::deaf`]: peers probe it and gossip to it several times per
     /// probe period.
     fn deaf_after(&self) -> Duration {
-        self.probe_period * 2 + self.probe_rtt
+        // Shorter than the quickest way to declare a peer down after losing
+        // inbound (a probe sent then, a probe period without ack, the
+        // suspicion timeout), so a speaker that loses inbound notices it is
+        // deaf before it declares anyone down.
+        self.probe_period + self.probe_rtt
     }
 
     /// How long after a stall this speaker stays [`View::stalled`]: enough
@@ -228,13 +232,14 @@ impl MembershipConfig {
                 frequency: Duration::from_secs(10),
                 num_members: nz(1),
             }),
-            // Rare: a member that heals a partition by announcing to a node
-            // it holds down is told it is down itself and rejoins (see
-            // `Driver::announce_to_seeds`).
-            periodic_announce_to_down_members: Some(foca::PeriodicParams {
-                frequency: Duration::from_secs(10),
-                num_members: nz(1),
-            }),
+            // Never: a member announcing to a node it holds down gets *itself*
+            // told it is down by that node if the node holds it down too (both
+            // sides of a healed partition), and a healthy member then rejoins
+            // for nothing (seen in the lab with a flapping link). A node that
+            // hears nobody announces to every seed instead, and down members
+            // are forgotten after `remove_down_after`, after which seeds are
+            // announced to again (see `Driver::announce_to_seeds`).
+            periodic_announce_to_down_members: None,
             periodic_gossip: Some(foca::PeriodicParams {
                 frequency: Duration::from_millis(50),
                 num_members: nz(3),
@@ -652,11 +657,11 @@ impl Driver {
     }
 
     /// Announces this speaker to the seeds that are not live members. A
-    /// seed held down is left to the rare periodic announce to down members
-    /// unless this speaker sees no peer at all: announcing to a member we
-    /// hold down gets *it* told it is down, and a healthy majority should
-    /// not be made to rejoin by one isolated node; the isolated node
-    /// announces and is the one told to rejoin.
+    /// seed held down is skipped (until the protocol forgets it, after
+    /// `remove_down_after`) unless this speaker sees no peer at all:
+    /// announcing to a member we hold down gets *it* told it is down, and a
+    /// healthy majority should not be made to rejoin by one isolated node;
+    /// the isolated node announces and is the one told to rejoin.
     fn announce_to_seeds(&mut self) {
         let active: BTreeSet<SocketAddr> = self.foca.iter_members().map(|m| m.id().addr).collect();
         let isolated = active.is_empty();

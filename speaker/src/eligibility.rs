@@ -990,6 +990,14 @@ mod tests {
         })
     }
 
+    /// A node of [`cluster`] other than `node`.
+    fn another_node(node: &str) -> &'static str {
+        ["node-1", "node-2", "node-3"]
+            .into_iter()
+            .find(|n| *n != node)
+            .unwrap()
+    }
+
     fn owner_of(c: &Cluster, live: &Live) -> String {
         let plan = plan(c, live, Policy::default());
         plan.units[0].outcome.as_ref().unwrap().node.to_string()
@@ -1000,10 +1008,7 @@ mod tests {
         let mut c = cluster();
         let live = all_live();
         let winner = owner_of(&c, &live);
-        let other = ["node-1", "node-2", "node-3"]
-            .into_iter()
-            .find(|n| *n != winner)
-            .unwrap();
+        let other = another_node(&winner);
         // A current claim by another candidate keeps the IP there.
         c.services[0].claim = claim(other, 1);
         assert_eq!(owner_of(&c, &live), other);
@@ -1046,10 +1051,7 @@ mod tests {
         let c = cluster();
         let live = all_live();
         let winner = owner_of(&c, &live);
-        let other = ["node-1", "node-2", "node-3"]
-            .into_iter()
-            .find(|n| *n != winner)
-            .unwrap();
+        let other = another_node(&winner);
         let mine = Claim {
             node: NodeName::from(other),
             incarnation: 1,

@@ -700,11 +700,13 @@ impl Driver {
     /// Sends what SWIM queued, arms its timers and publishes the view.
     async fn flush(&mut self) {
         let mut renewed = None;
+        let mut members_changed = false;
         while let Some(notification) = self.runtime.to_notify() {
             tracing::debug!(?notification, "membership");
             if let OwnedNotification::Rejoin(id) = notification {
                 renewed = Some(id);
             }
+            members_changed = true;
         }
         if let Some(id) = renewed {
             self.metrics.rejoins.inc();
@@ -740,7 +742,45 @@ impl Driver {
         if !stalled {
             self.stalled_until = None;
         }
-        let me = self.foca.identity();
+        // The live set changes only with the protocol's notifications; the
+        // rest of the view with time. Rebuilt only when it may have changed:
+        // this runs on every datagram and every tick.
+        let incarnation = self.foca.identity().generation;
+        let live = members_changed.then(|| self.live_members());
+        let deaf = self.deaf(now);
+        let metrics = &self.metrics;
+        self.view.send_if_modified(|current| {
+            let mut modified = false;
+            if let Some(live) = live
+                && current.live != live
+            {
+                tracing::info!(live = ?live.keys().map(NodeName::as_str).collect::<Vec<_>>(), "membership changed");
+                metrics
+                    .members
+                    .set(i64::try_from(live.len()).unwrap_or(i64::MAX));
+                current.live = live;
+                modified = true;
+            }
+            if current.deaf != deaf {
+                if deaf {
+                    tracing::warn!("no gossip heard from any peer: declaring nobody down until it is heard again");
+                } else {
+                    tracing::info!("hearing peers again");
+                }
+                current.deaf = deaf;
+                modified = true;
+            }
+            if current.incarnation != incarnation || current.stalled != stalled {
+                current.incarnation = incarnation;
+                current.stalled = stalled;
+                modified = true;
+            }
+            modified
+        });
+    }
+
+    /// The live speakers with their incarnations, this one included.
+    fn live_members(&self) -> Live {
         let mut live: Live = self
             .foca
             .iter_members()
@@ -748,34 +788,11 @@ impl Driver {
             .filter(|id| !id.node.is_empty())
             .map(|id| (NodeName::new(id.node.as_str()), id.generation))
             .collect();
-        live.insert(NodeName::new(self.node.as_str()), me.generation);
-        let deaf = self.deaf(now);
-        let view = View {
-            live,
-            incarnation: me.generation,
-            stalled,
-            deaf,
-        };
-        self.view.send_if_modified(|current| {
-            if *current == view {
-                return false;
-            }
-            if current.deaf != view.deaf {
-                if view.deaf {
-                    tracing::warn!("no gossip heard from any peer: declaring nobody down until it is heard again");
-                } else {
-                    tracing::info!("hearing peers again");
-                }
-            }
-            if current.live != view.live {
-                tracing::info!(live = ?view.live.keys().map(NodeName::as_str).collect::<Vec<_>>(), "membership changed");
-            }
-            self.metrics
-                .members
-                .set(i64::try_from(view.live.len()).unwrap_or(i64::MAX));
-            *current = view;
-            true
-        });
+        live.insert(
+            NodeName::new(self.node.as_str()),
+            self.foca.identity().generation,
+        );
+        live
     }
 }
 

@@ -213,15 +213,13 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
 
-    let me = NodeName::new(cli.node_name.as_str());
     let mut election = Election {
         ownership: Ownership::new(
-            me.clone(),
+            NodeName::new(cli.node_name.as_str()),
             Policy {
                 ignore_exclude_label: cli.ignore_exclude_label,
             },
         ),
-        me,
         class: cli.load_balancer_class.clone(),
         standing: Standing::Normal,
         reporter: Reporter::new(NodeName::new(cli.node_name.as_str())),
@@ -559,7 +557,6 @@ impl Caches {
 }
 
 struct Election {
-    me: NodeName,
     ownership: Ownership,
     class: Option<String>,
     /// Whether this speaker stood down at the last recomputation, and why.
@@ -588,7 +585,7 @@ impl Election {
             return false;
         }
         let labels = metrics::NodeLabels {
-            node: self.me.to_string(),
+            node: self.ownership.me().to_string(),
         };
         match verdict.metric_value() {
             Some(v) => {
@@ -699,13 +696,13 @@ impl Election {
         );
         // Before the IPs: a named interface is opened before its first
         // announcement is due.
-        let named = eligibility::named_interfaces(&cluster, self.me.as_str());
+        let named = eligibility::named_interfaces(&cluster, self.ownership.me().as_str());
         if self.named_interfaces.as_ref() != Some(&named) {
             tracing::info!(interfaces = ?named, "interfaces named by the L2Advertisements selecting this node");
             data_plane.set_named_interfaces(named.clone());
             self.named_interfaces = Some(named);
         }
-        let known = caches.known_speakers(self.me.as_str());
+        let known = caches.known_speakers(self.ownership.me().as_str());
         let decision = self.ownership.decide(&cluster, view, known);
         if decision.rejoined {
             self.metrics.stand_downs.inc();
@@ -713,7 +710,8 @@ impl Election {
                 "the other speakers had declared this one down: stood down; announcing only what the election gives this new incarnation"
             );
         }
-        self.set_standing(decision.standing, caches.node_ref(self.me.as_str()));
+        let node = caches.node_ref(self.ownership.me().as_str());
+        self.set_standing(decision.standing, node);
         if !decision.gained.is_empty() || !decision.lost.is_empty() {
             tracing::info!(
                 gained = decision.gained.len(),
@@ -724,7 +722,7 @@ impl Election {
             for ip in &decision.lost {
                 let unit = decision.plan.units.iter().find(|u| u.key.contains(ip));
                 match unit.map(|u| &u.outcome) {
-                    Some(Ok(o)) if o.node != self.me => {
+                    Some(Ok(o)) if &o.node != self.ownership.me() => {
                         tracing::info!(%ip, owner = %o.node, "released to another node")
                     }
                     Some(Ok(_)) => {

@@ -33,7 +33,7 @@ pub use pool::{
 };
 pub use selector::Selector;
 pub use service_l2_status::{ServiceL2Status, ServiceL2StatusSpec, ServiceL2StatusStatus};
-pub use speaker_status::{SpeakerStatus, SpeakerStatusSpec, SpeakerStatusStatus};
+pub use speaker_status::{INSTANCE_LABEL, SpeakerStatus, SpeakerStatusSpec, SpeakerStatusStatus};
 
 /// The API group of every FerroLB kind.
 pub const GROUP: &str = "ferrolb.io";

@@ -25,6 +25,7 @@ use crate::selector::Selector;
     derive = "PartialEq",
     printcolumn = r#"{"name":"Addresses","type":"string","jsonPath":".spec.addresses","description":"The pool's address entries."}"#,
     printcolumn = r#"{"name":"Auto","type":"boolean","jsonPath":".spec.autoAssign","description":"Whether Services that ask for no pool get addresses from this one."}"#,
+    printcolumn = r#"{"name":"Class","type":"string","jsonPath":".spec.loadBalancerClass","description":"The loadBalancerClass of the installation that uses the pool; empty: the installation without a class.","priority":1}"#,
     printcolumn = r#"{"name":"Assigned","type":"string","jsonPath":".status.assignedSummary","description":"Addresses in use, per family."}"#,
     printcolumn = r#"{"name":"Available","type":"string","jsonPath":".status.availableSummary","description":"Addresses still free, per family."}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
@@ -56,6 +57,16 @@ pub struct IPAddressPoolSpec {
     /// `serviceAllocation` only serves Services it matches (or that name it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_allocation: Option<ServiceAllocation>,
+
+    /// Only a FerroLB installation whose `--load-balancer-class` equals this uses the
+    /// pool; unset: the installation without a class. Written like a Service's
+    /// `spec.loadBalancerClass`, e.g. `ferrolb.io/internal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(max = crate::validation::MAX_CLASS_LEN),
+        extend("x-kubernetes-validations" = crate::validation::load_balancer_class_rules())
+    )]
+    pub load_balancer_class: Option<String>,
 }
 
 fn default_true() -> bool {

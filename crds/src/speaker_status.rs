@@ -3,7 +3,14 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The health of the FerroLB speaker on one node; the object is named after the node.
+/// The label naming the installation (`--instance`) a SpeakerStatus belongs to; absent
+/// on the statuses of the installation without an instance name.
+pub const INSTANCE_LABEL: &str = "ferrolb.io/instance";
+
+/// The health of the FerroLB speaker on one node; the object is named after the node,
+/// or `<instance>-<node>` and labelled `ferrolb.io/instance: <instance>` for a speaker
+/// of a named installation (`--instance`), so installations side by side do not share
+/// one object.
 ///
 /// `kubectl get speakerstatuses` shows at a glance which speakers are ready, how many
 /// peers each sees, how many IPs each announces and whether the node's ARP settings

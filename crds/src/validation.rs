@@ -24,6 +24,10 @@ pub const MAX_NAMES: u32 = 128;
 /// Longest Linux interface name (IFNAMSIZ - 1).
 pub const MAX_INTERFACE_LEN: u32 = 15;
 
+/// Longest `loadBalancerClass`: a DNS subdomain prefix (253), `/` and a name (63), the
+/// most a Service's `spec.loadBalancerClass` can hold.
+pub const MAX_CLASS_LEN: u32 = 253 + 1 + 63;
+
 const START: &str = "self.split('-')[0]";
 const END: &str = "self.split('-')[1]";
 
@@ -107,6 +111,28 @@ pub fn pool_spec_rules() -> Value {
         "size(self.addresses) > 0",
         "spec.addresses lists no addresses; add at least one entry, e.g. addresses: [198.18.0.10-198.18.0.20]",
     )])
+}
+
+/// The rules of a pool's `loadBalancerClass` (`self` is the string): what Kubernetes
+/// accepts for a Service's `spec.loadBalancerClass`, a qualified name such as
+/// `ferrolb.io/internal` (an optional DNS subdomain prefix and `/`, then a name of at
+/// most 63 letters, digits, `-`, `_` and `.`, starting and ending alphanumeric).
+pub fn load_balancer_class_rules() -> Value {
+    json!([
+        rule_with_expression(
+            "self.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')",
+            "loadBalancerClass must be a qualified name like a Service's spec.loadBalancerClass: an optional DNS subdomain prefix and '/', then letters, digits, '-', '_' or '.', starting and ending with a letter or digit, e.g. ferrolb.io/internal",
+            "'\"' + self + '\" is not a qualified name: use an optional DNS subdomain and /, then letters, digits, -, _ or ., starting and ending with a letter or digit, e.g. ferrolb.io/internal'",
+        ),
+        rule(
+            "self.split('/').size() < 2 || size(self.split('/')[0]) <= 253",
+            "the prefix of loadBalancerClass (before '/') is a DNS subdomain of at most 253 characters, e.g. ferrolb.io/internal",
+        ),
+        rule(
+            "size(self.split('/')[self.split('/').size() - 1]) <= 63",
+            "the name part of loadBalancerClass (after '/') is at most 63 characters, e.g. ferrolb.io/internal",
+        ),
+    ])
 }
 
 /// The rules of a pool's `serviceAllocation`.

@@ -258,6 +258,80 @@ fn invalid_pool_fields_are_rejected_with_their_message() {
 }
 
 #[test]
+fn pool_classes_are_accepted_as_kubernetes_accepts_a_service_class() {
+    let schema = schema_of(IPAddressPool::crd());
+    let with_class =
+        |class: &str| pool(json!({ "addresses": ["198.18.0.1"], "loadBalancerClass": class }));
+    // Four 63-character DNS labels: 255 characters, cut to the length under test.
+    let long_prefix = [
+        "a".repeat(63),
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(63),
+    ]
+    .join(".");
+    let valid = [
+        "ferrolb.io/internal".to_owned(),
+        "ferrolb.io/a".to_owned(),
+        "internal".to_owned(),
+        "Lab_Class.v2".to_owned(),
+        "lb.example-corp.test/Team_A.v1".to_owned(),
+        format!("{}/{}", &long_prefix[..253], "n".repeat(63)),
+    ];
+    for class in &valid {
+        let messages = failures(&schema, &with_class(class));
+        assert!(messages.is_empty(), "{class:?} was rejected: {messages:?}");
+    }
+    let table: &[(&str, String, &str)] = &[
+        ("empty", String::new(), "is not a qualified name"),
+        (
+            "capital prefix",
+            "FerroLB.io/a".into(),
+            "is not a qualified name",
+        ),
+        ("empty prefix", "/a".into(), "is not a qualified name"),
+        (
+            "empty name",
+            "ferrolb.io/".into(),
+            "is not a qualified name",
+        ),
+        (
+            "two slashes",
+            "ferrolb.io/a/b".into(),
+            "is not a qualified name",
+        ),
+        ("space", "ferrolb.io/a b".into(), "is not a qualified name"),
+        (
+            "name ends with dash",
+            "ferrolb.io/a-".into(),
+            "is not a qualified name",
+        ),
+        (
+            "name starts with dot",
+            ".a".into(),
+            "is not a qualified name",
+        ),
+        (
+            "name too long",
+            format!("ferrolb.io/{}", "n".repeat(64)),
+            "at most 63 characters",
+        ),
+        (
+            "prefix too long",
+            format!("{}/a", &long_prefix[..254]),
+            "at most 253 characters",
+        ),
+    ];
+    for (name, class, expected) in table {
+        let messages = failures(&schema, &with_class(class));
+        assert!(
+            messages.iter().any(|m| m.contains(expected)),
+            "{name}: {class:?} should be rejected with {expected:?}, got {messages:?}"
+        );
+    }
+}
+
+#[test]
 fn invalid_advertisements_are_rejected_with_their_message() {
     let schema = schema_of(L2Advertisement::crd());
     let table: &[(&str, Value, &str)] = &[

@@ -15,6 +15,7 @@ pub mod control_plane;
 pub mod demo;
 pub mod faults;
 pub mod harness;
+pub mod history;
 pub mod ipvs;
 pub mod kube_proxy;
 pub mod kubeconfig;

@@ -243,6 +243,7 @@ impl Setup {
             "the speakers' credentials are not the chart's speaker ServiceAccount"
         );
         let params = PatchParams::apply(MANAGER).force();
+        let class = format!("e2e.ferrolb.io/{name}");
         dynamic(&client, "IPAddressPool", None)
             .patch(
                 &name,
@@ -250,7 +251,8 @@ impl Setup {
                 &Patch::Apply(json!({
                     "apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
                     "metadata": {"name": name},
-                    "spec": {"addresses": addresses, "autoAssign": false},
+                    // A pool of the speakers' class: they ignore any other.
+                    "spec": {"addresses": addresses, "autoAssign": false, "loadBalancerClass": class},
                 })),
             )
             .await
@@ -281,7 +283,7 @@ impl Setup {
         let mut setup = Self {
             lab,
             client,
-            class: format!("e2e.ferrolb.io/{name}"),
+            class,
             pool: name,
             ns,
             speakers: nodes.iter().map(|_| None).collect(),

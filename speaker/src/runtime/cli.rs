@@ -8,6 +8,8 @@ use std::time::Duration;
 use clap::Parser;
 pub(crate) use ferrolb_telemetry::LogFormat;
 
+use super::instance::Instance;
+
 /// FerroLB speaker: elects one node per LoadBalancer IP set and announces it
 /// on the local network with gratuitous ARP and neighbor advertisements.
 #[derive(Debug, Clone, Parser)]
@@ -100,6 +102,14 @@ pub(crate) struct Cli {
     #[arg(long, env = "FERROLB_LOAD_BALANCER_CLASS")]
     pub load_balancer_class: Option<String>,
 
+    /// The name of this FerroLB installation, when several run side by side
+    /// (the chart passes the release name when loadBalancerClass is set).
+    /// This speaker's SpeakerStatus is then `<instance>-<node>`, labelled
+    /// ferrolb.io/instance=<instance>, and only speakers with the same
+    /// instance count as peers. Empty: the installation without a name.
+    #[arg(long, env = "FERROLB_INSTANCE", default_value = "")]
+    pub instance: String,
+
     /// Log format. The level filter comes from FERROLB_LOG (default `info`).
     #[arg(long, env = "FERROLB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -114,7 +124,13 @@ impl Cli {
                 self.gossip_key_phase, self.gossip_key_reload
             ));
         }
+        Instance::new(&self.instance)?;
         Ok(())
+    }
+
+    /// `--instance` as the installation it names.
+    pub(crate) fn instance(&self) -> Instance {
+        Instance::new(&self.instance).unwrap_or_default()
     }
 
     /// `--announce-refresh`, with zero meaning off.
@@ -162,6 +178,7 @@ mod tests {
             "--ignore-exclude-label",
             "--enforce-strict-arp",
             "--load-balancer-class=ferrolb.io/l2",
+            "--instance=ferrolb-l2",
         ])
         .unwrap();
         assert_eq!(cli.node_name, "node-1");
@@ -171,11 +188,13 @@ mod tests {
         assert_eq!(cli.kube_proxy_config(), Some(("kube-system", "kube-proxy")));
         assert!(cli.ignore_exclude_label && cli.enforce_strict_arp);
         assert_eq!(cli.log_format, LogFormat::Json);
+        assert_eq!(cli.instance, "ferrolb-l2");
         let cli =
             Cli::try_parse_from(["ferrolb-speaker", "--node-name=n", "--announce-refresh=30s"])
                 .unwrap();
         assert_eq!(cli.refresh(), Some(Duration::from_secs(30)));
         assert_eq!(cli.namespace, "ferrolb-system");
+        assert_eq!(cli.instance, "");
         assert_eq!(cli.gossip_probe_period, Duration::from_millis(100));
         assert_eq!(cli.gossip_suspect_timeout, Duration::from_millis(100));
     }
@@ -195,6 +214,7 @@ mod tests {
         );
         assert!(parse(&["--gossip-key-reload=30s"]).validate().is_err());
         assert!(parse(&["--gossip-key-reload=0s"]).validate().is_err());
+        assert!(parse(&["--instance=Not_A_Name"]).validate().is_err());
     }
 
     #[test]

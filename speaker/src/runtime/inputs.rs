@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash as _, Hasher as _};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use ferrolb_crds::annotations::{IP_ALLOCATED_FROM_POOL, spellings};
 use ferrolb_crds::{
@@ -29,6 +29,14 @@ pub(crate) fn is_ours(service: &Service, class: Option<&str>) -> bool {
         return false;
     };
     spec.type_.as_deref() == Some("LoadBalancer") && spec.load_balancer_class.as_deref() == class
+}
+
+/// Whether `pool` belongs to this speaker's installation: its
+/// `spec.loadBalancerClass` is the class the speaker handles (both unset for
+/// the installation without a class). Another installation's pools do not
+/// exist for this one: an IP in them is in no pool.
+pub(crate) fn is_our_pool(pool: &IPAddressPool, class: Option<&str>) -> bool {
+    pool.spec.load_balancer_class.as_deref() == class
 }
 
 /// The IPs in a Service's `status.loadBalancer.ingress`.
@@ -225,6 +233,7 @@ pub(crate) fn cluster<'a>(
             .collect(),
         pools: pools
             .into_iter()
+            .filter(|p| is_our_pool(p, class))
             .filter_map(|p| Some((p.metadata.name.clone()?, pool_view(p))))
             .collect(),
         advertisements: advertisements.into_iter().map(advertisement_view).collect(),
@@ -266,6 +275,34 @@ pub(crate) fn speaker_ready(status: &SpeakerStatusStatus) -> bool {
             .any(|c| c.type_ == ferrolb_crds::conditions::READY && c.status == "True")
 }
 
+/// The gossip addresses published by the speakers of other nodes. A status
+/// names its node in `spec.nodeName`: with `--instance` the object's name is
+/// not the node's.
+pub(crate) fn published_peers<'a>(
+    statuses: impl IntoIterator<Item = &'a SpeakerStatus>,
+    me: &str,
+) -> Vec<SocketAddr> {
+    statuses
+        .into_iter()
+        .filter(|s| s.spec.node_name != me)
+        .filter_map(|s| s.status.as_ref()?.gossip_address.as_deref()?.parse().ok())
+        .collect()
+}
+
+/// How many speakers of other nodes in `nodes` published a gossip address
+/// and say they are ready (a speaker that shut down cleanly says it is not).
+pub(crate) fn ready_peers<'a>(
+    statuses: impl IntoIterator<Item = &'a SpeakerStatus>,
+    me: &str,
+    nodes: &BTreeSet<String>,
+) -> usize {
+    statuses
+        .into_iter()
+        .filter(|s| s.spec.node_name != me && nodes.contains(&s.spec.node_name))
+        .filter(|s| s.status.as_ref().is_some_and(speaker_ready))
+        .count()
+}
+
 /// A Node's first InternalIP.
 pub(crate) fn internal_ip(node: &Node) -> Option<IpAddr> {
     node.status
@@ -305,6 +342,88 @@ mod tests {
         let cluster_ip: Service =
             from(json!({"metadata": {"name": "x"}, "spec": {"type": "ClusterIP"}}));
         assert!(!is_ours(&cluster_ip, None));
+    }
+
+    #[test]
+    fn another_installations_pools_services_and_statuses_are_ignored() {
+        let pool = |name: &str, class: Option<&str>| -> IPAddressPool {
+            from(json!({
+                "apiVersion": "ferrolb.io/v1beta1", "kind": "IPAddressPool",
+                "metadata": {"name": name},
+                "spec": {"addresses": ["198.18.0.200/30"], "loadBalancerClass": class},
+            }))
+        };
+        let service = |name: &str, class: Option<&str>, ip: &str| -> Service {
+            from(json!({
+                "metadata": {"namespace": "default", "name": name},
+                "spec": {"type": "LoadBalancer", "loadBalancerClass": class},
+                "status": {"loadBalancer": {"ingress": [{"ip": ip}]}}
+            }))
+        };
+        let status = |name: &str, node: &str| -> ServiceL2Status {
+            from(json!({
+                "apiVersion": "ferrolb.io/v1beta1", "kind": "ServiceL2Status",
+                "metadata": {"namespace": "default", "name": name},
+                "spec": {"serviceName": name},
+                "status": {"node": node, "incarnation": 1}
+            }))
+        };
+        let pools = [
+            pool("unclassed", None),
+            pool("a", Some("ferrolb.io/a")),
+            pool("b", Some("ferrolb.io/b")),
+        ];
+        let services = [
+            service("web-a", Some("ferrolb.io/a"), "198.18.0.201"),
+            service("web-b", Some("ferrolb.io/b"), "198.18.0.202"),
+        ];
+        let statuses = [status("web-a", "node1"), status("web-b", "node2")];
+        let of = |class: Option<&str>| cluster(&services, [], [], &pools, [], &statuses, class);
+
+        let a = of(Some("ferrolb.io/a"));
+        assert_eq!(a.pools.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(a.services.len(), 1);
+        assert_eq!(a.services[0].id, ServiceId::new("default", "web-a"));
+        assert_eq!(
+            a.services[0].claim.as_ref().map(|c| c.node.as_str()),
+            Some("node1")
+        );
+        let b = of(Some("ferrolb.io/b"));
+        assert_eq!(b.pools.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(b.services[0].id, ServiceId::new("default", "web-b"));
+        let unclassed = of(None);
+        assert_eq!(unclassed.pools.keys().collect::<Vec<_>>(), ["unclassed"]);
+        assert!(unclassed.services.is_empty());
+    }
+
+    #[test]
+    fn peers_are_read_from_the_node_a_status_names_not_its_name() {
+        let speaker = |name: &str, node: &str, address: &str, ready: &str| -> SpeakerStatus {
+            from(json!({
+                "apiVersion": "ferrolb.io/v1beta1", "kind": "SpeakerStatus",
+                "metadata": {"name": name, "labels": {"ferrolb.io/instance": "ferrolb-a"}},
+                "spec": {"nodeName": node},
+                "status": {"gossipAddress": address, "conditions": [{
+                    "type": "Ready", "status": ready, "reason": "Running", "message": "",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }]}
+            }))
+        };
+        let statuses = [
+            speaker("ferrolb-a-node1", "node1", "198.18.0.11:7946", "True"),
+            speaker("ferrolb-a-node2", "node2", "198.18.0.12:7946", "True"),
+            speaker("ferrolb-a-node3", "node3", "198.18.0.13:7946", "False"),
+            speaker("ferrolb-a-gone", "gone", "198.18.0.14:7946", "True"),
+        ];
+        assert_eq!(
+            published_peers(&statuses, "node1"),
+            ["198.18.0.12:7946", "198.18.0.13:7946", "198.18.0.14:7946"]
+                .map(|a| a.parse::<SocketAddr>().unwrap())
+        );
+        let nodes: BTreeSet<String> = ["node1", "node2", "node3"].map(String::from).into();
+        // node2 only: node1 is this one, node3 stopped, `gone` has no Node.
+        assert_eq!(ready_peers(&statuses, "node1", &nodes), 1);
+        assert_eq!(ready_peers(&statuses, "ferrolb-a-node2", &nodes), 2);
     }
 
     #[test]

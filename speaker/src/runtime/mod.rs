@@ -15,6 +15,7 @@
 pub(crate) mod announce;
 pub(crate) mod cli;
 pub(crate) mod inputs;
+pub(crate) mod instance;
 pub(crate) mod metrics;
 pub(crate) mod report;
 pub(crate) mod status;
@@ -98,11 +99,13 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         });
     }
 
+    let instance = cli.instance();
     let changed = Arc::new(Notify::new());
     let caches = Caches {
         services: cache(
             Api::all(client.clone()),
             &changed,
+            watcher::Config::default(),
             &metrics,
             "services",
             None,
@@ -110,6 +113,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         slices: cache(
             Api::all(client.clone()),
             &changed,
+            watcher::Config::default(),
             &metrics,
             "endpointslices",
             None,
@@ -117,6 +121,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         nodes: cache(
             Api::all(client.clone()),
             &changed,
+            watcher::Config::default(),
             &metrics,
             "nodes",
             Some(inputs::node_fingerprint),
@@ -124,6 +129,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         pools: cache(
             Api::all(client.clone()),
             &changed,
+            watcher::Config::default(),
             &metrics,
             "ipaddresspools",
             None,
@@ -131,6 +137,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         advertisements: cache(
             Api::all(client.clone()),
             &changed,
+            watcher::Config::default(),
             &metrics,
             "l2advertisements",
             None,
@@ -138,6 +145,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         speakers: cache(
             Api::all(client.clone()),
             &changed,
+            // Only this installation's speakers are peers.
+            watcher::Config::default().labels(&instance.selector()),
             &metrics,
             "speakerstatuses",
             Some(inputs::speaker_fingerprint),
@@ -145,6 +154,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         statuses: cache(
             Api::all(client.clone()),
             &changed,
+            watcher::Config::default(),
             &metrics,
             "servicel2statuses",
             None,
@@ -223,7 +233,12 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         class: cli.load_balancer_class.clone(),
         standing: Standing::Normal,
         reporter: Reporter::new(NodeName::new(cli.node_name.as_str())),
-        writer: status::spawn(client.clone(), cli.node_name.clone(), metrics.clone()),
+        writer: status::spawn(
+            client.clone(),
+            cli.node_name.clone(),
+            instance.clone(),
+            metrics.clone(),
+        ),
         metrics: metrics.clone(),
         gossip_address: advertise.to_string(),
         last_speaker_status: None,
@@ -317,7 +332,8 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     // Peers starting meanwhile must not count this speaker as a ready one
     // they cannot hear (they would hold back, see `ownership`).
     let speakers: Api<SpeakerStatus> = Api::all(client.clone());
-    let stopping = status::not_ready(&speakers, &cli.node_name);
+    let own_status = instance.status_name(&cli.node_name);
+    let stopping = status::not_ready(&speakers, &own_status);
     if tokio::time::timeout(Duration::from_secs(1), stopping)
         .await
         .is_err()
@@ -420,6 +436,7 @@ async fn read_key(secrets: &Api<Secret>, name: &str) -> anyhow::Result<GossipKey
 fn cache<K>(
     api: Api<K>,
     changed: &Arc<Notify>,
+    config: watcher::Config,
     metrics: &SpeakerMetrics,
     resource: &'static str,
     fingerprint: Option<fn(&K) -> u64>,
@@ -428,7 +445,7 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
+    let stream = watcher(api, config)
         .backoff(ferrolb_telemetry::watch_backoff())
         .reflect(writer);
     let changed = Arc::clone(changed);
@@ -522,15 +539,13 @@ impl Caches {
     }
 
     /// Where to look for peers: their published gossip addresses and every
-    /// other node's InternalIP at the gossip port.
+    /// other node's InternalIP at the gossip port. The statuses are this
+    /// installation's only (the watch selects them), and the node a status
+    /// belongs to is its `spec.nodeName`: with `--instance` its name is not
+    /// the node's.
     fn seeds(&self, me: &str, port: u16) -> BTreeSet<SocketAddr> {
-        let published = self
-            .speakers
-            .state()
-            .iter()
-            .filter(|s| s.name_any() != me)
-            .filter_map(|s| s.status.as_ref()?.gossip_address.as_deref()?.parse().ok())
-            .collect::<Vec<SocketAddr>>();
+        let speakers = self.speakers.state();
+        let published = inputs::published_peers(speakers.iter().map(|s| &**s), me);
         let nodes = self
             .nodes
             .state()
@@ -547,12 +562,8 @@ impl Caches {
     /// exists.
     fn known_speakers(&self, me: &str) -> usize {
         let nodes: BTreeSet<String> = self.nodes.state().iter().map(|n| n.name_any()).collect();
-        self.speakers
-            .state()
-            .iter()
-            .filter(|s| s.name_any() != me && nodes.contains(&s.name_any()))
-            .filter(|s| s.status.as_ref().is_some_and(inputs::speaker_ready))
-            .count()
+        let speakers = self.speakers.state();
+        inputs::ready_peers(speakers.iter().map(|s| &**s), me, &nodes)
     }
 }
 

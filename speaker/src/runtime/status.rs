@@ -19,11 +19,9 @@ use kube::{Client, ResourceExt as _};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::instance::Instance;
 use super::metrics::SpeakerMetrics;
 
-/// Field manager of every speaker: one name, so a new owner's apply replaces
-/// all fields the previous owner set (a stale `reason` or `node` disappears).
-const MANAGER: &str = "ferrolb-speaker";
 const API_VERSION: &str = "ferrolb.io/v1beta1";
 
 /// What the API should say about one Service.
@@ -72,24 +70,34 @@ impl Writer {
     }
 }
 
-/// Starts the writer task for node `node`.
-pub(crate) fn spawn(client: Client, node: String, metrics: SpeakerMetrics) -> Writer {
+/// Starts the writer task for node `node` of installation `instance`.
+pub(crate) fn spawn(
+    client: Client,
+    node: String,
+    instance: Instance,
+    metrics: SpeakerMetrics,
+) -> Writer {
     let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(run(client, node, metrics, rx));
+    tokio::spawn(run(client, node, instance, metrics, rx));
     Writer { tx }
 }
 
 async fn run(
     client: Client,
     node: String,
+    instance: Instance,
     metrics: SpeakerMetrics,
     mut rx: mpsc::UnboundedReceiver<Write>,
 ) {
+    // One field manager for every speaker of the installation, so a new
+    // owner's apply replaces all fields the previous owner set (a stale
+    // `reason` or `node` disappears); another installation's is another.
+    let manager = instance.field_manager();
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
-            controller: MANAGER.to_owned(),
-            instance: Some(node.clone()),
+            controller: manager.clone(),
+            instance: Some(instance.status_name(&node)),
         },
     );
     let mut services: BTreeMap<ServiceId, ServiceReport> = BTreeMap::new();
@@ -123,7 +131,7 @@ async fn run(
         }
         let mut failed = false;
         if let Some(status) = speaker.take()
-            && let Err(error) = apply_speaker(&client, &node, &status).await
+            && let Err(error) = apply_speaker(&client, &node, &instance, &status).await
         {
             tracing::warn!(%error, "cannot write SpeakerStatus; will retry");
             metrics.api_error("speakerstatuses");
@@ -135,7 +143,7 @@ async fn run(
             let Some(report) = services.get(&id) else {
                 continue;
             };
-            match apply_service(&client, &id, report).await {
+            match apply_service(&client, &manager, &id, report).await {
                 Ok(()) => {
                     services.remove(&id);
                 }
@@ -179,11 +187,12 @@ async fn publish(recorder: &Recorder, event: ServiceEvent, metrics: &SpeakerMetr
 
 async fn apply_service(
     client: &Client,
+    manager: &str,
     id: &ServiceId,
     report: &ServiceReport,
 ) -> Result<(), kube::Error> {
     let api: Api<ferrolb_crds::ServiceL2Status> = Api::namespaced(client.clone(), &id.namespace);
-    let params = PatchParams::apply(MANAGER).force();
+    let params = PatchParams::apply(manager).force();
     let object = json!({
         "apiVersion": API_VERSION,
         "kind": "ServiceL2Status",
@@ -212,9 +221,10 @@ async fn apply_service(
     Ok(())
 }
 
-/// Marks this node's SpeakerStatus as not ready, on a clean shutdown: a
-/// speaker starting meanwhile must not wait for a peer that is gone.
-pub(crate) async fn not_ready(api: &Api<ferrolb_crds::SpeakerStatus>, node: &str) {
+/// Marks this speaker's SpeakerStatus (`name`) as not ready, on a clean
+/// shutdown: a speaker starting meanwhile must not wait for a peer that is
+/// gone.
+pub(crate) async fn not_ready(api: &Api<ferrolb_crds::SpeakerStatus>, name: &str) {
     let now = k8s_openapi::jiff::Timestamp::now();
     let patch = json!({
         "status": {
@@ -229,7 +239,7 @@ pub(crate) async fn not_ready(api: &Api<ferrolb_crds::SpeakerStatus>, node: &str
         },
     });
     if let Err(error) = api
-        .patch_status(node, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
         tracing::debug!(%error, "cannot mark the SpeakerStatus stopped");
@@ -239,25 +249,66 @@ pub(crate) async fn not_ready(api: &Api<ferrolb_crds::SpeakerStatus>, node: &str
 async fn apply_speaker(
     client: &Client,
     node: &str,
+    instance: &Instance,
     status: &SpeakerStatusStatus,
 ) -> Result<(), kube::Error> {
     let api: Api<ferrolb_crds::SpeakerStatus> = Api::all(client.clone());
-    let params = PatchParams::apply(MANAGER).force();
-    let object = json!({
-        "apiVersion": API_VERSION,
-        "kind": "SpeakerStatus",
-        "metadata": {"name": node},
-        "spec": {"nodeName": node},
-    });
-    let current = api.patch(node, &params, &Patch::Apply(&object)).await?;
+    let params = PatchParams::apply(&instance.field_manager()).force();
+    let name = instance.status_name(node);
+    let object = speaker_object(&name, node, instance);
+    let current = api.patch(&name, &params, &Patch::Apply(&object)).await?;
     tracing::trace!(name = %current.name_any(), "SpeakerStatus applied");
     let status = json!({
         "apiVersion": API_VERSION,
         "kind": "SpeakerStatus",
-        "metadata": {"name": node},
+        "metadata": {"name": name},
         "status": status,
     });
-    api.patch_status(node, &params, &Patch::Apply(&status))
+    api.patch_status(&name, &params, &Patch::Apply(&status))
         .await?;
     Ok(())
+}
+
+/// The SpeakerStatus `name` of this installation's speaker on `node`,
+/// without its status: what the speaker applies first.
+fn speaker_object(name: &str, node: &str, instance: &Instance) -> serde_json::Value {
+    let mut metadata = json!({"name": name});
+    let labels = instance.labels();
+    if !labels.is_empty() {
+        metadata["labels"] = json!(labels);
+    }
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": "SpeakerStatus",
+        "metadata": metadata,
+        "spec": {"nodeName": node},
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_named_installations_speaker_status_is_named_and_labelled_per_instance() {
+        let unnamed = speaker_object("node1", "node1", &Instance::default());
+        assert_eq!(
+            unnamed,
+            json!({
+                "apiVersion": "ferrolb.io/v1beta1", "kind": "SpeakerStatus",
+                "metadata": {"name": "node1"},
+                "spec": {"nodeName": "node1"},
+            })
+        );
+        let a = Instance::new("ferrolb-a").unwrap();
+        let named = speaker_object(&a.status_name("node1"), "node1", &a);
+        assert_eq!(
+            named,
+            json!({
+                "apiVersion": "ferrolb.io/v1beta1", "kind": "SpeakerStatus",
+                "metadata": {"name": "ferrolb-a-node1", "labels": {"ferrolb.io/instance": "ferrolb-a"}},
+                "spec": {"nodeName": "node1"},
+            })
+        );
+    }
 }

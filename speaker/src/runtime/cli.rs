@@ -10,6 +10,9 @@ pub(crate) use ferrolb_telemetry::LogFormat;
 
 use super::instance::Instance;
 
+/// Longest object name (a DNS subdomain).
+const MAX_NAME_LEN: usize = 253;
+
 /// FerroLB speaker: elects one node per LoadBalancer IP set and announces it
 /// on the local network with gratuitous ARP and neighbor advertisements.
 #[derive(Debug, Clone, Parser)]
@@ -124,7 +127,12 @@ impl Cli {
                 self.gossip_key_phase, self.gossip_key_reload
             ));
         }
-        Instance::new(&self.instance)?;
+        let name = Instance::new(&self.instance)?.status_name(&self.node_name);
+        if name.len() > MAX_NAME_LEN {
+            return Err(format!(
+                "the SpeakerStatus name {name:?} (--instance, '-', --node-name) is longer than {MAX_NAME_LEN} characters; use a shorter --instance"
+            ));
+        }
         Ok(())
     }
 
@@ -215,6 +223,13 @@ mod tests {
         assert!(parse(&["--gossip-key-reload=30s"]).validate().is_err());
         assert!(parse(&["--gossip-key-reload=0s"]).validate().is_err());
         assert!(parse(&["--instance=Not_A_Name"]).validate().is_err());
+        assert!(parse(&["--instance=ferrolb-a"]).validate().is_ok());
+        let long_node = |instance: &str| {
+            let node = format!("--node-name={}", "n".repeat(250));
+            Cli::try_parse_from(["ferrolb-speaker", &node, instance]).unwrap()
+        };
+        assert!(long_node("--instance=").validate().is_ok());
+        assert!(long_node("--instance=ferrolb-a").validate().is_err());
     }
 
     #[test]

@@ -31,15 +31,19 @@ impl Instance {
         if name.is_empty() {
             return Ok(Self(None));
         }
+        // What a Helm release name may be (a DNS subdomain), within the
+        // length of a label value: valid both as the label and in
+        // `<instance>-<node>`.
+        let alphanumeric = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
         let valid = name.len() <= MAX_LEN
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !name.starts_with('-')
-            && !name.ends_with('-');
+            && name.split('.').all(|part| {
+                part.bytes().all(|b| alphanumeric(b) || b == b'-')
+                    && part.bytes().next().is_some_and(alphanumeric)
+                    && part.bytes().last().is_some_and(alphanumeric)
+            });
         if !valid {
             return Err(format!(
-                "--instance {name:?} is not a valid installation name: use at most {MAX_LEN} lower-case letters, digits and '-', starting and ending with a letter or digit (the chart passes the release name)"
+                "--instance {name:?} is not a valid installation name: use at most {MAX_LEN} lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, e.g. ferrolb-internal (the chart passes the release name)"
             ));
         }
         Ok(Self(Some(name.to_owned())))
@@ -113,11 +117,21 @@ mod tests {
 
     #[test]
     fn instance_names_must_fit_labels_and_object_names() {
-        for bad in ["Ferrolb", "a_b", "-a", "a-", "a.b", "a/b", &"a".repeat(64)] {
+        for bad in [
+            "Ferrolb",
+            "a_b",
+            "-a",
+            "a-",
+            "a..b",
+            "a.-b",
+            ".a",
+            "a/b",
+            &"a".repeat(64),
+        ] {
             let error = Instance::new(bad).unwrap_err();
             assert!(error.contains("--instance"), "{error}");
         }
-        for good in ["a", "ferrolb-internal", "r2", &"a".repeat(63)] {
+        for good in ["a", "ferrolb-internal", "r2", "lb.v2", &"a".repeat(63)] {
             assert!(Instance::new(good).is_ok(), "{good}");
         }
     }

@@ -11,6 +11,11 @@
 //!    first, unset after set), then plain autoAssign pools; ties by pool name.
 //!    A sharing key first looks for an IP it may share in that pool, then a free one.
 //!
+//! Frozen pools and reserved addresses only ever refuse: a frozen pool is never
+//! chosen for anything new (named, requested, automatic, shared or a missing family),
+//! and a reserved address is never handed out (free, shared or requested). Neither
+//! takes away what a Service already holds.
+//!
 //! New addresses are claimed only after every family has been planned, so a failed
 //! attempt leaves no trace (the quarantine order of released IPs included).
 
@@ -82,6 +87,10 @@ impl Allocator {
     ///
     /// When two Services' statuses claim the same IP and may not share it, the one
     /// restored first keeps it: restore in a stable order (e.g. creation time).
+    ///
+    /// IPs of a frozen pool and IPs inside reserved ranges are kept like any other:
+    /// stability first, the Service already uses them. Only new allocations are
+    /// refused there.
     pub fn restore(&mut self, request: &ServiceRequest, ips: &[IpAddr]) -> Restored {
         self.release(&request.key);
         let profile = ShareProfile::of(request);
@@ -407,8 +416,9 @@ impl Allocator {
             .filter(|e| e.pool.offers(ip))
             .min_by(|a, b| {
                 let key = |e: &PoolEntry| {
+                    let unusable = e.frozen.is_some() || !e.overlaps.is_empty();
                     (
-                        (!e.overlaps.is_empty(), e.pool.attribution_rank(request)),
+                        (unusable, e.pool.attribution_rank(request)),
                         e.pool.name.clone(),
                     )
                 };
@@ -419,7 +429,7 @@ impl Allocator {
             .ok_or_else(|| self.outside_error(request, ip))
     }
 
-    /// The named pool, if it exists, serves the Service and takes new allocations.
+    /// The named pool, if it exists, takes new allocations and serves the Service.
     fn usable_pool(
         &self,
         request: &ServiceRequest,
@@ -433,6 +443,13 @@ impl Allocator {
                 service: service.clone(),
                 pool: pool.to_owned(),
             })?;
+        if let Some(reason) = entry.frozen {
+            return Err(AllocationError::PoolFrozen {
+                service: service.clone(),
+                pool: pool.to_owned(),
+                reason,
+            });
+        }
         if !entry.pool.serves(request) {
             return Err(AllocationError::PoolRefusesService {
                 service: service.clone(),
@@ -472,10 +489,11 @@ impl Allocator {
         let mut candidates: Vec<((u8, i64), &str)> = Vec::new();
         for entry in self.pools.values() {
             let name = entry.pool.name.as_str();
-            let reason = match entry.pool.auto_rank(request) {
-                None if !entry.pool.auto_assign => AttemptFailure::NotAutoAssign,
-                None => AttemptFailure::NotSelected,
-                Some(rank) => match entry.first_overlap() {
+            let reason = match (entry.frozen, entry.pool.auto_rank(request)) {
+                (Some(reason), _) => AttemptFailure::Frozen { reason },
+                (None, None) if !entry.pool.auto_assign => AttemptFailure::NotAutoAssign,
+                (None, None) => AttemptFailure::NotSelected,
+                (None, Some(rank)) => match entry.first_overlap() {
                     Some(other) => AttemptFailure::Overlapping {
                         other: other.clone(),
                     },
@@ -608,6 +626,14 @@ impl Allocator {
                     }
                 });
             }
+            if let Some((label, range)) = self.reserved.covering(ip) {
+                return Err(AllocationError::IpReserved {
+                    service: service.clone(),
+                    ip,
+                    label: label.to_owned(),
+                    range: Box::new(range),
+                });
+            }
             self.check_sharing(request, profile, ip)?;
             return Ok(Pick::Ip(ip));
         }
@@ -632,7 +658,8 @@ impl Allocator {
     }
 
     /// An IP of the pool and family already held under the Service's sharing key that
-    /// it may share, lowest first.
+    /// it may share, lowest first; never a reserved one (its holders keep it, nobody
+    /// joins them).
     fn shareable(
         &self,
         request: &ServiceRequest,
@@ -644,6 +671,7 @@ impl Allocator {
         self.shared.get(key)?.iter().copied().find(|ip| {
             Family::of(*ip) == family
                 && entry.pool.offers(*ip)
+                && !self.reserved.holds(*ip)
                 && !self.holders(*ip).contains(&request.key)
                 && self.check_sharing(request, profile, *ip).is_ok()
         })
@@ -764,6 +792,7 @@ fn attempt_failure(e: &AllocationError) -> AttemptFailure {
             other: other.clone(),
         },
         AllocationError::PoolRefusesService { .. } => AttemptFailure::NotSelected,
+        AllocationError::PoolFrozen { reason, .. } => AttemptFailure::Frozen { reason: *reason },
         // Without requested IPs a pool fails only for the reasons above; anything else
         // is reported as lack of space, the closest user-visible meaning.
         _ => AttemptFailure::Exhausted { family: Family::V4 },

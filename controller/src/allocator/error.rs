@@ -3,9 +3,10 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use ferrolb_address::{AddressError, Family};
+use ferrolb_address::{AddressError, Family, IpRange};
 use thiserror::Error;
 
+use super::pool::FreezeReason;
 use super::service::ServiceKey;
 use super::sharing::SharingRefusal;
 
@@ -64,6 +65,22 @@ pub enum AllocationError {
         other: String,
     },
 
+    /// The pool is frozen: it keeps what its Services hold but hands out nothing new,
+    /// whether the Service names it, requests an IP of it or would get it
+    /// automatically.
+    #[error(
+        "IPAddressPool {pool:?} takes no new allocations: {reason}; {} ({service} asked for it)",
+        .reason.advice()
+    )]
+    PoolFrozen {
+        /// The Service.
+        service: ServiceKey,
+        /// The pool.
+        pool: String,
+        /// Why the pool is frozen.
+        reason: FreezeReason,
+    },
+
     /// The pool has no free address of the family left.
     #[error(
         "IPAddressPool {pool:?} has no free {family} address left for {service}; free an IP or add addresses to the pool"
@@ -108,6 +125,23 @@ pub enum AllocationError {
         service: ServiceKey,
         /// The IP.
         ip: IpAddr,
+    },
+
+    /// The requested IP lies in one of the cluster's own networks (a Service CIDR, a
+    /// pod CIDR, a node address), which are never handed out.
+    #[error(
+        "IP {ip} for {service} lies in {label} ({range}), a network of the cluster itself, and is never handed out; request another IP"
+    )]
+    IpReserved {
+        /// The Service.
+        service: ServiceKey,
+        /// The IP.
+        ip: IpAddr,
+        /// What the reserved range is, e.g. `ServiceCIDR kubernetes`.
+        label: String,
+        /// The reserved range holding the IP (boxed: its 128-bit bounds would double
+        /// the size of every error).
+        range: Box<IpRange>,
     },
 
     /// The IP is in a pool's ranges but that pool avoids `.0` and `.255` addresses.
@@ -238,6 +272,11 @@ pub enum AttemptFailure {
         /// The other pool.
         other: String,
     },
+    /// It is frozen.
+    Frozen {
+        /// Why.
+        reason: FreezeReason,
+    },
     /// It has no address of a needed family.
     LacksFamily {
         /// The family.
@@ -266,6 +305,9 @@ impl fmt::Display for PoolAttempt {
             AttemptFailure::Overlapping { other } => {
                 write!(f, "pool {pool:?} overlaps pool {other:?}")
             }
+            AttemptFailure::Frozen { reason } => {
+                write!(f, "pool {pool:?} takes no new allocations: {reason}")
+            }
             AttemptFailure::LacksFamily { family } => {
                 write!(f, "pool {pool:?} has no {family} addresses")
             }
@@ -285,10 +327,12 @@ impl AllocationError {
             Self::UnknownPool { .. } => "unknown_pool",
             Self::PoolRefusesService { .. } => "pool_refuses_service",
             Self::PoolOverlapping { .. } => "pool_overlapping",
+            Self::PoolFrozen { .. } => "pool_frozen",
             Self::PoolExhausted { .. } => "pool_exhausted",
             Self::PoolLacksFamily { .. } => "pool_lacks_family",
             Self::NoPoolCouldServe { .. } => "no_pool_could_serve",
             Self::IpOutsidePools { .. } => "ip_outside_pools",
+            Self::IpReserved { .. } => "ip_reserved",
             Self::IpAvoided { .. } => "ip_avoided",
             Self::IpNotInPool { .. } => "ip_not_in_pool",
             Self::TooManyRequestedIps { .. } => "too_many_requested_ips",

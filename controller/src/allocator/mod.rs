@@ -6,17 +6,27 @@
 //! [`Allocator::release`]), and writes back what it returns. Nothing here blocks, talks
 //! to the API server or depends on Kubernetes types.
 //!
+//! Besides pools and Services the adapter feeds it the cluster's own networks
+//! ([`Allocator::set_reserved`]), freezes pools that must hand out nothing new
+//! ([`Allocator::set_frozen`]), and persists the quarantine of released IPs across
+//! restarts ([`Allocator::quarantine`], [`Allocator::restore_quarantine`]).
+//!
 //! Where things are decided:
 //! - `pool`: what a pool holds and which Services it serves;
-//! - `free_space`: which free address comes next;
+//! - `free_space`: which free address comes next (on `intervals` of offsets);
+//! - `quarantine`: the order released IPs come back in, across edits and restarts;
+//! - `reserved`: which addresses belong to the cluster itself;
 //! - `sharing`: when two Services may hold one IP;
 //! - `assign`: the choice of pool and addresses for one Service, and restoring;
-//! - this module: the bookkeeping of holders, pools, overlaps and counts.
+//! - this module: the bookkeeping of holders, pools, overlaps, freezing and counts.
 
 mod assign;
 mod error;
 mod free_space;
+mod intervals;
 mod pool;
+mod quarantine;
+mod reserved;
 mod selector;
 mod service;
 mod sharing;
@@ -31,7 +41,7 @@ use ferrolb_address::{Family, IpRange, from_bits, to_bits};
 
 pub use assign::Restored;
 pub use error::{AllocationError, AttemptFailure, PoolAttempt};
-pub use pool::{Pool, ServiceAllocation};
+pub use pool::{FreezeReason, Pool, ServiceAllocation};
 pub use selector::{LabelOperator, LabelRequirement, LabelSelector};
 pub use service::{
     FamilyPolicy, IpFamilies, Port, Protocol, ServiceKey, ServiceRequest, SharingKey, TrafficPolicy,
@@ -39,6 +49,7 @@ pub use service::{
 pub use sharing::SharingRefusal;
 
 use free_space::FreeSpace;
+use reserved::ReservedRanges;
 use sharing::ShareProfile;
 
 /// The IPs a Service holds and the pool they come from.
@@ -50,14 +61,19 @@ pub struct Allocation {
     pub ips: Vec<IpAddr>,
 }
 
-/// Address counts of one family of one pool. `total == assigned + available` always.
+/// Address counts of one family of one pool.
+///
+/// Invariant: `total == assigned + available + r`, where `r` is
+/// [`Allocator::reserved_unassigned`], the free addresses withheld because they lie in
+/// the cluster's own networks (0 without reserved ranges). A frozen pool counts like
+/// any other: its free addresses are `available`, though it hands none out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct FamilyUsage {
     /// Addresses the pool offers (buggy-IP avoidance applied).
     pub total: u128,
-    /// Offered addresses held by at least one Service.
+    /// Offered addresses held by at least one Service, reserved ones included.
     pub assigned: u128,
-    /// Offered addresses no Service holds.
+    /// Offered addresses no Service holds and that are not reserved.
     pub available: u128,
 }
 
@@ -82,6 +98,10 @@ pub struct Allocator {
     ips: BTreeMap<IpAddr, IpUse>,
     /// IPs held under each sharing key, to find a shareable IP without a scan.
     shared: HashMap<SharingKey, BTreeSet<IpAddr>>,
+    /// The cluster's own networks.
+    reserved: ReservedRanges,
+    /// The last quarantine place given out (see `quarantine`).
+    next_release: u64,
 }
 
 #[derive(Debug)]
@@ -91,6 +111,7 @@ struct PoolEntry {
     /// Free space per family, indexed by [`slot`].
     space: [FreeSpace; 2],
     assigned: [u128; 2],
+    frozen: Option<FreezeReason>,
 }
 
 #[derive(Debug, Clone)]
@@ -119,14 +140,19 @@ fn slot(family: Family) -> usize {
 }
 
 impl PoolEntry {
-    fn new(pool: Pool) -> Self {
-        let space =
-            FAMILIES.map(|f| FreeSpace::new(pool.avoids_family(f), pool.addresses.ranges_of(f)));
+    /// Every address of the pool free and never used, reserved ones set apart.
+    fn new(pool: Pool, reserved: &ReservedRanges) -> Self {
+        let space = FAMILIES.map(|f| {
+            let mut space = FreeSpace::new(pool.avoids_family(f), pool.addresses.ranges_of(f));
+            space.set_reserved(reserved.within(f, pool.addresses.ranges_of(f)));
+            space
+        });
         Self {
             pool,
             overlaps: BTreeMap::new(),
             space,
             assigned: [0, 0],
+            frozen: None,
         }
     }
 
@@ -149,18 +175,24 @@ impl Allocator {
     /// Services that may now gain a missing family are listed by
     /// [`Allocator::incomplete`].
     /// A pool whose addresses cannot be parsed never reaches the allocator: the
-    /// adapter keeps the last valid version (or none) and reports it `Invalid`.
+    /// adapter keeps the last valid version (or none) and freezes it
+    /// ([`FreezeReason::Invalid`]).
+    ///
+    /// The quarantine survives the edit in its order, for the addresses the new
+    /// version still offers; addresses it newly offers that other pools hold in
+    /// quarantine join it at their place. A freeze survives too: the adapter upserts a
+    /// fixed spec and then unfreezes explicitly with [`Allocator::set_frozen`], so a
+    /// pool never takes allocations between the two calls by accident.
     pub fn upsert_pool(&mut self, pool: Pool) -> Vec<ServiceKey> {
         let name = pool.name.clone();
-        let quarantine: [Vec<u128>; 2] = match self.pools.get(&name) {
+        let frozen = match self.pools.get(&name) {
             Some(old) if old.pool == pool => return Vec::new(),
-            Some(old) => old
-                .space
-                .each_ref()
-                .map(|s| s.released_in_order().collect()),
-            None => [Vec::new(), Vec::new()],
+            Some(old) => old.frozen,
+            None => None,
         };
-        let mut entry = PoolEntry::new(pool);
+        let quarantine = self.carried_quarantine(&pool);
+        let mut entry = PoolEntry::new(pool, &self.reserved);
+        entry.frozen = frozen;
         for family in FAMILIES {
             let i = slot(family);
             let ranges: Vec<IpRange> = entry.pool.addresses.ranges_of(family).copied().collect();
@@ -174,10 +206,8 @@ impl Allocator {
                 }
             }
             // Keep quarantined addresses behind never-used ones across the edit.
-            for bits in &quarantine[i] {
-                if !entry.pool.avoids(family, *bits) && entry.space[i].claim(*bits) {
-                    entry.space[i].release(*bits);
-                }
+            for &(order, bits) in &quarantine[i] {
+                entry.space[i].requeue(bits, order);
             }
         }
         self.pools.insert(name.clone(), entry);
@@ -328,9 +358,11 @@ impl Allocator {
             }
         }
         let (family, bits) = to_bits(ip);
+        // One place in every queue: the IP is quarantined, whichever pool offers it.
+        let order = self.next_release();
         for entry in self.pools.values_mut() {
             if entry.pool.offers(ip) {
-                entry.space[slot(family)].release(bits);
+                entry.space[slot(family)].release(bits, order);
                 entry.assigned[slot(family)] -= 1;
             }
         }
@@ -401,7 +433,9 @@ impl Allocator {
         })
     }
 
-    /// Whether the pool is used for new allocations; `None` for an unknown pool.
+    /// Whether the pool's addresses overlap other pools, which keeps it from new
+    /// allocations; `None` for an unknown pool. Freezing is reported apart, by
+    /// [`Allocator::frozen`].
     pub fn pool_health(&self, pool: &str) -> Option<PoolHealth> {
         let entry = self.pools.get(pool)?;
         Some(if entry.overlaps.is_empty() {
@@ -411,5 +445,31 @@ impl Allocator {
                 with: entry.overlaps.clone(),
             }
         })
+    }
+
+    /// Freezes the pool (`Some(reason)`) or thaws it (`None`); false for an unknown
+    /// pool, which nothing can freeze.
+    ///
+    /// A frozen pool keeps its addresses, its holders and its quarantine, and still
+    /// reports usage and overlaps: Services keep what they hold (re-assigning or
+    /// restoring them keeps it, as long as it is otherwise valid). But it hands out
+    /// nothing new, whichever way a Service asks: not automatically, not through a
+    /// matching serviceAllocation, not when the Service names it, not for an IP inside
+    /// it, not to share an IP it holds, not for a missing family. Each refusal is
+    /// [`AllocationError::PoolFrozen`] saying why.
+    ///
+    /// The freeze survives [`Allocator::upsert_pool`] of the same name and ends only
+    /// here, or with [`Allocator::remove_pool`].
+    pub fn set_frozen(&mut self, pool: &str, frozen: Option<FreezeReason>) -> bool {
+        let Some(entry) = self.pools.get_mut(pool) else {
+            return false;
+        };
+        entry.frozen = frozen;
+        true
+    }
+
+    /// Why the pool is frozen; `None` when it is not, or unknown.
+    pub fn frozen(&self, pool: &str) -> Option<FreezeReason> {
+        self.pools.get(pool).and_then(|e| e.frozen)
     }
 }

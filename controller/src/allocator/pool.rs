@@ -2,6 +2,7 @@
 //! which Services it serves.
 
 use std::cmp::Ordering;
+use std::fmt;
 use std::net::IpAddr;
 
 use ferrolb_address::{AddressSet, Family, to_bits};
@@ -25,6 +26,42 @@ pub struct Pool {
     pub avoid_buggy_ips: bool,
     /// `spec.serviceAllocation`: when set, the pool serves only matching Services.
     pub allocation: Option<ServiceAllocation>,
+}
+
+/// Why a pool is frozen: it keeps its addresses and the Services holding them, but
+/// hands out nothing new (see [`super::Allocator::set_frozen`]).
+///
+/// Freezing replaces editing the pool into one that serves nobody: the pool's real
+/// spec stays in place, so counts, overlaps and restored IPs are judged against it, and
+/// every refusal can say why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FreezeReason {
+    /// The pool's current spec is invalid; the allocator keeps the last valid one so
+    /// that Services keep their IPs.
+    Invalid,
+    /// The pool is being deleted; its Services keep their IPs until they move or the
+    /// deletion is forced.
+    Deleting,
+}
+
+impl FreezeReason {
+    /// What a user should do about it, for error messages.
+    pub fn advice(self) -> &'static str {
+        match self {
+            Self::Invalid => "fix the pool's spec to use it again",
+            Self::Deleting => "use another pool",
+        }
+    }
+}
+
+/// The cause as a clause: `IPAddressPool "p" takes no new allocations: <cause>`.
+impl fmt::Display for FreezeReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Invalid => "its spec is invalid",
+            Self::Deleting => "it is being deleted",
+        })
+    }
 }
 
 /// `spec.serviceAllocation` of a pool.

@@ -7,29 +7,7 @@ use super::super::{
     LabelSelector, PoolHealth, Port, ServiceAllocation, ServiceKey, ServiceRequest, SharingKey,
     SharingRefusal, TrafficPolicy,
 };
-use super::{dual, ip, labels, pool, shown, svc, v6};
-
-fn allocator(pools: &[(&str, &[&str])]) -> Allocator {
-    let mut a = Allocator::new();
-    for (name, entries) in pools {
-        assert!(a.upsert_pool(pool(name, entries)).is_empty());
-    }
-    a
-}
-
-fn assigned(a: &mut Allocator, request: &ServiceRequest) -> Vec<String> {
-    let allocation = a
-        .assign(request)
-        .unwrap_or_else(|e| panic!("{}: {e}", request.key));
-    shown(&allocation.ips)
-}
-
-fn requesting(name: &str, ips: &[&str]) -> ServiceRequest {
-    ServiceRequest {
-        requested_ips: ips.iter().map(|s| ip(s)).collect(),
-        ..svc(name)
-    }
-}
+use super::{allocator, assigned, dual, ip, key, labels, pool, requesting, shown, svc, v6};
 
 fn sharing(name: &str, key: &str, ports: &[u16]) -> ServiceRequest {
     ServiceRequest {
@@ -44,10 +22,6 @@ fn with_policy(pool_name: &str, entries: &[&str], policy: ServiceAllocation) -> 
         allocation: Some(policy),
         ..pool(pool_name, entries)
     }
-}
-
-fn key(name: &str) -> ServiceKey {
-    ServiceKey::new("default", name)
 }
 
 // --- Basic choice and stability -------------------------------------------------

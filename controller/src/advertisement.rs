@@ -12,6 +12,28 @@ use k8s_openapi::jiff::Timestamp;
 use crate::pool;
 use crate::strict_arp::Summary;
 
+/// Whether this installation writes the advertisement's status: when it names or
+/// selects at least one of `ours` (this installation's pools, by name and labels).
+/// An advertisement for every pool (neither names nor selectors) is written by the
+/// installation without an instance name only, so two installations side by side
+/// never write one status in turn.
+pub fn concerns(
+    spec: &L2AdvertisementSpec,
+    ours: &BTreeMap<String, BTreeMap<String, String>>,
+    named_instance: bool,
+) -> bool {
+    if spec.ip_address_pools.is_empty() && spec.ip_address_pool_selectors.is_empty() {
+        return !named_instance;
+    }
+    spec.ip_address_pools
+        .iter()
+        .any(|p| ours.contains_key(p.as_str()))
+        || spec.ip_address_pool_selectors.iter().any(|s| {
+            pool::selector("spec.ipAddressPoolSelectors", s)
+                .is_ok_and(|sel| ours.values().any(|labels| sel.matches(labels)))
+        })
+}
+
 /// Renders the status of an advertisement given every pool's name and labels.
 /// Conditions keep their `lastTransitionTime` while their status is unchanged.
 pub fn status(

@@ -42,6 +42,22 @@ pub struct Cli {
     #[arg(long, env = "FERROLB_LEASE_NAME", default_value = "ferrolb-controller")]
     pub lease_name: String,
 
+    /// Field manager of every write, so that two installations' writes are told
+    /// apart in `managedFields` (the chart sets it per release).
+    #[arg(
+        long,
+        env = "FERROLB_FIELD_MANAGER",
+        default_value = "ferrolb-controller"
+    )]
+    pub field_manager: String,
+
+    /// Name of this installation when several run side by side (the chart passes the
+    /// release name when `loadBalancerClass` is set): only SpeakerStatus objects
+    /// labelled `ferrolb.io/instance=<instance>` are read. Without it, only those
+    /// without that label.
+    #[arg(long, env = "FERROLB_INSTANCE")]
+    pub instance: Option<String>,
+
     /// Elect a leader among replicas; only the leader writes. `false` runs as the only
     /// writer (a single replica).
     #[arg(long, env = "FERROLB_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]

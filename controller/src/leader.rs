@@ -2,9 +2,19 @@
 //! only the holder writes. Losing the lease, or not seeing it held for longer than
 //! its duration, stops writes at once; API errors are retried with backoff and never
 //! end the process. A standby claims a released Lease within a second.
+//!
+//! Leadership is also checked before every single write, not only per pass: the
+//! [`Fence`] knows until when the Lease last read as ours stays ours (its
+//! `renewTime` plus its duration, the same arithmetic the other replica uses to
+//! decide it may take over), and refuses writes past that instant less a margin. A
+//! leader paused (SIGSTOP, a long garbage-collection-like stall, a frozen VM) past
+//! its Lease therefore writes nothing when it resumes, even before the election task
+//! notices the loss. What remains is a pause between the check and the request
+//! leaving the process; Service writes are also conditional on the resourceVersion
+//! they were decided on, which turns most of those into conflicts.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, Client};
@@ -27,10 +37,73 @@ pub struct LeaseConfig {
     pub duration: u64,
 }
 
+/// Margin kept before the Lease's expiry: no write starts later than this before
+/// the instant the other replica may take over (less for very short Leases).
+const FENCE_MARGIN: Duration = Duration::from_secs(2);
+
+/// Until when the Lease is known to be ours, and the margin kept before that.
+type Term = Option<(SystemTime, Duration)>;
+
+/// Whether a write may start now; see the module documentation. Cheap to clone and
+/// check.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    /// `None`: always open (a single replica without election). Otherwise the
+    /// current term, if the Lease is ours.
+    until: Option<Arc<Mutex<Term>>>,
+}
+
+impl Fence {
+    /// A fence that never closes, for `--leader-elect=false`.
+    pub fn open() -> Self {
+        Self { until: None }
+    }
+
+    /// A fence closed until the Lease is confirmed as ours.
+    pub fn closed() -> Self {
+        Self {
+            until: Some(Arc::new(Mutex::new(None))),
+        }
+    }
+
+    /// Whether a write may start now.
+    pub fn allows(&self) -> bool {
+        self.allows_at(SystemTime::now())
+    }
+
+    /// Whether a write may start at `now`.
+    pub fn allows_at(&self, now: SystemTime) -> bool {
+        let Some(until) = &self.until else {
+            return true;
+        };
+        let until = until.lock().map(|u| *u).unwrap_or(None);
+        until.is_some_and(|(u, margin)| now + margin < u)
+    }
+
+    /// The Lease was read as ours, renewed at `renewed` for `duration`.
+    pub fn confirm(&self, renewed: SystemTime, duration: Duration) {
+        if let Some(until) = &self.until
+            && let Ok(mut u) = until.lock()
+        {
+            *u = Some((renewed + duration, (duration / 6).min(FENCE_MARGIN)));
+        }
+    }
+
+    /// The Lease is not (or no longer known to be) ours.
+    pub fn close(&self) {
+        if let Some(until) = &self.until
+            && let Ok(mut u) = until.lock()
+        {
+            *u = None;
+        }
+    }
+}
+
 /// A running election: watch [`Election::leading`]; [`Election::resign`] on shutdown.
 #[derive(Debug)]
 pub struct Election {
     leading: watch::Receiver<bool>,
+    fence: Fence,
     /// Kept so that an always-leading watch never closes.
     _fixed: Option<watch::Sender<bool>>,
     stop: Arc<Notify>,
@@ -43,6 +116,7 @@ impl Election {
         let (tx, leading) = watch::channel(true);
         Self {
             leading,
+            fence: Fence::open(),
             _fixed: Some(tx),
             stop: Arc::new(Notify::new()),
             task: None,
@@ -53,9 +127,18 @@ impl Election {
     pub fn start(client: Client, config: LeaseConfig, metrics: Arc<Metrics>) -> Self {
         let (tx, leading) = watch::channel(false);
         let stop = Arc::new(Notify::new());
-        let task = tokio::spawn(campaign(client, config, metrics, tx, stop.clone()));
+        let fence = Fence::closed();
+        let task = tokio::spawn(campaign(
+            client,
+            config,
+            metrics,
+            tx,
+            fence.clone(),
+            stop.clone(),
+        ));
         Self {
             leading,
+            fence,
             _fixed: None,
             stop,
             task: Some(task),
@@ -65,6 +148,11 @@ impl Election {
     /// Whether this replica leads, as a watch.
     pub fn leading(&self) -> watch::Receiver<bool> {
         self.leading.clone()
+    }
+
+    /// The per-write check of leadership.
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
     }
 
     /// Releases the Lease (so the other replica takes over without waiting for it to
@@ -82,6 +170,7 @@ async fn campaign(
     config: LeaseConfig,
     metrics: Arc<Metrics>,
     tx: watch::Sender<bool>,
+    fence: Fence,
     stop: Arc<Notify>,
 ) {
     let mut backoff = Duration::from_millis(500);
@@ -90,7 +179,9 @@ async fn campaign(
             .with_namespace(&config.namespace)
             .with_identity(&config.identity)
             .with_duration(config.duration)
-            .with_grace((config.duration / 3).max(1))
+            // Renew at half-life: the fence then always sees a fresh renewal well
+            // before its margin.
+            .with_grace((config.duration / 2).max(1))
             .build()
             .await;
         let manager = match built {
@@ -127,8 +218,9 @@ async fn campaign(
                 // Lease may meanwhile expire and go to the other replica. Stop writing
                 // as soon as the Lease names someone else, or cannot be read for
                 // longer than its duration.
-                () = lost(&client, &config), if leading => {
+                () = lost(&client, &config, &fence), if leading => {
                     tracing::warn!("the Lease is no longer confirmed as ours; stopping writes");
+                    fence.close();
                     metrics.set_leader(false);
                     let _ = tx.send(false);
                     break;
@@ -139,6 +231,7 @@ async fn campaign(
                         // writing until a new manager holds the Lease again.
                         tracing::warn!("lost track of the Lease; campaigning again");
                         metrics.api_error("lease");
+                        fence.close();
                         metrics.set_leader(false);
                         let _ = tx.send(false);
                         tokio::time::sleep(backoff).await;
@@ -146,6 +239,7 @@ async fn campaign(
                     }
                 }
                 () = stop.notified() => {
+                    fence.close();
                     metrics.set_leader(false);
                     let _ = tx.send(false);
                     // Dropping the receiver makes the manager release the Lease.
@@ -162,25 +256,35 @@ async fn campaign(
 }
 
 /// Resolves once the Lease is held by another replica, or has not been seen held by
-/// us for longer than its duration.
-async fn lost(client: &Client, config: &LeaseConfig) {
+/// us for longer than its duration. Every read that shows the Lease as ours moves the
+/// [`Fence`] to the Lease's `renewTime` plus its duration.
+async fn lost(client: &Client, config: &LeaseConfig, fence: &Fence) {
     let api: Api<Lease> = Api::namespaced(client.clone(), &config.namespace);
     let mut confirmed = tokio::time::Instant::now();
     let limit = Duration::from_secs(config.duration);
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
         // Read errors and a missing Lease only age the last confirmation.
         if let Ok(Some(lease)) = api.get_opt(&config.name).await {
-            let holder = lease.spec.and_then(|s| s.holder_identity);
-            if holder.as_deref() == Some(config.identity.as_str()) {
+            let spec = lease.spec.unwrap_or_default();
+            if spec.holder_identity.as_deref() == Some(config.identity.as_str()) {
                 confirmed = tokio::time::Instant::now();
-            } else if holder.is_some_and(|h| !h.is_empty()) {
+                let duration = spec
+                    .lease_duration_seconds
+                    .and_then(|d| u64::try_from(d).ok())
+                    .map_or(limit, Duration::from_secs);
+                if let Some(renewed) = spec.renew_time {
+                    fence.confirm(SystemTime::from(renewed.0), duration);
+                }
+            } else if spec.holder_identity.is_some_and(|h| !h.is_empty()) {
+                fence.close();
                 return;
             }
         }
         if confirmed.elapsed() > limit {
+            fence.close();
             return;
         }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -197,5 +301,30 @@ async fn released(client: &Client, config: &LeaseConfig) {
         {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fence_opens_only_within_the_confirmed_lease() {
+        let fence = Fence::closed();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        assert!(!fence.allows_at(t0), "closed until confirmed");
+        fence.confirm(t0, Duration::from_secs(15));
+        assert!(fence.allows_at(t0 + Duration::from_millis(12_900)));
+        assert!(
+            !fence.allows_at(t0 + Duration::from_secs(13)),
+            "no write starts within the margin before expiry"
+        );
+        assert!(
+            !fence.allows_at(t0 + Duration::from_secs(60)),
+            "after a pause"
+        );
+        fence.close();
+        assert!(!fence.allows_at(t0));
+        assert!(Fence::open().allows_at(t0 + Duration::from_secs(1 << 30)));
     }
 }

@@ -12,6 +12,7 @@
 pub mod advertisement;
 pub mod allocator;
 pub mod cli;
+pub mod cluster;
 pub mod convert;
 pub mod events;
 pub mod leader;

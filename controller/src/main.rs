@@ -95,6 +95,9 @@ async fn run(cli: Cli) -> Result<()> {
         metrics,
         class: cli.load_balancer_class.clone(),
         ready,
+        fence: election.fence(),
+        field_manager: cli.field_manager.clone(),
+        instance: cli.instance.clone().filter(|i| !i.is_empty()),
     };
     let controller = tokio::spawn(runtime::run(ctx, election.leading()));
     tokio::select! {

@@ -49,6 +49,8 @@ pub struct Metrics {
     allocations: MetricFamily<AllocationLabels, Counter>,
     api_errors: MetricFamily<OperationLabels, Counter>,
     api_writes: MetricFamily<OperationLabels, Counter>,
+    write_conflicts: Counter,
+    fenced_writes: Counter,
     leader: Gauge,
     strict_arp_at_risk: Gauge,
     strict_arp_reporting: Gauge,
@@ -87,6 +89,17 @@ impl Metrics {
             "ferrolb_api_writes",
             "Successful writes to the API server by operation (Events excluded)",
             m.api_writes.clone(),
+        );
+        registry.register(
+            "ferrolb_write_conflicts",
+            "Service writes refused because the Service changed since the decision \
+             (each is decided again from fresh state)",
+            m.write_conflicts.clone(),
+        );
+        registry.register(
+            "ferrolb_fenced_writes",
+            "Writes not sent because the Lease was not confirmed as this replica's",
+            m.fenced_writes.clone(),
         );
         registry.register(
             "ferrolb_leader",
@@ -164,6 +177,16 @@ impl Metrics {
                 operation: operation.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts one write refused with a conflict.
+    pub fn write_conflict(&self) {
+        self.write_conflicts.inc();
+    }
+
+    /// Counts one write the fence held back.
+    pub fn fenced_write(&self) {
+        self.fenced_writes.inc();
     }
 
     /// Records whether this replica leads.

@@ -1,30 +1,50 @@
 //! The controller's decisions: a synchronous state machine that takes what the
-//! watches show (Services, pools, namespaces) and returns what to write.
+//! watches show (Services, pools, namespaces, the cluster's own networks) and
+//! returns what to write.
 //!
-//! [`Reconciler::restore`] rebuilds the allocator from every Service's status before
-//! anything new is allocated; [`Reconciler::plan`] then brings every Service and
-//! pool in line, as one cheap pass over the cached objects (each allocator call is
-//! O(log n)). Nothing here talks to the API server: the runtime executes the
-//! [`Plan`] and reports successful writes back with [`Reconciler::written`], so a
-//! write the watch has not shown yet is not repeated.
+//! [`Reconciler::restore`] rebuilds the allocator from every Service's status, and
+//! each pool's quarantine from the pool's status, before anything new is
+//! allocated; [`Reconciler::plan`] then brings every Service and pool in line, as one
+//! cheap pass over the cached objects (each allocator call is O(log n)). Nothing here
+//! talks to the API server: the runtime executes the [`Plan`] and reports successful
+//! writes back with [`Reconciler::written`], so a write the watch has not shown yet is
+//! not repeated.
+//!
+//! Pools in their life cycle:
+//! - a pool whose spec cannot be used keeps its last valid version for the Services
+//!   holding its IPs, and is frozen (no new allocations) until fixed;
+//! - a pool holding assignments carries the [`POOL_FINALIZER`]; when it is deleted it
+//!   is frozen and kept until its last Service lets go, unless the user opts in to
+//!   moving its Services with the [`FORCE_RELEASE`] annotation;
+//! - addresses inside the cluster's own networks are never handed out.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use ferrolb_address::Family;
 use ferrolb_crds::IPAddressPool;
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, ObjectReference, Service};
+use k8s_openapi::api::networking::v1::ServiceCIDR;
 use kube::{Resource, ResourceExt};
 
-use crate::allocator::{
-    Allocation, Allocator, LabelOperator, LabelRequirement, LabelSelector, Pool, PoolHealth,
-    ServiceAllocation, ServiceKey,
-};
+use crate::allocator::{Allocation, Allocator, FreezeReason, PoolHealth, ServiceKey};
+use crate::cluster::{self, Reserved};
 use crate::pool::{self, PoolSpecError};
-use crate::service::{self, Handling};
+use crate::service::{self, Handling, Input};
 use crate::status::{PoolReport, PoolState, ServiceView};
 
-/// Event reasons on Services.
+/// The finalizer the controller keeps on a pool while Services hold its IPs.
+pub const POOL_FINALIZER: &str = "ferrolb.io/pool-in-use";
+
+/// Annotation on a pool: `"true"` lets its deletion move the Services holding its IPs
+/// to other pools instead of waiting for them to go.
+pub const FORCE_RELEASE: &str = "ferrolb.io/force-release";
+
+/// Released IPs of a pool kept in its status, newest last.
+pub const QUARANTINE_KEPT: usize = 128;
+
+/// Event reasons.
 pub mod reasons {
     /// The Service got (new) IPs.
     pub const IP_ALLOCATED: &str = "IPAllocated";
@@ -34,6 +54,15 @@ pub mod reasons {
     pub const IP_RELEASED: &str = "IPReleased";
     /// The Service uses a MetalLB spelling of an annotation.
     pub const ALIAS_ANNOTATION: &str = "AliasAnnotation";
+    /// The Service's status holds IPs no pool of ours contains, written by someone
+    /// else: left alone.
+    pub const FOREIGN_IP: &str = "ForeignIP";
+    /// A pool being deleted still holds assignments (on the pool).
+    pub const POOL_IN_USE: &str = "PoolInUse";
+    /// A pool's deletion moves its Services, as its annotation asks (on the pool).
+    pub const FORCE_RELEASED: &str = "ForceReleased";
+    /// A pool overlaps the cluster's own networks (on the pool).
+    pub const CLUSTER_OVERLAP: &str = "ClusterOverlap";
 }
 
 /// What the watches show, at one instant.
@@ -41,10 +70,14 @@ pub mod reasons {
 pub struct Snapshot {
     /// Every Service.
     pub services: Vec<Arc<Service>>,
-    /// Every IPAddressPool.
+    /// Every IPAddressPool of this installation.
     pub pools: Vec<Arc<IPAddressPool>>,
     /// Every Namespace.
     pub namespaces: Vec<Arc<Namespace>>,
+    /// Every Node (pod CIDRs and addresses).
+    pub nodes: Vec<Arc<Node>>,
+    /// Every ServiceCIDR.
+    pub service_cidrs: Vec<Arc<ServiceCIDR>>,
 }
 
 /// A Service whose status or annotation must change.
@@ -62,10 +95,21 @@ pub struct ServiceWrite {
     pub annotation: bool,
 }
 
-/// An Event to publish on a Service.
+/// A pool whose finalizers must change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinalizerWrite {
+    /// The pool.
+    pub pool: String,
+    /// The resourceVersion the decision was made on.
+    pub resource_version: Option<String>,
+    /// The whole list to write.
+    pub finalizers: Vec<String>,
+}
+
+/// An Event to publish.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Notice {
-    /// The Service.
+    /// The object (a Service or a pool).
     pub reference: ObjectReference,
     /// Warning rather than Normal.
     pub warning: bool,
@@ -75,19 +119,44 @@ pub struct Notice {
     pub note: String,
 }
 
-/// The result of one allocation decision, for metrics: `result` is `success` or
-/// `failure`, `reason` a stable label.
+/// The result of one allocation decision, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Outcome {
+pub enum Outcome {
+    /// New IPs assigned.
+    Assigned,
+    /// IPs rebuilt from a Service's status.
+    Restored,
+    /// IPs given back.
+    Released,
+    /// The Service could not get what it needs; a stable reason label.
+    Failed(&'static str),
+}
+
+impl Outcome {
     /// `success` or `failure`.
-    pub result: &'static str,
-    /// `assigned`, `restored`, `released`, `invalid_request` or the allocator's reason.
-    pub reason: &'static str,
+    pub fn result(self) -> &'static str {
+        match self {
+            Self::Failed(_) => "failure",
+            _ => "success",
+        }
+    }
+
+    /// A stable label: `assigned`, `restored`, `released` or the failure's reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Assigned => "assigned",
+            Self::Restored => "restored",
+            Self::Released => "released",
+            Self::Failed(reason) => reason,
+        }
+    }
 }
 
 /// Everything one pass decided.
 #[derive(Debug, Default, Clone)]
 pub struct Plan {
+    /// Pool finalizer changes, written before the Services.
+    pub finalizers: Vec<FinalizerWrite>,
     /// Service writes, at most two API calls each.
     pub writes: Vec<ServiceWrite>,
     /// Events.
@@ -99,11 +168,13 @@ pub struct Plan {
 #[derive(Debug, Default)]
 struct PoolRecord {
     /// The last valid version.
-    applied: Option<Pool>,
+    applied: Option<crate::allocator::Pool>,
     /// Why the current spec cannot be used.
     error: Option<PoolSpecError>,
-    /// Whether the allocator holds [`frozen`] `applied` (the spec is invalid).
-    frozen: bool,
+    /// Being deleted (and not forced): kept frozen until its Services let go.
+    deleting: bool,
+    /// The last pool Event's message, so each is published once.
+    noticed: Option<String>,
 }
 
 /// See the module documentation.
@@ -112,8 +183,12 @@ pub struct Reconciler {
     class: Option<String>,
     allocator: Allocator,
     pools: BTreeMap<String, PoolRecord>,
+    /// The cluster's own networks last applied.
+    reserved: Vec<Reserved>,
     /// The last AllocationFailed message per Service, so a failure is reported once.
     failures: HashMap<ServiceKey, String>,
+    /// Foreign IPs already reported per Service.
+    foreign: HashMap<ServiceKey, Vec<IpAddr>>,
     /// Alias spellings already reported per Service.
     aliases: HashMap<ServiceKey, BTreeSet<String>>,
     /// Our last write per Service: what it set, and the resourceVersions it was
@@ -125,7 +200,7 @@ pub struct Reconciler {
     /// reports the release.
     displaced: HashMap<ServiceKey, Allocation>,
     /// Bumped whenever something every Service's decision may depend on changed:
-    /// pools, namespace labels, or IPs returning to the pools.
+    /// pools, namespace labels, reserved networks, or IPs returning to the pools.
     epoch: u64,
     /// Fingerprint of the namespaces (name, resourceVersion) seen last.
     namespaces: u64,
@@ -149,32 +224,38 @@ impl Reconciler {
     }
 
     /// Rebuilds every assignment from the Services' `status.loadBalancer.ingress`,
-    /// oldest Service first, before anything new is allocated: a restart moves no IP.
+    /// oldest Service first, then each pool's quarantine from its status, before
+    /// anything new is allocated: a restart or a new leader moves no IP and hands a
+    /// just-released IP to nobody while never-used ones remain.
     pub fn restore(&mut self, snapshot: &Snapshot) -> Vec<Outcome> {
         self.sync_pools(&snapshot.pools);
+        self.sync_reserved(snapshot);
         let labels = namespace_labels(&snapshot.namespaces);
         let mut outcomes = Vec::new();
         for svc in ordered(&snapshot.services) {
-            if service::handling(svc, self.class.as_deref()) != Handling::Ours {
+            let input = Input::read(svc, self.class.as_deref(), ns_labels_of(&labels, svc));
+            if input.handling != Handling::Ours || input.current_ips().is_empty() {
                 continue;
             }
-            let ips = service::current_ips(svc);
-            if ips.is_empty() {
-                continue;
-            }
-            let ns_labels = ns_labels_of(&labels, svc);
             // A Service whose annotations are wrong keeps its IPs all the same.
-            let request = service::translate(svc, ns_labels)
-                .map_or_else(|_| service::base_request(svc, ns_labels), |t| t.request);
-            let restored = self.allocator.restore(&request, &ips);
+            let ips = input.current_ips().to_vec();
+            let restored = self.allocator.restore(input.restoring(), &ips);
             for e in &restored.rejected {
-                tracing::info!(service = %request.key, error = %e, "IP not restored");
+                tracing::info!(service = %input.key(), error = %e, "IP not restored");
             }
             if restored.allocation.is_some() {
-                outcomes.push(Outcome {
-                    result: "success",
-                    reason: "restored",
-                });
+                outcomes.push(Outcome::Restored);
+            }
+        }
+        for object in &snapshot.pools {
+            let released = object
+                .status
+                .as_ref()
+                .map(|s| s.released.as_slice())
+                .unwrap_or_default();
+            let ips: Vec<IpAddr> = released.iter().filter_map(|r| r.ip.parse().ok()).collect();
+            if !ips.is_empty() {
+                self.allocator.restore_quarantine(&object.name_any(), ips);
             }
         }
         outcomes
@@ -183,6 +264,7 @@ impl Reconciler {
     /// Brings every pool and Service in line with the objects in `snapshot`.
     pub fn plan(&mut self, snapshot: &Snapshot) -> Plan {
         let mut changed = self.sync_pools(&snapshot.pools);
+        changed |= self.sync_reserved(snapshot);
         let namespaces = fingerprint(&snapshot.namespaces);
         if namespaces != self.namespaces {
             self.namespaces = namespaces;
@@ -203,10 +285,7 @@ impl Reconciler {
         for key in gone {
             changed = true;
             self.allocator.release(&key);
-            plan.outcomes.push(Outcome {
-                result: "success",
-                reason: "released",
-            });
+            plan.outcomes.push(Outcome::Released);
         }
         if changed {
             self.epoch += 1;
@@ -232,9 +311,11 @@ impl Reconciler {
         if count_released(&plan) > released_before {
             self.epoch += 1;
         }
+        self.plan_pools(&snapshot.pools, &mut plan);
         self.settled.retain(|k, _| seen.contains(k));
         self.displaced.clear();
         self.failures.retain(|k, _| seen.contains(k));
+        self.foreign.retain(|k, _| seen.contains(k));
         self.aliases.retain(|k, _| seen.contains(k));
         self.written.retain(|k, _| seen.contains(k));
         plan
@@ -246,72 +327,67 @@ impl Reconciler {
         ns_labels: &BTreeMap<String, String>,
         plan: &mut Plan,
     ) {
-        let key = service::key_of(svc);
+        let input = Input::read(svc, self.class.as_deref(), ns_labels);
+        let key = input.key().clone();
         let reference = svc.object_ref(&());
         let before = self
             .displaced
             .remove(&key)
             .or_else(|| self.allocator.allocation(&key).cloned());
-        let (current, exact) = ServiceView::current(svc);
-        let desired = match service::handling(svc, self.class.as_deref()) {
-            Handling::Ours => match service::translate(svc, ns_labels) {
-                Err(e) => {
-                    // No change: keep (and protect) what it holds, say what is wrong.
-                    if before.is_none() && !current.ips.is_empty() {
-                        let request = service::base_request(svc, ns_labels);
-                        self.allocator.restore(&request, &current.ips);
-                    }
-                    self.fail(&key, reference, e.to_string(), "invalid_request", plan);
+        let current = ServiceView {
+            ips: input.current_ips().to_vec(),
+            pool: input.current_pool().map(str::to_owned),
+        };
+        let desired = match input.handling {
+            Handling::Ours => {
+                if before.is_none() && self.foreign_ips(&input, &reference, plan) {
                     return;
                 }
-                Ok(t) => {
-                    if before.is_none()
-                        && let Some(name) = &t.request.requested_pool
-                        && let Some(e) = self.pools.get(name).and_then(|r| r.error.as_ref())
-                    {
-                        let note = format!(
-                            "{key} asks for IPAddressPool {name:?}, which is invalid and takes no new allocations: {e}"
-                        );
-                        self.fail(&key, reference, note, "pool_invalid", plan);
+                match &input.request {
+                    Err(e) => {
+                        // No change: keep (and protect) what it holds, say what is wrong.
+                        if before.is_none() && !current.ips.is_empty() {
+                            self.allocator.restore(&input.base, &current.ips);
+                        }
+                        self.fail(&key, reference, e.to_string(), "invalid_request", plan);
                         return;
                     }
-                    let seen = self.aliases.entry(key.clone()).or_default();
-                    for alias in &t.aliases {
-                        if seen.insert(alias.alias.clone()) {
-                            plan.notices.push(Notice {
-                                reference: reference.clone(),
-                                warning: false,
-                                reason: reasons::ALIAS_ANNOTATION,
-                                note: alias.message(),
-                            });
-                        }
-                    }
-                    let result = self.allocator.assign(&t.request);
-                    let after = self.allocator.allocation(&key).cloned();
-                    released(before.as_ref(), after.as_ref(), &reference, plan);
-                    match result {
-                        Ok(a) => {
-                            self.failures.remove(&key);
-                            if before.as_ref() != Some(&a) {
+                    Ok(t) => {
+                        let seen = self.aliases.entry(key.clone()).or_default();
+                        for alias in &t.aliases {
+                            if seen.insert(alias.alias.clone()) {
                                 plan.notices.push(Notice {
                                     reference: reference.clone(),
                                     warning: false,
-                                    reason: reasons::IP_ALLOCATED,
-                                    note: allocated_note(&a),
-                                });
-                                plan.outcomes.push(Outcome {
-                                    result: "success",
-                                    reason: "assigned",
+                                    reason: reasons::ALIAS_ANNOTATION,
+                                    note: alias.message(),
                                 });
                             }
                         }
-                        Err(e) => {
-                            self.fail(&key, reference, e.to_string(), e.reason(), plan);
+                        let result = self.allocator.assign(&t.request);
+                        let after = self.allocator.allocation(&key).cloned();
+                        released(before.as_ref(), after.as_ref(), &reference, plan);
+                        match result {
+                            Ok(a) => {
+                                self.failures.remove(&key);
+                                if before.as_ref() != Some(&a) {
+                                    plan.notices.push(Notice {
+                                        reference: reference.clone(),
+                                        warning: false,
+                                        reason: reasons::IP_ALLOCATED,
+                                        note: allocated_note(&a),
+                                    });
+                                    plan.outcomes.push(Outcome::Assigned);
+                                }
+                            }
+                            Err(e) => {
+                                self.fail(&key, reference, e.to_string(), e.reason(), plan);
+                            }
                         }
+                        ServiceView::of(after.as_ref())
                     }
-                    ServiceView::of(after.as_ref())
                 }
-            },
+            }
             handling => {
                 self.failures.remove(&key);
                 if before.is_some() {
@@ -328,7 +404,8 @@ impl Reconciler {
                 ServiceView::default()
             }
         };
-        let status = desired.ips != current.ips || (!exact && !desired.ips.is_empty());
+        let status =
+            desired.ips != current.ips || (!input.exact_ingress && !desired.ips.is_empty());
         let annotation = desired.pool != current.pool;
         if !status && !annotation {
             self.written.remove(&key);
@@ -349,6 +426,49 @@ impl Reconciler {
         });
     }
 
+    /// A Service of ours we hold nothing for, whose status shows IPs that no pool of
+    /// ours contains and without our output annotation, got them from someone else
+    /// (another controller, or MetalLB before a migration). It is not adopted (its IPs
+    /// are not ours to announce) and not overwritten (that would move a working IP
+    /// without being asked): an Event says so, once, and how to resolve it. True when
+    /// the Service is foreign and must be left alone.
+    fn foreign_ips(&mut self, input: &Input, reference: &ObjectReference, plan: &mut Plan) -> bool {
+        if input.current_pool().is_some() || input.current_ips().is_empty() {
+            self.foreign.remove(input.key());
+            return false;
+        }
+        let outside: Vec<IpAddr> = input
+            .current_ips()
+            .iter()
+            .copied()
+            .filter(|ip| {
+                !self
+                    .pools
+                    .values()
+                    .filter_map(|r| r.applied.as_ref())
+                    .any(|p| p.offers(*ip))
+            })
+            .collect();
+        if outside.is_empty() {
+            self.foreign.remove(input.key());
+            return false;
+        }
+        if self.foreign.get(input.key()) != Some(&outside) {
+            let listed: Vec<String> = outside.iter().map(ToString::to_string).collect();
+            plan.notices.push(Notice {
+                reference: reference.clone(),
+                warning: true,
+                reason: reasons::FOREIGN_IP,
+                note: format!(
+                    "status.loadBalancer.ingress holds {}, which no IPAddressPool of this installation contains and which FerroLB did not assign; FerroLB leaves this Service alone and does not announce it. Add a pool containing it to adopt it, or clear the status to get a new IP",
+                    listed.join(", ")
+                ),
+            });
+            self.foreign.insert(input.key().clone(), outside);
+        }
+        true
+    }
+
     fn fail(
         &mut self,
         key: &ServiceKey,
@@ -367,10 +487,7 @@ impl Reconciler {
             reason: reasons::ALLOCATION_FAILED,
             note,
         });
-        plan.outcomes.push(Outcome {
-            result: "failure",
-            reason,
-        });
+        plan.outcomes.push(Outcome::Failed(reason));
     }
 
     /// Records a successful write and the resourceVersions its calls produced, so
@@ -383,22 +500,29 @@ impl Reconciler {
     }
 
     /// Applies pool objects to the allocator: new and changed valid pools are upserted,
-    /// deleted ones removed; an invalid spec keeps the last valid version (so Services
-    /// keep their IPs) and is reported.
+    /// deleted ones removed. An invalid spec keeps the last valid version (so Services
+    /// keep their IPs) and freezes it; a pool being deleted is frozen and kept while
+    /// Services hold its IPs, unless its [`FORCE_RELEASE`] annotation asks to move
+    /// them.
     fn sync_pools(&mut self, objects: &[Arc<IPAddressPool>]) -> bool {
         let mut changed = false;
         let mut present = BTreeSet::new();
         for object in objects {
             let name = object.name_any();
+            let deleting = object.metadata.deletion_timestamp.is_some();
+            if deleting && forced(object) {
+                // Handled as gone: its Services move now.
+                continue;
+            }
             present.insert(name.clone());
             let record = self.pools.entry(name.clone()).or_default();
+            record.deleting = deleting;
             match pool::translate(object) {
                 Ok(p) => {
                     record.error = None;
-                    if record.applied.as_ref() != Some(&p) || record.frozen {
+                    if record.applied.as_ref() != Some(&p) {
                         changed = true;
                         record.applied = Some(p.clone());
-                        record.frozen = false;
                         let held = held_from(&self.allocator, &name);
                         let affected = self.allocator.upsert_pool(p);
                         self.remember_displaced(held, affected);
@@ -409,16 +533,22 @@ impl Reconciler {
                         tracing::warn!(pool = %name, error = %e, "IPAddressPool is invalid");
                     }
                     record.error = Some(e);
-                    // Services keep what they hold from the last valid version, but
-                    // the pool takes no new allocations until it is fixed.
-                    if !record.frozen
-                        && let Some(valid) = record.applied.clone()
-                    {
-                        record.frozen = true;
-                        changed = true;
-                        self.allocator.upsert_pool(frozen(valid));
-                    }
                 }
+            }
+            let Some(record) = self.pools.get(&name) else {
+                continue;
+            };
+            // Services keep what they hold, but a frozen pool takes no new allocations.
+            let freeze = if record.deleting {
+                Some(FreezeReason::Deleting)
+            } else if record.error.is_some() {
+                Some(FreezeReason::Invalid)
+            } else {
+                None
+            };
+            if record.applied.is_some() && self.allocator.frozen(&name) != freeze {
+                self.allocator.set_frozen(&name, freeze);
+                changed = true;
             }
         }
         let gone: Vec<String> = self
@@ -435,6 +565,120 @@ impl Reconciler {
             self.remember_displaced(held, affected);
         }
         changed
+    }
+
+    /// Applies the cluster's own networks; true when they changed.
+    fn sync_reserved(&mut self, snapshot: &Snapshot) -> bool {
+        let reserved = cluster::reserved(&snapshot.nodes, &snapshot.service_cidrs);
+        if reserved == self.reserved {
+            return false;
+        }
+        self.allocator.set_reserved(
+            reserved
+                .iter()
+                .map(|r| (r.label.clone(), r.range))
+                .collect(),
+        );
+        self.reserved = reserved;
+        true
+    }
+
+    /// Finalizers and Events of the pools: the finalizer stays while a pool holds
+    /// assignments; a pool being deleted says who still uses it.
+    fn plan_pools(&mut self, objects: &[Arc<IPAddressPool>], plan: &mut Plan) {
+        let mut holders: HashMap<&str, Vec<&ServiceKey>> = HashMap::new();
+        let deleting: BTreeSet<String> = objects
+            .iter()
+            .filter(|o| o.metadata.deletion_timestamp.is_some())
+            .map(|o| o.name_any())
+            .collect();
+        if !deleting.is_empty() {
+            for (key, a) in self.allocator.allocations() {
+                if deleting.contains(&a.pool) {
+                    holders.entry(a.pool.as_str()).or_default().push(key);
+                }
+            }
+        }
+        for object in objects {
+            let name = object.name_any();
+            let has = object.finalizers().iter().any(|f| f == POOL_FINALIZER);
+            let holds = if deleting.contains(&name) {
+                holders.get(name.as_str()).is_some_and(|h| !h.is_empty())
+            } else {
+                [Family::V4, Family::V6]
+                    .iter()
+                    .filter_map(|f| self.allocator.usage(&name, *f))
+                    .any(|u| u.assigned > 0)
+            };
+            if has != holds {
+                let mut finalizers: Vec<String> = object
+                    .finalizers()
+                    .iter()
+                    .filter(|f| *f != POOL_FINALIZER)
+                    .cloned()
+                    .collect();
+                if holds {
+                    finalizers.push(POOL_FINALIZER.to_owned());
+                }
+                plan.finalizers.push(FinalizerWrite {
+                    pool: name.clone(),
+                    resource_version: object.resource_version(),
+                    finalizers,
+                });
+            }
+            let notice = self.pool_notice(object, holders.get(name.as_str()));
+            if let Some(record) = self.pools.get_mut(&name) {
+                if record.noticed.as_ref() != notice.as_ref().map(|n| &n.note) {
+                    record.noticed = notice.as_ref().map(|n| n.note.clone());
+                    plan.notices.extend(notice);
+                }
+            } else if let Some(n) = notice {
+                // A forced pool is no longer recorded: its Event goes out once, as
+                // its finalizer is removed.
+                if has {
+                    plan.notices.push(n);
+                }
+            }
+        }
+    }
+
+    /// The Event a pool deserves now, if any.
+    fn pool_notice(
+        &self,
+        object: &IPAddressPool,
+        holders: Option<&Vec<&ServiceKey>>,
+    ) -> Option<Notice> {
+        let name = object.name_any();
+        let reference = object.object_ref(&());
+        if object.metadata.deletion_timestamp.is_some() {
+            if forced(object) {
+                return Some(Notice {
+                    reference,
+                    warning: false,
+                    reason: reasons::FORCE_RELEASED,
+                    note: format!(
+                        "IPAddressPool {name:?} is deleted with {FORCE_RELEASE}=true: the Services holding its IPs get new ones from other pools"
+                    ),
+                });
+            }
+            let holders = holders.filter(|h| !h.is_empty())?;
+            return Some(Notice {
+                reference,
+                warning: true,
+                reason: reasons::POOL_IN_USE,
+                note: in_use_message(&name, holders),
+            });
+        }
+        let overlaps = self.allocator.reserved_overlaps(&name);
+        if overlaps.is_empty() {
+            return None;
+        }
+        Some(Notice {
+            reference,
+            warning: true,
+            reason: reasons::CLUSTER_OVERLAP,
+            note: cluster_overlap_message(&overlaps),
+        })
     }
 
     fn remember_displaced(
@@ -456,20 +700,30 @@ impl Reconciler {
             .map(|object| {
                 let name = object.name_any();
                 let record = self.pools.get(&name);
-                let state = match (
-                    record.and_then(|r| r.error.as_ref()),
-                    self.allocator.pool_health(&name),
-                ) {
-                    (Some(e), _) => PoolState::Invalid {
-                        reason: e.reason().to_owned(),
-                        message: e.to_string(),
-                    },
-                    (None, Some(PoolHealth::Overlapping { with })) => PoolState::Overlapping(
-                        with.iter()
-                            .map(|(other, range)| (other.clone(), range.to_string()))
-                            .collect(),
-                    ),
-                    (None, _) => PoolState::Ready,
+                let state = if object.metadata.deletion_timestamp.is_some() {
+                    let users: Vec<String> = self
+                        .allocator
+                        .allocations()
+                        .filter(|(_, a)| a.pool == name)
+                        .map(|(k, _)| k.to_string())
+                        .collect();
+                    PoolState::Deleting { users }
+                } else {
+                    match (
+                        record.and_then(|r| r.error.as_ref()),
+                        self.allocator.pool_health(&name),
+                    ) {
+                        (Some(e), _) => PoolState::Invalid {
+                            reason: e.reason().to_owned(),
+                            message: e.to_string(),
+                        },
+                        (None, Some(PoolHealth::Overlapping { with })) => PoolState::Overlapping(
+                            with.iter()
+                                .map(|(other, range)| (other.clone(), range.to_string()))
+                                .collect(),
+                        ),
+                        (None, _) => PoolState::Ready,
+                    }
                 };
                 let usage = record
                     .and_then(|r| r.applied.as_ref())
@@ -481,15 +735,62 @@ impl Reconciler {
                             .collect()
                     })
                     .unwrap_or_default();
+                let mut quarantine = self.allocator.quarantine(&name);
+                let cut = quarantine.len().saturating_sub(QUARANTINE_KEPT);
+                quarantine.drain(..cut);
                 let report = PoolReport {
                     generation: object.metadata.generation,
                     usage,
                     state,
+                    cluster_overlaps: self
+                        .allocator
+                        .reserved_overlaps(&name)
+                        .into_iter()
+                        .map(|(label, range)| (label, range.to_string()))
+                        .collect(),
+                    quarantine,
                 };
                 (name, report)
             })
             .collect()
     }
+}
+
+/// Whether a pool's deletion may move its Services.
+fn forced(object: &IPAddressPool) -> bool {
+    object
+        .annotations()
+        .get(FORCE_RELEASE)
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// Says who still uses a pool being deleted, and how to let it go.
+pub fn in_use_message(name: &str, holders: &[&ServiceKey]) -> String {
+    const LISTED: usize = 10;
+    let mut listed: Vec<String> = holders
+        .iter()
+        .take(LISTED)
+        .map(ToString::to_string)
+        .collect();
+    if holders.len() > LISTED {
+        listed.push(format!("and {} more", holders.len() - LISTED));
+    }
+    format!(
+        "IPAddressPool {name:?} is being deleted but {} Service(s) still hold its IPs: {}; it takes no new allocations and stays until they are deleted or moved. To move them to other pools now, annotate the pool {FORCE_RELEASE}=true",
+        holders.len(),
+        listed.join(", ")
+    )
+}
+
+fn cluster_overlap_message(overlaps: &[(String, ferrolb_address::IpRange)]) -> String {
+    let listed: Vec<String> = overlaps
+        .iter()
+        .map(|(label, range)| format!("{label} ({range})"))
+        .collect();
+    format!(
+        "shares addresses with the cluster's own networks: {}; those addresses are never allocated, the rest of the pool keeps working. Remove them from the pool",
+        listed.join(", ")
+    )
 }
 
 fn released(
@@ -520,38 +821,7 @@ fn released(
             before.pool
         ),
     });
-    plan.outcomes.push(Outcome {
-        result: "success",
-        reason: "released",
-    });
-}
-
-/// A pool as the allocator keeps it while its spec is invalid: its addresses, so
-/// holders keep their IPs (held IPs are judged by address, not by policy), but no
-/// automatic use and a service selector that matches nothing, so nothing new is
-/// allocated from it.
-fn frozen(mut pool: Pool) -> Pool {
-    const KEY: &str = "ferrolb.io/pool-invalid";
-    pool.auto_assign = false;
-    pool.allocation = Some(ServiceAllocation {
-        priority: None,
-        namespaces: Vec::new(),
-        namespace_selectors: Vec::new(),
-        service_selectors: vec![LabelSelector {
-            match_labels: BTreeMap::new(),
-            match_expressions: vec![
-                LabelRequirement {
-                    key: KEY.to_owned(),
-                    operator: LabelOperator::Exists,
-                },
-                LabelRequirement {
-                    key: KEY.to_owned(),
-                    operator: LabelOperator::DoesNotExist,
-                },
-            ],
-        }],
-    });
-    pool
+    plan.outcomes.push(Outcome::Released);
 }
 
 /// The allocations drawn from pool `name`, before a change to it.
@@ -589,7 +859,7 @@ fn ordered(services: &[Arc<Service>]) -> Vec<&Service> {
 fn count_released(plan: &Plan) -> usize {
     plan.outcomes
         .iter()
-        .filter(|o| o.reason == "released")
+        .filter(|o| **o == Outcome::Released)
         .count()
 }
 
@@ -687,6 +957,7 @@ mod tests {
             services: vec![svc("a", json!({}))],
             pools: vec![pool("p", &["198.18.0.10-198.18.0.11"])],
             namespaces: vec![],
+            ..Snapshot::default()
         };
         let plan = r.plan(&snap);
         assert_eq!(plan.writes.len(), 1);
@@ -722,6 +993,7 @@ mod tests {
             services,
             pools,
             namespaces: vec![],
+            ..Snapshot::default()
         };
         let mut r = Reconciler::new(None);
         assert_eq!(r.restore(&snap).len(), 2);
@@ -738,6 +1010,7 @@ mod tests {
             services: vec![a, svc("bb", json!({}))],
             pools: vec![pool("p", &["198.18.0.10"])],
             namespaces: vec![],
+            ..Snapshot::default()
         };
         r.restore(&snap);
         let plan = r.plan(&snap);
@@ -768,6 +1041,7 @@ mod tests {
             services: vec![with_status(&s, &["198.18.0.11"], "p")],
             pools: vec![pool("p", &["198.18.0.10-198.18.0.11"])],
             namespaces: vec![],
+            ..Snapshot::default()
         };
         let plan = r.plan(&snap);
         assert!(plan.writes.is_empty());
@@ -790,6 +1064,7 @@ mod tests {
             )],
             pools: vec![pool("p", &["198.18.0.10"])],
             namespaces: vec![],
+            ..Snapshot::default()
         };
         let reasons: Vec<&str> = r.plan(&snap).notices.iter().map(|n| n.reason).collect();
         assert_eq!(reasons, [reasons::ALIAS_ANNOTATION, reasons::IP_ALLOCATED]);
@@ -809,6 +1084,7 @@ mod tests {
             services: vec![held.clone()],
             pools: vec![pool("p", &["198.18.0.10"])],
             namespaces: vec![],
+            ..Snapshot::default()
         };
         r.restore(&snap);
         let mut cluster_ip = (*held).clone();
@@ -833,6 +1109,7 @@ mod tests {
             services: vec![with_status(&s, &["203.0.113.5"], "x")],
             pools: vec![pool("p", &["198.18.0.10"])],
             namespaces: vec![],
+            ..Snapshot::default()
         };
         let plan = r.plan(&snap);
         // Its status and annotation are another controller's.
@@ -848,6 +1125,7 @@ mod tests {
             services: vec![a, b],
             pools: vec![pool("p", &["198.18.0.10-198.18.0.13"])],
             namespaces: vec![],
+            ..Snapshot::default()
         };
         r.restore(&snap);
         assert!(r.plan(&snap).writes.is_empty());
@@ -875,6 +1153,7 @@ mod tests {
             services,
             pools: vec![pool("p", &["198.18.0.0/16"])],
             namespaces: vec![],
+            ..Snapshot::default()
         };
         let mut r = Reconciler::new(None);
         let start = std::time::Instant::now();
@@ -906,6 +1185,7 @@ mod tests {
             services: vec![held.clone()],
             pools: vec![pool("p", &["198.18.0.10-198.18.0.20"])],
             namespaces: vec![],
+            ..Snapshot::default()
         };
         r.restore(&snap);
         assert!(r.plan(&snap).writes.is_empty());
@@ -916,11 +1196,16 @@ mod tests {
         let notes: Vec<&str> = plan.notices.iter().map(|n| n.note.as_str()).collect();
         assert_eq!(notes.len(), 2, "{notes:?}");
         assert!(
-            notes[0].contains("invalid") && notes[0].contains("198.18.0.5/24"),
+            notes[0].contains("\"p\" takes no new allocations") && notes[0].contains("invalid"),
             "{notes:?}"
         );
+        // The pool's status says what is wrong with it.
         let reports = r.pool_reports(&snap.pools);
-        assert!(matches!(reports[0].1.state, PoolState::Invalid { .. }));
+        assert!(
+            matches!(&reports[0].1.state, PoolState::Invalid { message, .. } if message.contains("198.18.0.5/24")),
+            "{:?}",
+            reports[0].1.state
+        );
         assert_eq!(reports[0].1.usage[0].1.assigned, 1);
         // Fixed: allocations resume.
         snap.pools = vec![pool("p", &["198.18.0.10-198.18.0.20"])];
@@ -938,6 +1223,7 @@ mod tests {
                 pool("q", &["198.18.0.13-198.18.0.20"]),
             ],
             namespaces: vec![],
+            ..Snapshot::default()
         };
         r.plan(&snap);
         let reports = r.pool_reports(&snap.pools);

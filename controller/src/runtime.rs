@@ -1,14 +1,21 @@
-//! The thin asynchronous shell around the [`Reconciler`]: reflectors on Services,
-//! IPAddressPools, Namespaces, L2Advertisements and SpeakerStatuses feed a
-//! debounced pass; while this replica leads, the pass's
-//! [`Plan`](crate::reconcile::Plan) is written to the API server, and pool and
-//! advertisement statuses (with the speakers' strictARP verdicts gathered) are
-//! brought up to date.
+//! The thin asynchronous shell around the [`Reconciler`]: while this replica leads,
+//! reflectors on Services, IPAddressPools, Namespaces, L2Advertisements and
+//! SpeakerStatuses feed a debounced pass, the pass's [`Plan`] is written to the API
+//! server, and pool and advertisement statuses (with the speakers' strictARP
+//! verdicts gathered) are brought up to date.
 //!
-//! Order on taking the lead: wait for every watch to sync, rebuild every assignment
-//! from the Services' statuses ([`Reconciler::restore`]), and only then allocate.
-//! A replica that loses the lead stops writing and, when it leads again, rebuilds from
-//! scratch: what the other leader wrote meanwhile is the truth.
+//! Every term as leader starts from fresh, consistent state: the reflectors are
+//! started when the term starts, their first list is a consistent read from etcd
+//! (never the API server's possibly lagging watch cache), every assignment is rebuilt
+//! from those Services' statuses ([`Reconciler::restore`]) and only then is anything
+//! allocated. A standby keeps no caches, so it has none that could lag; a replica
+//! that loses the lead stops its reflectors and forgets everything.
+//!
+//! Every write is fenced twice: the [`Fence`] is checked before each API call (a
+//! leader paused past its Lease writes nothing when it resumes), and Service writes
+//! carry the resourceVersion they were decided on, so a write decided on state
+//! someone else changed meanwhile fails with a conflict and is decided again from
+//! what the watch shows next.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,17 +27,21 @@ use ferrolb_crds::{
     IPAddressPool, IPAddressPoolStatus, L2Advertisement, L2AdvertisementStatus, SpeakerStatus,
 };
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::networking::v1::ServiceCIDR;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::ListSemantic;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
 
 use crate::events::Publisher;
+use crate::leader::Fence;
 use crate::metrics::Metrics;
-use crate::reconcile::{Plan, Reconciler, ServiceWrite, Snapshot};
+use crate::reconcile::{FinalizerWrite, Plan, Reconciler, ServiceWrite, Snapshot};
 use crate::status;
 use crate::strict_arp::Summary;
 
@@ -55,8 +66,14 @@ pub struct Context {
     pub events: Publisher,
     /// `--load-balancer-class`.
     pub class: Option<String>,
-    /// Set once the watches have synced (for `/readyz`).
+    /// Set once the API server has answered (for `/readyz`).
     pub ready: Arc<AtomicBool>,
+    /// The per-write leadership check.
+    pub fence: Fence,
+    /// The field manager of every write (per installation).
+    pub field_manager: String,
+    /// `--instance`: which speakers' SpeakerStatus objects are this installation's.
+    pub instance: Option<String>,
 }
 
 impl std::fmt::Debug for Context {
@@ -67,22 +84,104 @@ impl std::fmt::Debug for Context {
     }
 }
 
-/// The watch caches.
-#[derive(Debug, Clone)]
+/// The watch caches of one term as leader.
+#[derive(Debug)]
 struct Stores {
     services: Store<Service>,
     pools: Store<IPAddressPool>,
     namespaces: Store<Namespace>,
     advertisements: Store<L2Advertisement>,
     speakers: Store<SpeakerStatus>,
+    nodes: Store<Node>,
+    /// `None` where the API server does not serve ServiceCIDRs (before 1.33).
+    service_cidrs: Option<Store<ServiceCIDR>>,
+    /// The reflector tasks, stopped when the term ends.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Stores {
-    fn snapshot(&self) -> Snapshot {
+    /// Starts every reflector; their first lists are consistent reads.
+    async fn start(ctx: &Context, changed: &Arc<Notify>) -> Self {
+        let mut tasks = Vec::new();
+        let client = &ctx.client;
+        let all = watcher::Config::default();
+        let speakers = match &ctx.instance {
+            Some(i) => all
+                .clone()
+                .labels(&format!("{}={i}", ferrolb_crds::INSTANCE_LABEL)),
+            None => all
+                .clone()
+                .labels(&format!("!{}", ferrolb_crds::INSTANCE_LABEL)),
+        };
+        Self {
+            services: watch_kind(Api::all(client.clone()), all.clone(), changed, &mut tasks),
+            pools: watch_kind(Api::all(client.clone()), all.clone(), changed, &mut tasks),
+            namespaces: watch_kind(Api::all(client.clone()), all.clone(), changed, &mut tasks),
+            advertisements: watch_kind(Api::all(client.clone()), all.clone(), changed, &mut tasks),
+            speakers: watch_kind(Api::all(client.clone()), speakers, changed, &mut tasks),
+            nodes: watch_kind(Api::all(client.clone()), all.clone(), changed, &mut tasks),
+            service_cidrs: if serves_service_cidrs(client).await {
+                Some(watch_kind(
+                    Api::all(client.clone()),
+                    all,
+                    changed,
+                    &mut tasks,
+                ))
+            } else {
+                tracing::warn!(
+                    "the API server does not serve networking.k8s.io/v1 ServiceCIDRs: \
+                     pools are not checked against the Service CIDRs"
+                );
+                None
+            },
+            tasks,
+        }
+    }
+
+    /// Waits until every reflector has listed; false when one ended first.
+    async fn synced(&self) -> bool {
+        let synced = async {
+            self.services.wait_until_ready().await?;
+            self.pools.wait_until_ready().await?;
+            self.namespaces.wait_until_ready().await?;
+            self.advertisements.wait_until_ready().await?;
+            self.speakers.wait_until_ready().await?;
+            self.nodes.wait_until_ready().await?;
+            match &self.service_cidrs {
+                Some(s) => s.wait_until_ready().await,
+                None => Ok(()),
+            }
+        };
+        synced.await.is_ok()
+    }
+
+    /// What the reconciler decides on: pools of other installations
+    /// (`spec.loadBalancerClass` other than ours) are left out, as if absent.
+    fn snapshot(&self, class: Option<&str>) -> Snapshot {
+        let pools = self
+            .pools
+            .state()
+            .into_iter()
+            .filter(|p| p.spec.load_balancer_class.as_deref() == class)
+            .collect();
         Snapshot {
             services: self.services.state(),
-            pools: self.pools.state(),
+            pools,
             namespaces: self.namespaces.state(),
+            nodes: self.nodes.state(),
+            service_cidrs: self
+                .service_cidrs
+                .as_ref()
+                .map(Store::state)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for Stores {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
         }
     }
 }
@@ -90,46 +189,86 @@ impl Stores {
 /// Runs until `leading` closes (the process is stopping).
 pub async fn run(ctx: Context, mut leading: watch::Receiver<bool>) {
     let changed = Arc::new(Notify::new());
-    let stores = Stores {
-        services: watch_kind(Api::all(ctx.client.clone()), changed.clone()),
-        pools: watch_kind(Api::all(ctx.client.clone()), changed.clone()),
-        namespaces: watch_kind(Api::all(ctx.client.clone()), changed.clone()),
-        advertisements: watch_kind(Api::all(ctx.client.clone()), changed.clone()),
-        speakers: watch_kind(Api::all(ctx.client.clone()), changed.clone()),
-    };
-    let synced = async {
-        stores.services.wait_until_ready().await?;
-        stores.pools.wait_until_ready().await?;
-        stores.namespaces.wait_until_ready().await?;
-        stores.advertisements.wait_until_ready().await?;
-        stores.speakers.wait_until_ready().await
-    };
-    if synced.await.is_err() {
-        tracing::error!("a watch ended before it synced");
-        return;
-    }
+    answered(&ctx).await;
     ctx.ready.store(true, Ordering::Relaxed);
-    tracing::info!(
-        services = stores.services.len(),
-        pools = stores.pools.len(),
-        "watches synced"
-    );
     loop {
         while !*leading.borrow_and_update() {
             if leading.changed().await.is_err() {
                 return;
             }
         }
-        tracing::info!("leading: restoring assignments, then reconciling");
-        lead(&ctx, &stores, &changed, &mut leading).await;
-        tracing::info!("no longer leading: stopped writing");
+        tracing::info!(
+            "leading: listing everything afresh, restoring assignments, then reconciling"
+        );
+        let stores = Stores::start(&ctx, &changed).await;
+        tokio::select! {
+            synced = stores.synced() => {
+                if !synced {
+                    tracing::error!("a watch ended before it synced");
+                    return;
+                }
+                tracing::info!(
+                    services = stores.services.len(),
+                    pools = stores.pools.len(),
+                    "watches synced"
+                );
+                lead(&ctx, &stores, &changed, &mut leading).await;
+            }
+            r = wait_until_not_leading(&mut leading) => {
+                if r.is_err() {
+                    return;
+                }
+            }
+        }
+        drop(stores);
+        tracing::info!("no longer leading: stopped writing and dropped every cache");
     }
 }
 
-/// Starts a reflector for one kind; every change pokes `changed`. The watcher
-/// retries on errors, forever, with the short delays of
+async fn wait_until_not_leading(leading: &mut watch::Receiver<bool>) -> Result<(), ()> {
+    loop {
+        if !*leading.borrow_and_update() {
+            return Ok(());
+        }
+        leading.changed().await.map_err(|_| ())?;
+    }
+}
+
+/// Whether the API server serves ServiceCIDRs; errors other than "not found" count as
+/// yes (the watch then retries until it lists).
+async fn serves_service_cidrs(client: &Client) -> bool {
+    let api: Api<ServiceCIDR> = Api::all(client.clone());
+    !matches!(api.list_metadata(&ListParams::default().limit(1)).await, Err(e) if not_found(&e))
+}
+
+/// Waits until the API server answers a read: until then the replica is not ready.
+async fn answered(ctx: &Context) {
+    let api: Api<IPAddressPool> = Api::all(ctx.client.clone());
+    let mut retry = RETRY_MIN;
+    loop {
+        match api.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "the API server does not answer; retrying");
+                ctx.metrics.api_error("list");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Starts a reflector for one kind; every change pokes `changed`. Lists are
+/// consistent reads ([`ListSemantic::MostRecent`]), so the cache never starts, nor
+/// restarts after a watch expired, older than what etcd held at that moment. The
+/// watcher retries on errors, forever, with the short delays of
 /// [`ferrolb_telemetry::WatchBackoff`].
-fn watch_kind<K>(api: Api<K>, changed: Arc<Notify>) -> Store<K>
+fn watch_kind<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: &Arc<Notify>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Store<K>
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -140,14 +279,54 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        watcher(api, watcher::Config::default())
-            .modify(|o: &mut K| o.managed_fields_mut().clear())
-            .backoff(ferrolb_telemetry::watch_backoff()),
-    );
-    tokio::spawn(drive(stream, changed));
+    let events = watcher(api, config.list_semantic(ListSemantic::MostRecent))
+        .modify(|o: &mut K| o.managed_fields_mut().clear())
+        .backoff(ferrolb_telemetry::watch_backoff());
+    let events = match injected_watch_lag() {
+        Some(lag) => lagging(events, lag, tasks).boxed(),
+        None => events.boxed(),
+    };
+    let stream = reflector::reflector(writer, events);
+    tasks.push(tokio::spawn(drive(stream, changed.clone())));
     store
+}
+
+/// Delivers every item of `stream` `lag` after it arrived, in order, without
+/// slowing the stream itself down (a latency, not a throughput limit).
+fn lagging<S>(
+    stream: S,
+    lag: Duration,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> impl Stream<Item = S::Item> + Send + 'static
+where
+    S: Stream + Send + 'static,
+    S::Item: Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tasks.push(tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            if tx.send((tokio::time::Instant::now(), item)).is_err() {
+                return;
+            }
+        }
+    }));
+    futures::stream::unfold(rx, move |mut rx| async move {
+        let (arrived, item) = rx.recv().await?;
+        tokio::time::sleep_until(arrived + lag).await;
+        Some((item, rx))
+    })
+}
+
+/// A fault the lab injects: `FERROLB_FAULT_WATCH_LAG_MS` delivers every watch event
+/// that long after it arrived, so the caches trail the API server the way a slow
+/// or congested watch does. Unset in production; the chart never sets it.
+fn injected_watch_lag() -> Option<Duration> {
+    std::env::var("FERROLB_FAULT_WATCH_LAG_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
 }
 
 async fn drive<S, K, E>(stream: S, changed: Arc<Notify>)
@@ -172,14 +351,14 @@ async fn lead(
     leading: &mut watch::Receiver<bool>,
 ) {
     let mut reconciler = Reconciler::new(ctx.class.clone());
-    for outcome in reconciler.restore(&stores.snapshot()) {
-        ctx.metrics.allocation(outcome.result, outcome.reason);
+    for outcome in reconciler.restore(&stores.snapshot(ctx.class.as_deref())) {
+        ctx.metrics.allocation(outcome.result(), outcome.reason());
     }
     let mut pools = PoolWrites::default();
     let mut advertisements = AdvertisementWrites::default();
     let mut retry = RETRY_MIN;
     loop {
-        let snapshot = stores.snapshot();
+        let snapshot = stores.snapshot(ctx.class.as_deref());
         let plan = reconciler.plan(&snapshot);
         if !*leading.borrow() {
             return;
@@ -192,6 +371,7 @@ async fn lead(
         let next_advertisement_write = advertisements
             .write(
                 ctx,
+                &stores.pools.state(),
                 &snapshot.pools,
                 &stores.advertisements.state(),
                 &strict_arp,
@@ -228,24 +408,30 @@ async fn sleep_opt(wait: Option<Duration>) {
     }
 }
 
-/// Writes a plan; true when a write failed and must be retried.
+/// Writes a plan; true when a write failed, conflicted or was fenced and the pass
+/// must run again.
 async fn execute(ctx: &Context, reconciler: &mut Reconciler, plan: Plan) -> bool {
     for outcome in &plan.outcomes {
-        ctx.metrics.allocation(outcome.result, outcome.reason);
+        ctx.metrics.allocation(outcome.result(), outcome.reason());
     }
-    let results: Vec<(ServiceWrite, Option<Vec<String>>)> = futures::stream::iter(plan.writes)
+    // Finalizers first: a pool that just got its first holder is protected before
+    // the holder's IP is written.
+    let mut failed = false;
+    for f in &plan.finalizers {
+        failed |= !write_finalizers(ctx, f).await;
+    }
+    let results: Vec<(ServiceWrite, Written)> = futures::stream::iter(plan.writes)
         .map(|w| async move {
-            let produced = write_service(ctx, &w).await;
-            (w, produced)
+            let written = write_service(ctx, &w).await;
+            (w, written)
         })
         .buffer_unordered(CONCURRENT_WRITES)
         .collect()
         .await;
-    let mut failed = false;
-    for (w, produced) in results {
-        match produced {
-            Some(versions) => reconciler.written(&w, versions),
-            None => failed = true,
+    for (w, written) in results {
+        match written {
+            Written::Done(versions) => reconciler.written(&w, versions),
+            Written::Conflict | Written::Fenced | Written::Failed => failed = true,
         }
     }
     futures::stream::iter(plan.notices)
@@ -259,48 +445,113 @@ async fn execute(ctx: &Context, reconciler: &mut Reconciler, plan: Plan) -> bool
     failed
 }
 
+/// What became of one Service write.
+#[derive(Debug)]
+enum Written {
+    /// Every call succeeded (or the Service is gone): the resourceVersions produced.
+    Done(Vec<String>),
+    /// The Service changed since the decision (HTTP 409): decided again from what the
+    /// watch shows next.
+    Conflict,
+    /// Not leading any more, or the Lease is not confirmed: nothing was sent.
+    Fenced,
+    /// Any other error: retried with backoff.
+    Failed,
+}
+
 /// At most two calls: the status (first, so the IP shows as soon as possible) and
-/// the annotation. Returns the resourceVersions the calls produced, or `None` when
-/// one failed and the write must be retried. A Service that is gone needs nothing.
-async fn write_service(ctx: &Context, w: &ServiceWrite) -> Option<Vec<String>> {
+/// the annotation. Each call is conditional on the resourceVersion the decision was
+/// made on (the annotation call on the one the status call produced), and each is
+/// preceded by a check of the [`Fence`]. A Service that is gone needs nothing.
+async fn write_service(ctx: &Context, w: &ServiceWrite) -> Written {
     let api: Api<Service> = Api::namespaced(ctx.client.clone(), &w.key.namespace);
-    let params = PatchParams::default();
+    let params = PatchParams {
+        field_manager: Some(ctx.field_manager.clone()),
+        ..PatchParams::default()
+    };
     let mut produced = Vec::new();
-    if w.status {
-        let patch = status::ingress_patch(&w.desired.ips);
-        match api
-            .patch_status(&w.key.name, &params, &Patch::Merge(&patch))
-            .await
-        {
-            Ok(svc) => {
-                ctx.metrics.api_write("patch_service_status");
-                produced.extend(svc.resource_version());
-            }
-            Err(e) if not_found(&e) => return Some(produced),
-            Err(e) => {
-                tracing::warn!(service = %w.key, error = %e, "cannot write the Service status; will retry");
-                ctx.metrics.api_error("patch_service_status");
-                return None;
-            }
+    let mut version = w.resource_version.clone();
+    let calls = [
+        (w.status, "patch_service_status"),
+        (w.annotation, "patch_service"),
+    ];
+    for (needed, operation) in calls {
+        if !needed {
+            continue;
         }
-    }
-    if w.annotation {
-        let patch = status::annotation_patch(w.desired.pool.as_deref());
-        match api.patch(&w.key.name, &params, &Patch::Merge(&patch)).await {
+        if !ctx.fence.allows() {
+            ctx.metrics.fenced_write();
+            return Written::Fenced;
+        }
+        let result = if operation == "patch_service_status" {
+            let patch =
+                status::conditional(status::ingress_patch(&w.desired.ips), version.as_deref());
+            api.patch_status(&w.key.name, &params, &Patch::Merge(&patch))
+                .await
+        } else {
+            let patch = status::conditional(
+                status::annotation_patch(w.desired.pool.as_deref()),
+                version.as_deref(),
+            );
+            api.patch(&w.key.name, &params, &Patch::Merge(&patch)).await
+        };
+        match result {
             Ok(svc) => {
-                ctx.metrics.api_write("patch_service");
-                produced.extend(svc.resource_version());
+                ctx.metrics.api_write(operation);
+                version = svc.resource_version();
+                produced.extend(version.clone());
             }
-            Err(e) if not_found(&e) => return Some(produced),
+            Err(e) if not_found(&e) => return Written::Done(produced),
+            Err(e) if conflict(&e) => {
+                tracing::info!(service = %w.key, operation, "the Service changed since the decision; deciding again");
+                ctx.metrics.api_error(operation);
+                ctx.metrics.write_conflict();
+                return Written::Conflict;
+            }
             Err(e) => {
-                tracing::warn!(service = %w.key, error = %e, "cannot write the Service annotation; will retry");
-                ctx.metrics.api_error("patch_service");
-                return None;
+                tracing::warn!(service = %w.key, operation, error = %e, "cannot write the Service; will retry");
+                ctx.metrics.api_error(operation);
+                return Written::Failed;
             }
         }
     }
     tracing::debug!(service = %w.key, ips = ?w.desired.ips, pool = ?w.desired.pool, "Service written");
-    Some(produced)
+    Written::Done(produced)
+}
+
+/// Writes a pool's finalizers, conditional on the resourceVersion decided on; true
+/// when done (or the pool is gone).
+async fn write_finalizers(ctx: &Context, f: &FinalizerWrite) -> bool {
+    if !ctx.fence.allows() {
+        ctx.metrics.fenced_write();
+        return false;
+    }
+    let api: Api<IPAddressPool> = Api::all(ctx.client.clone());
+    let params = PatchParams {
+        field_manager: Some(ctx.field_manager.clone()),
+        ..PatchParams::default()
+    };
+    let patch = status::conditional(
+        serde_json::json!({ "metadata": { "finalizers": f.finalizers } }),
+        f.resource_version.as_deref(),
+    );
+    match api.patch(&f.pool, &params, &Patch::Merge(&patch)).await {
+        Ok(_) => {
+            ctx.metrics.api_write("patch_pool");
+            tracing::info!(pool = %f.pool, finalizers = ?f.finalizers, "pool finalizers written");
+            true
+        }
+        Err(e) if not_found(&e) => true,
+        Err(e) => {
+            tracing::warn!(pool = %f.pool, error = %e, "cannot write the pool's finalizers; will retry");
+            ctx.metrics.api_error("patch_pool");
+            false
+        }
+    }
+}
+
+fn conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
 fn not_found(e: &kube::Error) -> bool {
@@ -352,8 +603,17 @@ impl<S: PartialEq> BatchedStatus<S> {
                 return;
             }
         }
+        if !ctx.fence.allows() {
+            ctx.metrics.fenced_write();
+            *next = Some(next.map_or(RETRY_MIN, |n| n.min(RETRY_MIN)));
+            return;
+        }
+        let params = PatchParams {
+            field_manager: Some(ctx.field_manager.clone()),
+            ..PatchParams::default()
+        };
         match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_status(&name, &params, &Patch::Merge(&patch))
             .await
         {
             Ok(_) => {
@@ -483,19 +743,28 @@ impl AdvertisementWrites {
         &mut self,
         ctx: &Context,
         pools: &[Arc<IPAddressPool>],
+        ours: &[Arc<IPAddressPool>],
         objects: &[Arc<L2Advertisement>],
         strict_arp: &Summary,
     ) -> Option<Duration> {
+        type Labels =
+            std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
         let api: Api<L2Advertisement> = Api::all(ctx.client.clone());
-        let labels: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> =
+        let by_name = |pools: &[Arc<IPAddressPool>]| -> Labels {
             pools
                 .iter()
                 .map(|p| (p.name_any(), p.labels().clone()))
-                .collect();
+                .collect()
+        };
+        let labels = by_name(pools);
+        let our_labels = by_name(ours);
         let now = Instant::now();
         let mut next: Option<Duration> = None;
         let mut present = Vec::new();
         for object in objects {
+            if !crate::advertisement::concerns(&object.spec, &our_labels, ctx.instance.is_some()) {
+                continue;
+            }
             let name = object.name_any();
             present.push(name.clone());
             let previous = object.status.as_ref();

@@ -124,6 +124,76 @@ pub struct Translation {
     pub aliases: Vec<AliasUse>,
 }
 
+/// One Service, read once per decision into everything the reconciler needs.
+#[derive(Debug, Clone)]
+pub struct Input {
+    /// Whether it is ours.
+    pub handling: Handling,
+    /// Its request, or why the request cannot be read (only for Services of ours).
+    pub request: Result<Translation, RequestError>,
+    /// The request without the request annotations: always readable, so the IPs of a
+    /// Service whose annotations are wrong are still protected.
+    pub base: ServiceRequest,
+    /// Whether `status.loadBalancer.ingress` holds only entries we would write
+    /// (an IP and `ipMode: VIP`, nothing else).
+    pub exact_ingress: bool,
+}
+
+impl Input {
+    /// Reads `service` for a controller of `class`.
+    pub fn read(
+        service: &Service,
+        class: Option<&str>,
+        namespace_labels: &BTreeMap<String, String>,
+    ) -> Self {
+        let handling = handling(service, class);
+        let base = base_request(service, namespace_labels);
+        let request = translate_from(base.clone(), service);
+        let exact_ingress = service
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .is_none_or(|ingress| {
+                ingress.iter().all(|i| {
+                    i.hostname.is_none()
+                        && i.ports.as_ref().is_none_or(Vec::is_empty)
+                        && i.ip_mode.as_deref() == Some(crate::status::IP_MODE)
+                        && i.ip
+                            .as_deref()
+                            .is_some_and(|ip| ip.parse::<IpAddr>().is_ok())
+                })
+            });
+        Self {
+            handling,
+            request,
+            base,
+            exact_ingress,
+        }
+    }
+
+    /// The Service's key.
+    pub fn key(&self) -> &ServiceKey {
+        &self.base.key
+    }
+
+    /// The IPs its status shows.
+    pub fn current_ips(&self) -> &[IpAddr] {
+        &self.base.current_ips
+    }
+
+    /// The pool its output annotation names.
+    pub fn current_pool(&self) -> Option<&str> {
+        self.base.current_pool.as_deref()
+    }
+
+    /// The request to restore its current IPs with: the full request when it reads,
+    /// else the base one.
+    pub fn restoring(&self) -> &ServiceRequest {
+        self.request.as_ref().map_or(&self.base, |t| &t.request)
+    }
+}
+
 /// The Service's key.
 pub fn key_of(service: &Service) -> ServiceKey {
     ServiceKey::new(
@@ -228,7 +298,14 @@ pub fn translate(
     service: &Service,
     namespace_labels: &BTreeMap<String, String>,
 ) -> Result<Translation, RequestError> {
-    let mut request = base_request(service, namespace_labels);
+    translate_from(base_request(service, namespace_labels), service)
+}
+
+/// [`translate`] from an already read [`base_request`].
+fn translate_from(
+    mut request: ServiceRequest,
+    service: &Service,
+) -> Result<Translation, RequestError> {
     let key = request.key.clone();
     let spec = service.spec.as_ref();
     if let Some(spec) = spec {

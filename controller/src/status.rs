@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use ferrolb_address::Family;
-use ferrolb_crds::{FamilyUsage, IPAddressPoolStatus, annotations, conditions};
+use ferrolb_crds::{FamilyUsage, IPAddressPoolStatus, ReleasedIp, annotations, conditions};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -74,6 +74,18 @@ pub fn ingress_patch(ips: &[IpAddr]) -> Value {
     json!({ "status": { "loadBalancer": { "ingress": ingress } } })
 }
 
+/// Makes a merge patch conditional: the API server applies it only while the object's
+/// resourceVersion is still `version` and answers 409 Conflict otherwise.
+pub fn conditional(mut patch: Value, version: Option<&str>) -> Value {
+    if let (Some(v), Some(object)) = (version, patch.as_object_mut()) {
+        let metadata = object.entry("metadata").or_insert_with(|| json!({}));
+        if let Some(m) = metadata.as_object_mut() {
+            m.insert("resourceVersion".to_owned(), json!(v));
+        }
+    }
+    patch
+}
+
 /// The merge patch writing (or, with `None`, removing) the output annotation.
 pub fn annotation_patch(pool: Option<&str>) -> Value {
     json!({ "metadata": { "annotations": { annotations::IP_ALLOCATED_FROM_POOL: pool } } })
@@ -94,6 +106,11 @@ pub enum PoolState {
         /// What is wrong and how to fix it.
         message: String,
     },
+    /// Deleted; kept (no new allocations) while these Services hold its IPs.
+    Deleting {
+        /// `namespace/name` of each holder.
+        users: Vec<String>,
+    },
 }
 
 /// Everything a pool status is computed from.
@@ -105,6 +122,10 @@ pub struct PoolReport {
     pub usage: Vec<(Family, allocator::FamilyUsage)>,
     /// Conditions' source.
     pub state: PoolState,
+    /// `(what, common range)` for each of the cluster's networks the pool overlaps.
+    pub cluster_overlaps: Vec<(String, String)>,
+    /// The quarantine, oldest first.
+    pub quarantine: Vec<IpAddr>,
 }
 
 /// Renders a pool's status. Conditions keep their `lastTransitionTime` from
@@ -117,6 +138,7 @@ pub fn pool_status(
 ) -> IPAddressPoolStatus {
     let mut status = IPAddressPoolStatus {
         observed_generation: report.generation,
+        released: released_entries(&report.quarantine, previous, now),
         ..IPAddressPoolStatus::default()
     };
     let mut assigned = Vec::new();
@@ -172,6 +194,30 @@ pub fn pool_status(
                 ("False", "Valid", "every address entry is valid".to_owned()),
             )
         }
+        PoolState::Deleting { users } => (
+            (
+                "False",
+                "Deleting",
+                if users.is_empty() {
+                    "deleted; no Service holds its IPs any more".to_owned()
+                } else {
+                    let keys: Vec<&String> = users.iter().collect();
+                    let shown: Vec<&str> = keys.iter().take(10).map(|k| k.as_str()).collect();
+                    format!(
+                        "deleted, and kept while {} Service(s) hold its IPs ({}{}); no new allocations. Annotate the pool ferrolb.io/force-release=true to move them to other pools",
+                        users.len(),
+                        shown.join(", "),
+                        if users.len() > 10 { ", ..." } else { "" }
+                    )
+                },
+            ),
+            (
+                "False",
+                "NoOverlap",
+                "not checked while the pool is deleted".to_owned(),
+            ),
+            ("False", "Valid", "the pool is deleted".to_owned()),
+        ),
         PoolState::Invalid { reason, message } => (
             (
                 "False",
@@ -186,10 +232,32 @@ pub fn pool_status(
             ("True", reason.as_str(), message.clone()),
         ),
     };
+    let cluster = if report.cluster_overlaps.is_empty() {
+        (
+            "False",
+            "NoClusterOverlap",
+            "no address is in the cluster's Service CIDRs, pod CIDRs or node addresses".to_owned(),
+        )
+    } else {
+        let listed: Vec<String> = report
+            .cluster_overlaps
+            .iter()
+            .map(|(what, range)| format!("{what} ({range})"))
+            .collect();
+        (
+            "True",
+            "ClusterOverlap",
+            format!(
+                "shares addresses with {}; those addresses are never allocated, the rest of the pool keeps working",
+                listed.join(", ")
+            ),
+        )
+    };
     for (type_, (value, reason, message)) in [
         (conditions::READY, ready),
         (conditions::OVERLAPPING, overlapping),
         (conditions::INVALID, invalid),
+        (conditions::CLUSTER_OVERLAP, cluster),
     ] {
         let since = previous
             .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_))
@@ -205,6 +273,31 @@ pub fn pool_status(
         });
     }
     status
+}
+
+/// The quarantine as the status records it: an address keeps the release time
+/// `previous` recorded for it; a newly quarantined one gets `now`.
+fn released_entries(
+    quarantine: &[IpAddr],
+    previous: Option<&IPAddressPoolStatus>,
+    now: Timestamp,
+) -> Vec<ReleasedIp> {
+    let known: std::collections::HashMap<&str, &Time> = previous
+        .map(|p| {
+            p.released
+                .iter()
+                .map(|r| (r.ip.as_str(), &r.released_at))
+                .collect()
+        })
+        .unwrap_or_default();
+    quarantine
+        .iter()
+        .map(|ip| {
+            let ip = ip.to_string();
+            let released_at = known.get(ip.as_str()).map_or(Time(now), |t| (*t).clone());
+            ReleasedIp { ip, released_at }
+        })
+        .collect()
 }
 
 /// The merge patch writing a pool's whole status.
@@ -248,6 +341,21 @@ mod tests {
     }
 
     #[test]
+    fn conditional_patches_carry_the_version_they_were_decided_on() {
+        assert_eq!(
+            conditional(annotation_patch(Some("p")), Some("42")),
+            json!({ "metadata": { "resourceVersion": "42",
+                                  "annotations": { "ferrolb.io/ip-allocated-from-pool": "p" } } })
+        );
+        assert_eq!(
+            conditional(ingress_patch(&[]), Some("7")),
+            json!({ "metadata": { "resourceVersion": "7" },
+                    "status": { "loadBalancer": { "ingress": null } } })
+        );
+        assert_eq!(conditional(json!({ "a": 1 }), None), json!({ "a": 1 }));
+    }
+
+    #[test]
     fn current_view_flags_entries_we_would_not_write() {
         let svc: Service = serde_json::from_value(json!({
             "metadata": { "name": "a", "annotations": { "ferrolb.io/ip-allocated-from-pool": "p" } },
@@ -280,6 +388,8 @@ mod tests {
                 (Family::V6, usage(1u128 << 64, 0)),
             ],
             state: PoolState::Ready,
+            cluster_overlaps: vec![],
+            quarantine: vec![],
         };
         let s = pool_status(&report, None, Timestamp::UNIX_EPOCH);
         assert_eq!(s.ipv4.as_ref().unwrap().available, "13");
@@ -302,7 +412,8 @@ mod tests {
             [
                 ("Ready", "True"),
                 ("Overlapping", "False"),
-                ("Invalid", "False")
+                ("Invalid", "False"),
+                ("ClusterOverlap", "False")
             ]
         );
         assert!(
@@ -319,6 +430,8 @@ mod tests {
             generation: Some(1),
             usage: vec![(Family::V4, usage(4, 1))],
             state: PoolState::Ready,
+            cluster_overlaps: vec![],
+            quarantine: vec![],
         };
         let first = pool_status(&report, None, Timestamp::UNIX_EPOCH);
         let later = Timestamp::from_second(1_000).unwrap();
@@ -342,6 +455,42 @@ mod tests {
     }
 
     #[test]
+    fn quarantine_keeps_release_times_and_cluster_overlaps_are_named() {
+        let report = PoolReport {
+            generation: Some(1),
+            usage: vec![(Family::V4, usage(16, 1))],
+            state: PoolState::Ready,
+            cluster_overlaps: vec![("podCIDR of node node1".into(), "198.18.64.0/24".into())],
+            quarantine: vec![ip("198.18.0.3")],
+        };
+        let first = pool_status(&report, None, Timestamp::UNIX_EPOCH);
+        assert_eq!(first.released.len(), 1);
+        let later = Timestamp::from_second(500).unwrap();
+        let more = PoolReport {
+            quarantine: vec![ip("198.18.0.3"), ip("198.18.0.9")],
+            ..report
+        };
+        let second = pool_status(&more, Some(&first), later);
+        assert_eq!(
+            second.released[0].released_at,
+            Time(Timestamp::UNIX_EPOCH),
+            "an address keeps its release time"
+        );
+        assert_eq!(second.released[1].released_at, Time(later));
+        let overlap = second
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "ClusterOverlap")
+            .unwrap();
+        assert_eq!(overlap.status, "True");
+        assert!(
+            overlap
+                .message
+                .contains("podCIDR of node node1 (198.18.64.0/24)")
+        );
+    }
+
+    #[test]
     fn invalid_pool_says_why() {
         let report = PoolReport {
             generation: Some(2),
@@ -350,6 +499,8 @@ mod tests {
                 reason: "InvalidAddresses".into(),
                 message: "bad entry \"198.18.0.5/24\"".into(),
             },
+            cluster_overlaps: vec![],
+            quarantine: vec![],
         };
         let s = pool_status(&report, None, Timestamp::UNIX_EPOCH);
         assert!(s.ipv4.is_none() && s.assigned_summary.is_none());

@@ -6,6 +6,8 @@ pub const READY: &str = "Ready";
 pub const OVERLAPPING: &str = "Overlapping";
 /// A pool's addresses could not be parsed (the message says which entry and why).
 pub const INVALID: &str = "Invalid";
+/// A pool shares addresses with the cluster's own networks (never allocated).
+pub const CLUSTER_OVERLAP: &str = "ClusterOverlap";
 /// An L2Advertisement names a pool that does not exist.
 pub const UNKNOWN_POOLS: &str = "UnknownPools";
 /// An L2Advertisement's selectors match nothing.

@@ -29,7 +29,8 @@ pub use crd::{Target, all_crds, render_crds};
 pub use l2advertisement::{L2Advertisement, L2AdvertisementSpec, L2AdvertisementStatus};
 pub use names::{InterfaceName, NamespaceName, PoolAddress, PoolName};
 pub use pool::{
-    FamilyUsage, IPAddressPool, IPAddressPoolSpec, IPAddressPoolStatus, ServiceAllocation,
+    FamilyUsage, IPAddressPool, IPAddressPoolSpec, IPAddressPoolStatus, ReleasedIp,
+    ServiceAllocation,
 };
 pub use selector::Selector;
 pub use service_l2_status::{ServiceL2Status, ServiceL2StatusSpec, ServiceL2StatusStatus};

@@ -130,12 +130,32 @@ pub struct IPAddressPoolStatus {
     /// Free addresses per family, for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub available_summary: Option<String>,
-    /// `Ready` (the pool serves allocations), `Overlapping` (shares addresses with the
-    /// pool named in the message) and `Invalid` (an entry could not be used; the message
-    /// names it).
+    /// `Ready` (the pool serves allocations; `False` with reason `Deleting` while a
+    /// deleted pool waits for its Services to let go), `Overlapping` (shares addresses
+    /// with the pool named in the message), `Invalid` (an entry could not be used; the
+    /// message names it) and `ClusterOverlap` (addresses inside the cluster's Service
+    /// CIDRs, pod CIDRs or node addresses, which are never allocated).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The quarantine: addresses released lately, oldest first (at most 128). They go
+    /// to new Services only after every never-used address, so stale ARP caches, DNS
+    /// records and firewall rules pointing at their former Service have time to
+    /// expire. Kept here so a restart or a new leader keeps the order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
+    pub released: Vec<ReleasedIp>,
     /// The pool generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// An address in the quarantine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReleasedIp {
+    /// The address.
+    #[schemars(length(max = 45))]
+    pub ip: String,
+    /// When its last Service let it go.
+    pub released_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
 }

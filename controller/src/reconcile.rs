@@ -1230,4 +1230,406 @@ mod tests {
         assert!(matches!(reports[0].1.state, PoolState::Overlapping(ref w) if w[0].0 == "q"));
         assert_eq!(reports[0].1.usage[0].1.total, 4);
     }
+
+    /// A pool object with extra metadata (and status) merged in.
+    fn pool_with(name: &str, addresses: &[&str], extra: serde_json::Value) -> Arc<IPAddressPool> {
+        let mut v = serde_json::to_value(&*pool(name, addresses)).unwrap();
+        if let (Some(a), serde_json::Value::Object(b)) = (v.as_object_mut(), extra) {
+            for (k, val) in b {
+                match (a.get_mut(&k), val) {
+                    (Some(serde_json::Value::Object(x)), serde_json::Value::Object(y)) => {
+                        x.extend(y);
+                    }
+                    (_, val) => {
+                        a.insert(k, val);
+                    }
+                }
+            }
+        }
+        Arc::new(serde_json::from_value(v).unwrap())
+    }
+
+    fn ips(plan: &Plan, name: &str) -> Option<Vec<IpAddr>> {
+        plan.writes
+            .iter()
+            .find(|w| w.key.name == name)
+            .map(|w| w.desired.ips.clone())
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_pool_in_use_gets_the_finalizer_and_loses_it_when_empty() {
+        let mut r = Reconciler::new(None);
+        let mut snap = Snapshot {
+            services: vec![svc("a", json!({}))],
+            pools: vec![pool("p", &["198.18.0.10-198.18.0.11"])],
+            ..Snapshot::default()
+        };
+        let plan = r.plan(&snap);
+        assert_eq!(plan.finalizers.len(), 1);
+        assert_eq!(
+            plan.finalizers[0].finalizers,
+            vec![POOL_FINALIZER.to_owned()]
+        );
+        snap.pools = vec![pool_with(
+            "p",
+            &["198.18.0.10-198.18.0.11"],
+            json!({ "metadata": { "finalizers": [POOL_FINALIZER, "other.io/keep"] } }),
+        )];
+        assert!(r.plan(&snap).finalizers.is_empty(), "already there");
+        snap.services.clear();
+        let plan = r.plan(&snap);
+        assert_eq!(
+            plan.finalizers[0].finalizers,
+            vec!["other.io/keep".to_owned()],
+            "only ours is removed"
+        );
+    }
+
+    #[test]
+    fn a_deleted_pool_keeps_its_holders_takes_nothing_new_and_says_who_holds_it() {
+        let mut r = Reconciler::new(None);
+        let held = with_status(&svc("a", json!({})), &["198.18.0.10"], "p");
+        let deleting = json!({ "metadata": {
+            "finalizers": [POOL_FINALIZER],
+            "deletionTimestamp": "2026-01-01T00:00:00Z" } });
+        let mut snap = Snapshot {
+            services: vec![held.clone(), svc("bb", json!({}))],
+            pools: vec![
+                pool_with("p", &["198.18.0.10-198.18.0.13"], deleting.clone()),
+                pool("q", &["198.18.0.20"]),
+            ],
+            ..Snapshot::default()
+        };
+        r.restore(&snap);
+        let plan = r.plan(&snap);
+        assert_eq!(
+            ips(&plan, "bb"),
+            Some(vec![ip("198.18.0.20")]),
+            "not from the deleted pool"
+        );
+        assert!(ips(&plan, "a").is_none(), "the holder keeps its IP");
+        assert!(
+            plan.finalizers.iter().all(|f| f.pool != "p"),
+            "the finalizer stays while a holds p"
+        );
+        let in_use: Vec<&Notice> = plan
+            .notices
+            .iter()
+            .filter(|n| n.reason == reasons::POOL_IN_USE)
+            .collect();
+        assert_eq!(in_use.len(), 1);
+        assert!(in_use[0].note.contains("web/a") && in_use[0].note.contains(FORCE_RELEASE));
+        let reports = r.pool_reports(&snap.pools);
+        assert!(
+            matches!(&reports[0].1.state, PoolState::Deleting { users } if users == &["web/a"])
+        );
+        // The last holder goes: the finalizer goes with it.
+        snap.services = vec![svc("bb", json!({}))];
+        let plan = r.plan(&snap);
+        assert!(
+            plan.finalizers
+                .iter()
+                .any(|f| f.pool == "p" && f.finalizers.is_empty())
+        );
+    }
+
+    #[test]
+    fn forcing_a_deleted_pool_moves_its_holders_and_drops_the_finalizer() {
+        let mut r = Reconciler::new(None);
+        let held = with_status(&svc("a", json!({})), &["198.18.0.10"], "p");
+        let forced = json!({ "metadata": {
+            "finalizers": [POOL_FINALIZER],
+            "annotations": { FORCE_RELEASE: "true" },
+            "deletionTimestamp": "2026-01-01T00:00:00Z" } });
+        let mut snap = Snapshot {
+            services: vec![held],
+            pools: vec![pool("p", &["198.18.0.10"]), pool("q", &["198.18.0.20"])],
+            ..Snapshot::default()
+        };
+        r.restore(&snap);
+        assert!(r.plan(&snap).writes.is_empty());
+        snap.pools[0] = pool_with("p", &["198.18.0.10"], forced);
+        let plan = r.plan(&snap);
+        assert_eq!(ips(&plan, "a"), Some(vec![ip("198.18.0.20")]));
+        assert!(
+            plan.finalizers
+                .iter()
+                .any(|f| f.pool == "p" && f.finalizers.is_empty())
+        );
+        let reasons: Vec<&str> = plan.notices.iter().map(|n| n.reason).collect();
+        assert!(reasons.contains(&reasons::FORCE_RELEASED), "{reasons:?}");
+        assert!(reasons.contains(&reasons::IP_RELEASED), "{reasons:?}");
+    }
+
+    #[test]
+    fn a_foreign_ip_is_reported_once_and_left_alone_until_a_pool_contains_it() {
+        let mut r = Reconciler::new(None);
+        let mut theirs = (*svc("a", json!({}))).clone();
+        theirs.status = serde_json::from_value(
+            json!({ "loadBalancer": { "ingress": [{ "ip": "203.0.113.7", "ipMode": "VIP" }] } }),
+        )
+        .unwrap();
+        let mut snap = Snapshot {
+            services: vec![Arc::new(theirs)],
+            pools: vec![pool("p", &["198.18.0.10"])],
+            ..Snapshot::default()
+        };
+        r.restore(&snap);
+        let plan = r.plan(&snap);
+        assert!(plan.writes.is_empty(), "not overwritten: {:?}", plan.writes);
+        assert_eq!(plan.notices.len(), 1);
+        assert_eq!(plan.notices[0].reason, reasons::FOREIGN_IP);
+        assert!(plan.notices[0].note.contains("203.0.113.7"));
+        assert!(r.plan(&snap).notices.is_empty(), "reported once");
+        assert_eq!(
+            r.allocator().holders(ip("198.18.0.10")).len(),
+            0,
+            "nothing held for it"
+        );
+        // A pool containing it adopts it: kept, annotated.
+        snap.pools.push(pool("adopt", &["203.0.113.0/29"]));
+        let plan = r.plan(&snap);
+        assert_eq!(plan.writes.len(), 1);
+        assert!(!plan.writes[0].status, "the IP stays");
+        assert_eq!(plan.writes[0].desired.pool.as_deref(), Some("adopt"));
+    }
+
+    #[test]
+    fn our_own_ip_outside_every_pool_is_replaced_not_called_foreign() {
+        // It carries our annotation: we wrote it, and its pool is gone.
+        let mut r = Reconciler::new(None);
+        let snap = Snapshot {
+            services: vec![with_status(&svc("a", json!({})), &["203.0.113.7"], "gone")],
+            pools: vec![pool("p", &["198.18.0.10"])],
+            ..Snapshot::default()
+        };
+        r.restore(&snap);
+        let plan = r.plan(&snap);
+        assert_eq!(ips(&plan, "a"), Some(vec![ip("198.18.0.10")]));
+        assert!(plan.notices.iter().all(|n| n.reason != reasons::FOREIGN_IP));
+    }
+
+    #[test]
+    fn restore_puts_the_quarantine_from_the_pool_status_behind_never_used_addresses() {
+        let released = json!({ "status": { "released": [
+            { "ip": "198.18.0.10", "releasedAt": "2026-01-01T00:00:00Z" } ] } });
+        let snap = Snapshot {
+            services: vec![svc("a", json!({}))],
+            pools: vec![pool_with("p", &["198.18.0.10-198.18.0.11"], released)],
+            ..Snapshot::default()
+        };
+        let mut r = Reconciler::new(None);
+        r.restore(&snap);
+        let plan = r.plan(&snap);
+        assert_eq!(ips(&plan, "a"), Some(vec![ip("198.18.0.11")]));
+        let reports = r.pool_reports(&snap.pools);
+        assert_eq!(reports[0].1.quarantine, vec![ip("198.18.0.10")]);
+        // Without the status, the lowest address would go first.
+        let mut fresh = Reconciler::new(None);
+        let bare = Snapshot {
+            pools: vec![pool("p", &["198.18.0.10-198.18.0.11"])],
+            ..snap
+        };
+        fresh.restore(&bare);
+        assert_eq!(ips(&fresh.plan(&bare), "a"), Some(vec![ip("198.18.0.10")]));
+    }
+
+    #[test]
+    fn the_clusters_own_addresses_are_never_allocated_and_the_pool_says_so() {
+        let node: Arc<Node> = Arc::new(
+            serde_json::from_value(json!({
+                "metadata": { "name": "node1" },
+                "spec": { "podCIDRs": ["198.18.0.8/30"] },
+                "status": { "addresses": [{ "type": "InternalIP", "address": "198.18.0.12" }] },
+            }))
+            .unwrap(),
+        );
+        let snap = Snapshot {
+            services: vec![svc("a", json!({})), svc("bb", json!({}))],
+            pools: vec![pool("p", &["198.18.0.10-198.18.0.13"])],
+            nodes: vec![node],
+            ..Snapshot::default()
+        };
+        let mut r = Reconciler::new(None);
+        let plan = r.plan(&snap);
+        assert_eq!(ips(&plan, "a"), Some(vec![ip("198.18.0.13")]));
+        assert!(
+            ips(&plan, "bb").is_none(),
+            "only one address is not the cluster's"
+        );
+        let overlap: Vec<&Notice> = plan
+            .notices
+            .iter()
+            .filter(|n| n.reason == reasons::CLUSTER_OVERLAP)
+            .collect();
+        assert_eq!(overlap.len(), 1);
+        assert!(overlap[0].note.contains("podCIDR of node node1"));
+        let reports = r.pool_reports(&snap.pools);
+        assert_eq!(
+            reports[0].1.cluster_overlaps.len(),
+            2,
+            "{:?}",
+            reports[0].1.cluster_overlaps
+        );
+        assert!(
+            r.plan(&snap)
+                .notices
+                .iter()
+                .all(|n| n.reason != reasons::CLUSTER_OVERLAP)
+        );
+    }
+
+    /// A model of the API server for the fencing property: Services with
+    /// resourceVersions, conditional writes, and a log of every state.
+    #[derive(Debug, Default, Clone)]
+    struct Model {
+        services: BTreeMap<String, Service>,
+        version: u64,
+        /// The state after every change, for the checks.
+        states: Vec<BTreeMap<String, Vec<IpAddr>>>,
+    }
+
+    impl Model {
+        fn bump(&mut self, name: &str) {
+            self.version += 1;
+            if let Some(s) = self.services.get_mut(name) {
+                s.metadata.resource_version = Some(self.version.to_string());
+            }
+            let state = self
+                .services
+                .iter()
+                .map(|(n, s)| (n.clone(), service::current_ips(s)))
+                .collect();
+            self.states.push(state);
+        }
+
+        fn snapshot(&self, pools: &[Arc<IPAddressPool>]) -> Snapshot {
+            Snapshot {
+                services: self.services.values().cloned().map(Arc::new).collect(),
+                pools: pools.to_vec(),
+                ..Snapshot::default()
+            }
+        }
+
+        /// A conditional write, as the runtime sends it; false on conflict.
+        fn write(&mut self, w: &ServiceWrite) -> bool {
+            let Some(s) = self.services.get_mut(&w.key.name) else {
+                return true;
+            };
+            if s.metadata.resource_version != w.resource_version {
+                return false;
+            }
+            *s = (*with_status(s, &[], "")).clone();
+            let entries: Vec<String> = w.desired.ips.iter().map(ToString::to_string).collect();
+            let refs: Vec<&str> = entries.iter().map(String::as_str).collect();
+            *s = (*with_status(s, &refs, w.desired.pool.as_deref().unwrap_or_default())).clone();
+            self.bump(&w.key.name);
+            true
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Create,
+        Delete(usize),
+        /// The leader plans on a snapshot taken now and writes it later, after
+        /// `delay` more steps (a slow or paused leader).
+        Plan {
+            delay: usize,
+        },
+        /// The Lease moves: the old leader is fenced, a new one restores afresh.
+        Failover,
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => Just(Step::Create),
+            2 => (0usize..8).prop_map(Step::Delete),
+            4 => (0usize..4).prop_map(|delay| Step::Plan { delay }),
+            1 => Just(Step::Failover),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever interleaving of creations, deletions, slow plans and failovers,
+        /// with conditional writes and the fence (an old leader's pending writes are
+        /// never sent): no IP is ever held by two Services, and no Service's IP
+        /// changes once it has one.
+        #[test]
+        fn fenced_conditional_writes_never_double_assign(steps in proptest::collection::vec(step(), 1..60)) {
+            let pools = vec![pool("p", &["198.18.0.10-198.18.0.15"])];
+            let mut api = Model::default();
+            let mut term = 0u32;
+            let mut leader = Reconciler::new(None);
+            let mut pending: Vec<(usize, u32, Vec<ServiceWrite>)> = Vec::new();
+            let mut created = 0usize;
+            for s in steps {
+                match s {
+                    Step::Create => {
+                        let name = format!("s{created:02}");
+                        created += 1;
+                        let mut svc = (*svc(&name, json!({}))).clone();
+                        svc.metadata.creation_timestamp = None;
+                        api.services.insert(name.clone(), svc);
+                        api.bump(&name);
+                    }
+                    Step::Delete(i) => {
+                        let name = api.services.keys().nth(i).cloned();
+                        if let Some(name) = name {
+                            api.services.remove(&name);
+                            api.bump(&name);
+                        }
+                    }
+                    Step::Plan { delay } => {
+                        let plan = leader.plan(&api.snapshot(&pools));
+                        pending.push((delay, term, plan.writes));
+                    }
+                    Step::Failover => {
+                        term += 1;
+                        leader = Reconciler::new(None);
+                        leader.restore(&api.snapshot(&pools));
+                    }
+                }
+                // Writes come due; those of an older term are fenced.
+                for p in &mut pending {
+                    p.0 = p.0.saturating_sub(1);
+                }
+                let (due, later): (Vec<_>, Vec<_>) = pending.into_iter().partition(|p| p.0 == 0);
+                pending = later;
+                for (_, t, writes) in due {
+                    if t != term {
+                        continue;
+                    }
+                    for w in writes {
+                        if api.write(&w) {
+                            leader.written(&w, vec![api.version.to_string()]);
+                        }
+                    }
+                }
+            }
+            let mut held: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+            for state in &api.states {
+                let mut seen = BTreeSet::new();
+                for (name, ips) in state {
+                    for ip in ips {
+                        proptest::prop_assert!(seen.insert(*ip), "{ip} held twice in {state:?}");
+                    }
+                    if let Some(before) = held.get(name)
+                        && !before.is_empty()
+                        && !ips.is_empty()
+                    {
+                        proptest::prop_assert_eq!(before, ips, "{} moved", name);
+                    }
+                    if !ips.is_empty() {
+                        held.insert(name.clone(), ips.clone());
+                    }
+                }
+            }
+        }
+    }
 }

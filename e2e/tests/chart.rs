@@ -248,6 +248,156 @@ async fn templates_are_accepted_by_the_api_server() -> Result<()> {
     Ok(())
 }
 
+/// What one rendered release claims that another release beside it must not:
+/// the names of its cluster-scoped objects, the ports its hostNetwork pods
+/// bind on every node, and the flags naming it.
+#[derive(Debug, Default)]
+struct Claims {
+    cluster_scoped: Vec<String>,
+    host_ports: Vec<(i64, String)>,
+    controller_args: Vec<String>,
+    speaker_args: Vec<String>,
+}
+
+fn claims(rendered: &str) -> Result<Claims> {
+    use serde::Deserialize as _;
+    let mut claims = Claims::default();
+    for document in serde_yaml::Deserializer::from_str(rendered) {
+        let object = serde_json::to_value(serde_yaml::Value::deserialize(document)?)?;
+        let Some(kind) = object["kind"].as_str() else {
+            continue;
+        };
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        if kind.starts_with("Cluster") || kind == "CustomResourceDefinition" {
+            claims.cluster_scoped.push(format!("{kind}/{name}"));
+        }
+        let pod = &object["spec"]["template"]["spec"];
+        for container in pod["containers"].as_array().into_iter().flatten() {
+            let args: Vec<String> = container["args"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect();
+            match container["name"].as_str() {
+                Some("controller") => claims.controller_args = args,
+                Some("speaker") => claims.speaker_args = args,
+                _ => {}
+            }
+            if pod["hostNetwork"].as_bool() == Some(true) {
+                for port in container["ports"].as_array().into_iter().flatten() {
+                    let number = port["containerPort"].as_i64().unwrap_or_default();
+                    let protocol = port["protocol"].as_str().unwrap_or("TCP").to_owned();
+                    claims.host_ports.push((number, protocol));
+                }
+            }
+        }
+    }
+    Ok(claims)
+}
+
+/// The value of `--flag=` among `args`.
+fn flag<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter()
+        .find_map(|a| a.strip_prefix(flag)?.strip_prefix('='))
+}
+
+#[tokio::test]
+async fn a_second_release_renders_beside_the_first_without_shared_names_or_host_ports() -> Result<()>
+{
+    let Some(lab) = harness::lab().await? else {
+        return Ok(());
+    };
+    let chart = chart_path();
+    let kube_version = tools::kubernetes_version()?;
+    let render = |release: &str, sets: &[&str]| -> Result<Claims> {
+        let mut args = vec![
+            "template",
+            release,
+            chart.as_str(),
+            "--namespace",
+            release,
+            "--kube-version",
+            kube_version.as_str(),
+        ];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        claims(&chart::helm_ok(lab, &args)?)
+    };
+    // The first installation as most clusters run it: release "ferrolb",
+    // default values. Its Lease and field manager keep the names FerroLB
+    // always used, so upgrading it moves no leadership.
+    let first = render("ferrolb", &[])?;
+    for args in [&first.controller_args, &first.speaker_args] {
+        ensure!(
+            flag(args, "--instance").is_none(),
+            "an installation without a class got an instance name: {args:?}"
+        );
+    }
+    ensure!(
+        flag(&first.controller_args, "--lease-name") == Some("ferrolb-controller")
+            && flag(&first.controller_args, "--field-manager") == Some("ferrolb-controller"),
+        "release ferrolb renamed its Lease or field manager: {:?}",
+        first.controller_args
+    );
+    // The second, as values.yaml tells: its own class, ports and no CRDs.
+    let second_values = [
+        "loadBalancerClass=ferrolb.io/internal",
+        "crds.enabled=false",
+        "speaker.metricsPort=7483",
+        "speaker.gossipPort=7956",
+    ];
+    let second = render("internal", &second_values)?;
+    for (component, args) in [
+        ("controller", &second.controller_args),
+        ("speaker", &second.speaker_args),
+    ] {
+        ensure!(
+            flag(args, "--instance") == Some("internal")
+                && flag(args, "--load-balancer-class") == Some("ferrolb.io/internal"),
+            "the second release's {component} is not named by its release and class: {args:?}"
+        );
+    }
+    ensure!(
+        flag(&second.controller_args, "--lease-name") == Some("internal-ferrolb-controller")
+            && flag(&second.controller_args, "--field-manager")
+                == Some("internal-ferrolb-controller"),
+        "the second release's controller: {:?}",
+        second.controller_args
+    );
+    let shared: Vec<&String> = first
+        .cluster_scoped
+        .iter()
+        .filter(|n| second.cluster_scoped.contains(n))
+        .collect();
+    ensure!(
+        shared.is_empty(),
+        "both releases render cluster-scoped {shared:?}"
+    );
+    let clash = |a: &Claims, b: &Claims| -> Vec<(i64, String)> {
+        a.host_ports
+            .iter()
+            .filter(|p| b.host_ports.contains(p))
+            .cloned()
+            .collect()
+    };
+    ensure!(
+        !first.host_ports.is_empty() && clash(&first, &second).is_empty(),
+        "the releases bind the same host ports: {:?}",
+        clash(&first, &second)
+    );
+    // What values.yaml warns of: the speakers share the nodes' network, so a
+    // second release with the default ports would bind the first one's.
+    let careless = render("internal", &second_values[..2])?;
+    ensure!(
+        clash(&first, &careless).len() == first.host_ports.len(),
+        "a second release with default ports does not collide as expected: {:?}",
+        careless.host_ports
+    );
+    Ok(())
+}
+
 /// The release: uninstalled, with its namespace deleted, when dropped (also
 /// when the test fails).
 struct Release {
@@ -349,6 +499,15 @@ struct ClusterObjects {
 impl Drop for ClusterObjects {
     fn drop(&mut self) {
         for name in &self.names {
+            // A pool still held keeps the controller's finalizer, and the release may be
+            // gone already: nobody would remove it.
+            if name.starts_with("ipaddresspool/") {
+                let _ = kubectl(
+                    &self.lab,
+                    &["patch", name, "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#],
+                    None,
+                );
+            }
             let _ = kubectl(&self.lab, &["delete", name, "--ignore-not-found"], None);
         }
     }
@@ -596,11 +755,11 @@ async fn install_serves_a_service_then_upgrade_keeps_key_and_ips_and_uninstall_k
     wait_for_pods(&client, 2, nodes).await?;
     eprintln!("installed, pods Ready after {:.1?}", started.elapsed());
 
-    // A pool only this test's Service asks for (not auto-assigned, so no other
-    // test's controller hands its addresses out), announced on every node.
+    // A pool of the release's class only this test's Service asks for (not
+    // auto-assigned either), announced on every node.
     let pool_spec = format!(
         "apiVersion: ferrolb.io/v1beta1\nkind: IPAddressPool\nmetadata:\n  name: {POOL}\n\
-         spec:\n  addresses: [\"{}-{}\"]\n  autoAssign: false\n---\n\
+         spec:\n  addresses: [\"{}-{}\"]\n  autoAssign: false\n  loadBalancerClass: {CLASS}\n---\n\
          apiVersion: ferrolb.io/v1beta1\nkind: L2Advertisement\nmetadata:\n  name: {POOL}\n\
          spec:\n  ipAddressPools: [{POOL}]\n",
         POOL_RANGE.0, POOL_RANGE.1

@@ -504,7 +504,13 @@ impl Drop for ClusterObjects {
             if name.starts_with("ipaddresspool/") {
                 let _ = kubectl(
                     &self.lab,
-                    &["patch", name, "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#],
+                    &[
+                        "patch",
+                        name,
+                        "--type=merge",
+                        "-p",
+                        r#"{"metadata":{"finalizers":null}}"#,
+                    ],
                     None,
                 );
             }

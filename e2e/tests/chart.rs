@@ -326,8 +326,9 @@ async fn a_second_release_renders_beside_the_first_without_shared_names_or_host_
         claims(&chart::helm_ok(lab, &args)?)
     };
     // The first installation as most clusters run it: release "ferrolb",
-    // default values. Its Lease and field manager keep the names FerroLB
-    // always used, so upgrading it moves no leadership.
+    // default values. Without a class the Lease keeps the controller's default name
+    // whatever the release is called, so an upgrade never runs two leaders under
+    // two Lease names.
     let first = render("ferrolb", &[])?;
     for args in [&first.controller_args, &first.speaker_args] {
         ensure!(
@@ -336,10 +337,16 @@ async fn a_second_release_renders_beside_the_first_without_shared_names_or_host_
         );
     }
     ensure!(
-        flag(&first.controller_args, "--lease-name") == Some("ferrolb-controller")
+        flag(&first.controller_args, "--lease-name").is_none()
             && flag(&first.controller_args, "--field-manager") == Some("ferrolb-controller"),
         "release ferrolb renamed its Lease or field manager: {:?}",
         first.controller_args
+    );
+    let renamed = render("lb", &[])?;
+    ensure!(
+        flag(&renamed.controller_args, "--lease-name").is_none(),
+        "a release without a class named its own Lease: {:?}",
+        renamed.controller_args
     );
     // The second, as values.yaml tells: its own class, ports and no CRDs.
     let second_values = [

@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use ferrolb_e2e::chart::{self, ChartRbac, Component};
+use ferrolb_e2e::faults::Stopped;
 use ferrolb_e2e::harness::{self, TestNamespace, wait_for};
 use ferrolb_e2e::harness::{kubectl, repo_root};
+use ferrolb_e2e::history::{Cause, Recorder, Scope};
 use ferrolb_e2e::lab::Lab;
 use ferrolb_e2e::process;
 use futures::StreamExt;
@@ -77,7 +79,20 @@ struct TestPool {
 }
 
 impl TestPool {
-    async fn create(lab: &Lab, client: &Client, name: &str, spec: Value) -> Result<Self> {
+    /// Creates a pool of the test's load-balancer class (the only pools its controller
+    /// uses) unless `spec` names another.
+    async fn create(
+        lab: &Lab,
+        client: &Client,
+        ns: &TestNamespace,
+        name: &str,
+        mut spec: Value,
+    ) -> Result<Self> {
+        if let Some(fields) = spec.as_object_mut() {
+            fields
+                .entry("loadBalancerClass")
+                .or_insert_with(|| json!(class_of(ns)));
+        }
         let object: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "ferrolb.io/v1beta1",
             "kind": "IPAddressPool",
@@ -110,6 +125,22 @@ impl TestPool {
 
 impl Drop for TestPool {
     fn drop(&mut self) {
+        // The test's controller is gone by now: the finalizer it keeps on pools in use
+        // would hold the pool forever.
+        let _ = Command::new(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args([
+                "patch",
+                "ipaddresspool",
+                &self.name,
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let _ = Command::new(&self.kubectl)
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
@@ -146,9 +177,21 @@ async fn create_service_with(
     annotations: Value,
     spec: Value,
 ) -> Result<()> {
+    create_service_in(client, ns.name(), &class_of(ns), name, annotations, spec).await
+}
+
+/// A LoadBalancer Service of `class` in namespace `ns`.
+async fn create_service_in(
+    client: &Client,
+    ns: &str,
+    class: &str,
+    name: &str,
+    annotations: Value,
+    spec: Value,
+) -> Result<()> {
     let mut base = json!({
         "type": "LoadBalancer",
-        "loadBalancerClass": class_of(ns),
+        "loadBalancerClass": class,
         "selector": { "app": name },
         "ports": [{ "port": 80, "protocol": "TCP" }],
     });
@@ -159,7 +202,7 @@ async fn create_service_with(
         "metadata": { "name": name, "annotations": annotations },
         "spec": base,
     }))?;
-    Api::<Service>::namespaced(client.clone(), ns.name())
+    Api::<Service>::namespaced(client.clone(), ns)
         .create(&PostParams::default(), &svc)
         .await
         .with_context(|| format!("cannot create Service {name}"))?;
@@ -269,6 +312,17 @@ struct Controller {
 
 impl Controller {
     fn start(lab: &Lab, ns: &TestNamespace, creds: &Credentials, identity: &str) -> Result<Self> {
+        Self::start_with(lab, ns, creds, identity, &[])
+    }
+
+    /// Starts a controller with extra environment variables (injected faults).
+    fn start_with(
+        lab: &Lab,
+        ns: &TestNamespace,
+        creds: &Credentials,
+        identity: &str,
+        env: &[(&str, &str)],
+    ) -> Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .context("cannot find a free port")?
@@ -296,6 +350,7 @@ impl Controller {
             ])
             .env("KUBECONFIG", &creds.kubeconfig)
             .env("FERROLB_LOG", "info,ferrolb_controller=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -464,6 +519,7 @@ async fn service_gets_an_ip_from_the_right_pool_and_requests_are_honoured_or_ref
     let mine = TestPool::create(
         lab,
         &client,
+        &ns,
         &format!("e2e-mine-{s}"),
         json!({ "addresses": ["198.18.110.0/29"],
                 "serviceAllocation": { "priority": 0, "namespaces": [ns.name()] } }),
@@ -472,6 +528,7 @@ async fn service_gets_an_ip_from_the_right_pool_and_requests_are_honoured_or_ref
     let manual = TestPool::create(
         lab,
         &client,
+        &ns,
         &format!("e2e-manual-{s}"),
         json!({ "addresses": ["198.18.110.16/29"], "autoAssign": false }),
     )
@@ -627,10 +684,12 @@ async fn restart_with_200_services_moves_no_ip() -> Result<()> {
     let pool = TestPool::create(
         lab,
         &client,
+        &ns,
         &format!("e2e-restart-{}", suffix(&ns)),
         json!({ "addresses": ["198.18.112.0/24"], "autoAssign": false }),
     )
     .await?;
+    let recorder = Recorder::start(client.clone(), Scope::namespace(ns.name()));
     let controller = Controller::start(lab, &ns, &creds, "restart-1")?;
     let names: Vec<String> = (0..200).map(|i| format!("svc-{i:03}")).collect();
     futures::stream::iter(names.iter())
@@ -696,6 +755,7 @@ async fn restart_with_200_services_moves_no_ip() -> Result<()> {
         moved.len(),
         controller.log_tail()
     );
+    recorder.stop().await.check().assert_clean()?;
     Ok(())
 }
 
@@ -714,10 +774,12 @@ async fn killing_the_leader_lets_the_other_replica_continue() -> Result<()> {
     let pool = TestPool::create(
         lab,
         &client,
+        &ns,
         &format!("e2e-leader-{}", suffix(&ns)),
         json!({ "addresses": ["198.18.113.0/28"], "autoAssign": false }),
     )
     .await?;
+    let recorder = Recorder::start(client.clone(), Scope::namespace(ns.name()));
     let a = Controller::start(lab, &ns, &creds, "replica-a")?;
     let b = Controller::start(lab, &ns, &creds, "replica-b")?;
     let leader = wait_for("a Lease holder", Duration::from_secs(30), || async {
@@ -804,6 +866,7 @@ async fn killing_the_leader_lets_the_other_replica_continue() -> Result<()> {
         ips["one"] == vec![one] && ips["two"] == vec![two],
         "IPs moved on handover: {ips:?}"
     );
+    recorder.stop().await.check().assert_clean()?;
     Ok(())
 }
 
@@ -822,6 +885,7 @@ async fn shrinking_a_pool_moves_only_services_outside_the_new_range() -> Result<
     let pool = TestPool::create(
         lab,
         &client,
+        &ns,
         &format!("e2e-shrink-{}", suffix(&ns)),
         json!({ "addresses": ["198.18.114.0/24"], "autoAssign": false }),
     )
@@ -898,6 +962,7 @@ async fn exhausted_pool_fails_then_allocates_when_an_ip_frees() -> Result<()> {
     let pool = TestPool::create(
         lab,
         &client,
+        &ns,
         &format!("e2e-exhaust-{}", suffix(&ns)),
         json!({ "addresses": ["198.18.115.7"], "autoAssign": false }),
     )
@@ -972,6 +1037,7 @@ async fn invalid_and_overlapping_pools_show_their_conditions() -> Result<()> {
     let a = TestPool::create(
         lab,
         &client,
+        &ns,
         &format!("e2e-ovl-a-{s}"),
         json!({ "addresses": ["198.18.116.0/28"], "autoAssign": false }),
     )
@@ -979,6 +1045,7 @@ async fn invalid_and_overlapping_pools_show_their_conditions() -> Result<()> {
     let b = TestPool::create(
         lab,
         &client,
+        &ns,
         &format!("e2e-ovl-b-{s}"),
         json!({ "addresses": ["198.18.116.8-198.18.116.20"], "autoAssign": false }),
     )
@@ -1036,6 +1103,7 @@ async fn invalid_and_overlapping_pools_show_their_conditions() -> Result<()> {
     let invalid = TestPool::create(
         lab,
         &client,
+        &ns,
         &name,
         json!({ "addresses": ["2001:db8:ff::20-2001:db8:ff::10"] }),
     )
@@ -1078,6 +1146,7 @@ async fn dual_stack_services_get_one_ip_per_family() -> Result<()> {
     let pool = TestPool::create(
         lab,
         &client,
+        &ns,
         &format!("e2e-dual-{}", suffix(&ns)),
         json!({ "addresses": ["198.18.118.0/28"], "autoAssign": false }),
     )
@@ -1118,6 +1187,648 @@ async fn dual_stack_services_get_one_ip_per_family() -> Result<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------
+// Allocation under faults: every test records the Services' whole history from a
+// watch and checks it for double assignments and moves without a cause.
+
+/// Creates `churn-N` Services one after the other and deletes each `live` creations
+/// later, until `stop` is set; returns how many it created.
+async fn churn(
+    client: Client,
+    (ns, class): (String, String),
+    pool: String,
+    live: usize,
+    every: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<usize> {
+    let api: Api<Service> = Api::namespaced(client.clone(), &ns);
+    let mut created = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        create_service_in(
+            &client,
+            &ns,
+            &class,
+            &format!("churn-{created}"),
+            json!({ "ferrolb.io/address-pool": pool }),
+            json!({}),
+        )
+        .await?;
+        if created >= live {
+            let old = format!("churn-{}", created - live);
+            api.delete(&old, &DeleteParams::default()).await?;
+        }
+        created += 1;
+        tokio::time::sleep(every).await;
+    }
+    Ok(created)
+}
+
+/// Waits until every Service in the namespace holds an IP, and no two hold the same.
+async fn settled(client: &Client, ns: &str) -> Result<BTreeMap<String, Vec<IpAddr>>> {
+    let waited = wait_for(
+        "every Service with its own IP",
+        Duration::from_secs(60),
+        || async {
+            let ips = all_ips(client, ns).await?;
+            let mut seen = std::collections::BTreeSet::new();
+            let distinct = ips.values().flatten().all(|ip| seen.insert(*ip));
+            Ok((distinct && ips.values().all(|v| !v.is_empty())).then_some(ips))
+        },
+    )
+    .await;
+    match waited {
+        Ok(ips) => Ok(ips),
+        Err(e) => bail!("{e}: {:?}", all_ips(client, ns).await?),
+    }
+}
+
+#[tokio::test]
+async fn a_leader_paused_past_its_lease_writes_nothing_when_it_resumes() -> Result<()> {
+    let _serial = serial().await?;
+    let Some(Setup {
+        lab,
+        client,
+        ns,
+        creds,
+    }) = setup("ctl-pause").await?
+    else {
+        return Ok(());
+    };
+    let pool = TestPool::create(
+        lab,
+        &client,
+        &ns,
+        &format!("e2e-pause-{}", suffix(&ns)),
+        json!({ "addresses": ["198.18.119.0/28"], "autoAssign": false }),
+    )
+    .await?;
+    let recorder = Recorder::start(client.clone(), Scope::namespace(ns.name()));
+    let a = Controller::start(lab, &ns, &creds, "pause-a")?;
+    let b = Controller::start(lab, &ns, &creds, "pause-b")?;
+    let leader = wait_for("a Lease holder", Duration::from_secs(30), || async {
+        holder(&client, ns.name()).await
+    })
+    .await?;
+    let (paused, standby) = if leader == a.identity { (a, b) } else { (b, a) };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churning = tokio::spawn(churn(
+        client.clone(),
+        (ns.name().to_owned(), class_of(&ns)),
+        pool.name.clone(),
+        5,
+        Duration::from_millis(250),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The leader stops mid-churn, with decisions and writes in flight, for twice
+    // its Lease: the standby takes over and allocates meanwhile.
+    let stalled = Stopped::stop(paused.pid())?;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let now = holder(&client, ns.name()).await?;
+    ensure!(
+        now.as_deref() == Some(standby.identity.as_str()),
+        "the standby did not take over while the leader was paused (holder {now:?})"
+    );
+    let before = all_ips(&client, ns.name()).await?;
+    stalled.resume()?;
+    // The old leader runs again while Services keep coming and going.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let created = churning.await.context("the churn task panicked")??;
+    let after = settled(&client, ns.name()).await;
+    let history = recorder.stop().await;
+    eprintln!(
+        "{created} Services created, {} versions recorded; held at resume: {}",
+        history.len(),
+        before.len(),
+    );
+    let report = history.check();
+    report.assert_clean().with_context(|| {
+        format!(
+            "resumed leader:\n{}\nnew leader:\n{}",
+            paused.log_tail(),
+            standby.log_tail()
+        )
+    })?;
+    after?;
+    ensure!(
+        paused.scrape()?.contains("ferrolb_leader 0"),
+        "the resumed replica claims to lead"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_lagging_standby_takes_over_from_fresh_state() -> Result<()> {
+    let _serial = serial().await?;
+    let Some(Setup {
+        lab,
+        client,
+        ns,
+        creds,
+    }) = setup("ctl-lag").await?
+    else {
+        return Ok(());
+    };
+    let pool = TestPool::create(
+        lab,
+        &client,
+        &ns,
+        &format!("e2e-lag-{}", suffix(&ns)),
+        json!({ "addresses": ["198.18.120.0/28"], "autoAssign": false }),
+    )
+    .await?;
+    let recorder = Recorder::start(client.clone(), Scope::namespace(ns.name()));
+    let leader = Controller::start(lab, &ns, &creds, "lag-leader")?;
+    wait_for(
+        "the first replica to lead",
+        Duration::from_secs(30),
+        || async {
+            Ok((holder(&client, ns.name()).await?.as_deref() == Some("lag-leader")).then_some(()))
+        },
+    )
+    .await?;
+    // Every watch event reaches the standby 10 s late: longer than the Lease (6 s), so
+    // at takeover its caches still miss what the killed leader wrote last.
+    let standby = Controller::start_with(
+        lab,
+        &ns,
+        &creds,
+        "lag-standby",
+        &[("FERROLB_FAULT_WATCH_LAG_MS", "10000")],
+    )?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churning = tokio::spawn(churn(
+        client.clone(),
+        (ns.name().to_owned(), class_of(&ns)),
+        pool.name.clone(),
+        6,
+        Duration::from_millis(300),
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    leader.kill();
+    wait_for(
+        "the lagging standby to take over",
+        Duration::from_secs(30),
+        || async {
+            Ok((holder(&client, ns.name()).await?.as_deref() == Some("lag-standby")).then_some(()))
+        },
+    )
+    .await?;
+    // It allocates while Services keep coming and going.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let created = churning.await.context("the churn task panicked")??;
+    let after = settled(&client, ns.name()).await;
+    let history = recorder.stop().await;
+    eprintln!(
+        "{created} Services created, {} versions recorded",
+        history.len()
+    );
+    history
+        .check()
+        .assert_clean()
+        .with_context(|| format!("new leader:\n{}", standby.log_tail()))?;
+    after?;
+    Ok(())
+}
+
+/// Events about a cluster-scoped object (they live in the `default` namespace).
+async fn wait_pool_event(
+    client: &Client,
+    pool: &str,
+    reason: &str,
+    contains: &str,
+) -> Result<String> {
+    let api: Api<Event> = Api::all(client.clone());
+    wait_for(
+        &format!("a {reason} Event containing {contains:?} on IPAddressPool {pool}"),
+        Duration::from_secs(20),
+        || {
+            let api = api.clone();
+            async move {
+                Ok(api
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .into_iter()
+                    .filter(|e| {
+                        e.reason.as_deref() == Some(reason)
+                            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pool)
+                    })
+                    .filter_map(|e| e.note)
+                    .find(|n| n.contains(contains)))
+            }
+        },
+    )
+    .await
+}
+
+/// A pool's condition of `type_`, as `(status, reason, message)`.
+async fn pool_condition(
+    client: &Client,
+    pool: &str,
+    type_: &str,
+) -> Result<Option<(String, String, String)>> {
+    let Some(object) = pools_api(client).get_opt(pool).await? else {
+        return Ok(None);
+    };
+    let found = object.data["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            let field = |k: &str| c[k].as_str().unwrap_or_default().to_owned();
+            (field("status"), field("reason"), field("message"))
+        });
+    Ok(found)
+}
+
+#[tokio::test]
+async fn deleting_a_pool_in_use_waits_for_its_services_unless_forced() -> Result<()> {
+    let _serial = serial().await?;
+    let Some(Setup {
+        lab,
+        client,
+        ns,
+        creds,
+    }) = setup("ctl-delete").await?
+    else {
+        return Ok(());
+    };
+    let s = suffix(&ns);
+    // Both pools serve any Service of the class; ties go by name, so "a" first.
+    let first = TestPool::create(
+        lab,
+        &client,
+        &ns,
+        &format!("e2e-dela-{s}"),
+        json!({ "addresses": ["198.18.121.0/29"] }),
+    )
+    .await?;
+    let _second = TestPool::create(
+        lab,
+        &client,
+        &ns,
+        &format!("e2e-delb-{s}"),
+        json!({ "addresses": ["198.18.121.8/29"] }),
+    )
+    .await?;
+    let recorder = Recorder::start(client.clone(), Scope::namespace(ns.name()));
+    let controller = Controller::start(lab, &ns, &creds, "delete-1")?;
+    create_service(&client, &ns, "one", json!({})).await?;
+    create_service(&client, &ns, "two", json!({})).await?;
+    let one = wait_ip(&client, ns.name(), "one", Duration::from_secs(30)).await?;
+    let two = wait_ip(&client, ns.name(), "two", Duration::from_secs(30)).await?;
+    let in_first =
+        |ip: IpAddr| matches!(ip, IpAddr::V4(a) if a.octets()[2] == 121 && a.octets()[3] < 8);
+    ensure!(
+        in_first(one) && in_first(two),
+        "one got {one}, two {two}: not from {}",
+        first.name
+    );
+    wait_for("the pool's finalizer", Duration::from_secs(20), || async {
+        let p = pools_api(&client).get(&first.name).await?;
+        Ok(p.metadata
+            .finalizers
+            .unwrap_or_default()
+            .iter()
+            .any(|f| f == "ferrolb.io/pool-in-use")
+            .then_some(()))
+    })
+    .await?;
+
+    // A GitOps prune or a mistaken delete: the pool stays, its Services keep their IPs.
+    kubectl(
+        lab,
+        &["delete", "ipaddresspool", &first.name, "--wait=false"],
+        None,
+    )?;
+    let (status, reason, message) =
+        wait_for("Ready=False Deleting", Duration::from_secs(20), || async {
+            Ok(pool_condition(&client, &first.name, "Ready")
+                .await?
+                .filter(|c| c.1 == "Deleting"))
+        })
+        .await?;
+    ensure!(status == "False", "Ready is {status} ({reason})");
+    ensure!(
+        message.contains("/one")
+            && message.contains("/two")
+            && message.contains("ferrolb.io/force-release"),
+        "the condition does not say who holds the pool and how to force it: {message}"
+    );
+    let note = wait_pool_event(&client, &first.name, "PoolInUse", "2 Service(s)").await?;
+    ensure!(note.contains("force-release"), "Event: {note}");
+    // A deleted pool takes no new allocations, although it has free addresses.
+    create_service(&client, &ns, "three", json!({})).await?;
+    let three = wait_ip(&client, ns.name(), "three", Duration::from_secs(30)).await?;
+    ensure!(
+        !in_first(three),
+        "three got {three} from the pool being deleted"
+    );
+    // Its last holders leave or move: one is deleted, two is moved by the opt-in.
+    Api::<Service>::namespaced(client.clone(), ns.name())
+        .delete("one", &DeleteParams::default())
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ensure!(
+        pools_api(&client).get_opt(&first.name).await?.is_some(),
+        "the pool went while Service two still holds {two}"
+    );
+    let ips = all_ips(&client, ns.name()).await?;
+    ensure!(
+        ips["two"] == vec![two],
+        "two moved before the opt-in: {ips:?}"
+    );
+    recorder.cause(Cause::PoolChanged {
+        pool: first.name.clone(),
+    });
+    pools_api(&client)
+        .patch(
+            &first.name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({ "metadata": { "annotations": { "ferrolb.io/force-release": "true" } } }),
+            ),
+        )
+        .await?;
+    let moved = wait_for(
+        "two to move to the other pool",
+        Duration::from_secs(30),
+        || async {
+            let ips = all_ips(&client, ns.name()).await?;
+            Ok(ips["two"].first().copied().filter(|ip| *ip != two))
+        },
+    )
+    .await?;
+    wait_for("the forced pool to go", Duration::from_secs(30), || async {
+        Ok(pools_api(&client)
+            .get_opt(&first.name)
+            .await?
+            .is_none()
+            .then_some(()))
+    })
+    .await?;
+    eprintln!(
+        "one {one} and two {two} held the deleted pool; three got {three}; two moved to {moved}"
+    );
+    recorder
+        .stop()
+        .await
+        .check()
+        .assert_clean()
+        .with_context(|| controller.log_tail())?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_pool_overlapping_the_clusters_networks_never_hands_those_addresses_out() -> Result<()> {
+    let _serial = serial().await?;
+    let Some(Setup {
+        lab,
+        client,
+        ns,
+        creds,
+    }) = setup("ctl-cluster").await?
+    else {
+        return Ok(());
+    };
+    // The lab's real networks: a node's InternalIP and podCIDR, and the Service CIDR.
+    let node = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .find(|n| {
+            n.spec
+                .as_ref()
+                .and_then(|s| s.pod_cidrs.as_ref())
+                .is_some_and(|c| !c.is_empty())
+        })
+        .context("no Node with podCIDRs in the lab")?;
+    let internal = node
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
+        .map(|a| a.address.clone())
+        .context("the Node has no InternalIP")?;
+    let pod_cidr = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.pod_cidrs.as_ref())
+        .and_then(|c| c.iter().find(|c| !c.contains(':')))
+        .context("no IPv4 podCIDR")?;
+    let network: std::net::Ipv4Addr = pod_cidr.split('/').next().unwrap_or_default().parse()?;
+    let pod_first = std::net::Ipv4Addr::from(u32::from(network) + 1);
+    let service_ip = "198.19.0.200";
+    let pool = TestPool::create(
+        lab,
+        &client,
+        &ns,
+        &format!("e2e-cluster-{}", suffix(&ns)),
+        json!({ "addresses": [internal, pod_first.to_string(), service_ip, "198.18.122.0/31"] }),
+    )
+    .await?;
+    let recorder = Recorder::start(client.clone(), Scope::namespace(ns.name()));
+    let _controller = Controller::start(lab, &ns, &creds, "cluster-1")?;
+    let (status, _, message) = wait_for("ClusterOverlap=True", Duration::from_secs(20), || async {
+        Ok(pool_condition(&client, &pool.name, "ClusterOverlap")
+            .await?
+            .filter(|c| c.0 == "True"))
+    })
+    .await?;
+    ensure!(status == "True");
+    for part in ["podCIDR of node", "InternalIP of node", "ServiceCIDR"] {
+        ensure!(
+            message.contains(part),
+            "the condition does not name the {part}: {message}"
+        );
+    }
+    wait_pool_event(&client, &pool.name, "ClusterOverlap", "never allocated").await?;
+    let (ready, _, _) = pool_condition(&client, &pool.name, "Ready")
+        .await?
+        .context("no Ready")?;
+    ensure!(ready == "True", "the rest of the pool must keep working");
+    for name in ["a", "b", "c"] {
+        create_service(&client, &ns, name, json!({})).await?;
+    }
+    let a = wait_ip(&client, ns.name(), "a", Duration::from_secs(30)).await?;
+    let b = wait_ip(&client, ns.name(), "b", Duration::from_secs(30)).await?;
+    let mut got = [a.to_string(), b.to_string()];
+    got.sort();
+    ensure!(
+        got == ["198.18.122.0", "198.18.122.1"],
+        "got {got:?}: a reserved address was handed out"
+    );
+    wait_event(&client, ns.name(), "c", "AllocationFailed", "").await?;
+    create_service(
+        &client,
+        &ns,
+        "asks",
+        json!({ "ferrolb.io/loadBalancerIPs": internal }),
+    )
+    .await?;
+    let note = wait_event(&client, ns.name(), "asks", "AllocationFailed", &internal).await?;
+    ensure!(
+        note.contains("InternalIP of node"),
+        "the refusal does not say why: {note}"
+    );
+    let ips = all_ips(&client, ns.name()).await?;
+    ensure!(ips["c"].is_empty() && ips["asks"].is_empty(), "{ips:?}");
+    recorder.stop().await.check().assert_clean()?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_foreign_ip_in_status_is_left_alone_until_a_pool_adopts_it() -> Result<()> {
+    let _serial = serial().await?;
+    let Some(Setup {
+        lab,
+        client,
+        ns,
+        creds,
+    }) = setup("ctl-foreign").await?
+    else {
+        return Ok(());
+    };
+    let s = suffix(&ns);
+    let _pool = TestPool::create(
+        lab,
+        &client,
+        &ns,
+        &format!("e2e-foreign-{s}"),
+        json!({ "addresses": ["198.18.123.0/29"] }),
+    )
+    .await?;
+    // Statuses written by someone else (MetalLB before a migration) before we run.
+    let api: Api<Service> = Api::namespaced(client.clone(), ns.name());
+    for (name, ip) in [("theirs", "198.18.124.5"), ("inside", "198.18.123.6")] {
+        create_service(&client, &ns, name, json!({})).await?;
+        api.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "loadBalancer": { "ingress": [{ "ip": ip, "ipMode": "VIP" }] } } })),
+        )
+        .await?;
+    }
+    let recorder = Recorder::start(client.clone(), Scope::namespace(ns.name()));
+    let controller = Controller::start(lab, &ns, &creds, "foreign-1")?;
+    let note = wait_event(&client, ns.name(), "theirs", "ForeignIP", "198.18.124.5").await?;
+    ensure!(note.contains("leaves this Service alone"), "Event: {note}");
+    // The IP inside our pool is adopted: kept, and annotated with its pool.
+    wait_for("inside adopted", Duration::from_secs(20), || async {
+        let svc = api.get("inside").await?;
+        Ok(svc
+            .annotations()
+            .get(OUTPUT_ANNOTATION)
+            .is_some()
+            .then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ips = all_ips(&client, ns.name()).await?;
+    ensure!(
+        ips["theirs"] == vec![ip("198.18.124.5")] && ips["inside"] == vec![ip("198.18.123.6")],
+        "a status was overwritten: {ips:?}"
+    );
+    ensure!(
+        api.get("theirs")
+            .await?
+            .annotations()
+            .get(OUTPUT_ANNOTATION)
+            .is_none(),
+        "the foreign Service was annotated as ours"
+    );
+    // A pool that contains it adopts it without a move.
+    let _adopting = TestPool::create(
+        lab,
+        &client,
+        &ns,
+        &format!("e2e-adopt-{s}"),
+        json!({ "addresses": ["198.18.124.0/29"] }),
+    )
+    .await?;
+    wait_for("theirs adopted", Duration::from_secs(20), || async {
+        let svc = api.get("theirs").await?;
+        Ok(svc
+            .annotations()
+            .get(OUTPUT_ANNOTATION)
+            .is_some()
+            .then_some(()))
+    })
+    .await?;
+    let ips = all_ips(&client, ns.name()).await?;
+    ensure!(
+        ips["theirs"] == vec![ip("198.18.124.5")],
+        "moved on adoption: {ips:?}"
+    );
+    recorder
+        .stop()
+        .await
+        .check()
+        .assert_clean()
+        .with_context(|| controller.log_tail())?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_released_ip_stays_quarantined_across_a_restart() -> Result<()> {
+    let _serial = serial().await?;
+    let Some(Setup {
+        lab,
+        client,
+        ns,
+        creds,
+    }) = setup("ctl-quarantine").await?
+    else {
+        return Ok(());
+    };
+    let pool = TestPool::create(
+        lab,
+        &client,
+        &ns,
+        &format!("e2e-quarantine-{}", suffix(&ns)),
+        json!({ "addresses": ["198.18.125.0/29"] }),
+    )
+    .await?;
+    let first = Controller::start(lab, &ns, &creds, "quarantine-1")?;
+    for name in ["s0", "s1", "s2"] {
+        create_service(&client, &ns, name, json!({})).await?;
+        wait_ip(&client, ns.name(), name, Duration::from_secs(30)).await?;
+    }
+    let released = all_ips(&client, ns.name()).await?["s0"][0];
+    Api::<Service>::namespaced(client.clone(), ns.name())
+        .delete("s0", &DeleteParams::default())
+        .await?;
+    wait_for(
+        "the release in the pool's status",
+        Duration::from_secs(20),
+        || async {
+            let p = pools_api(&client).get(&pool.name).await?;
+            let listed = p.data["status"]["released"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["ip"] == released.to_string());
+            Ok(listed.then_some(()))
+        },
+    )
+    .await?;
+    first.kill();
+    let _second = Controller::start(lab, &ns, &creds, "quarantine-2")?;
+    create_service(&client, &ns, "s3", json!({})).await?;
+    let new = wait_ip(&client, ns.name(), "s3", Duration::from_secs(30)).await?;
+    ensure!(
+        new != released,
+        "the new Service got {released}, released just before the restart, while never-used addresses were free"
+    );
+    Ok(())
+}
+
 /// Service created → IP in its status, as a client watching Services sees it.
 #[tokio::test]
 #[ignore = "benchmark: run with --ignored --nocapture"]
@@ -1135,6 +1846,7 @@ async fn bench_service_created_to_ip_in_status() -> Result<()> {
     let pool = TestPool::create(
         lab,
         &client,
+        &ns,
         &format!("e2e-bench-{}", suffix(&ns)),
         json!({ "addresses": ["198.18.117.0/24"], "autoAssign": false }),
     )
@@ -1233,6 +1945,7 @@ async fn bench_controller_memory_at_10k_services() -> Result<()> {
     let pool = TestPool::create(
         lab,
         &client,
+        &ns,
         &format!("e2e-mem-{}", suffix(&ns)),
         json!({ "addresses": ["198.18.128.0/18"], "autoAssign": false }),
     )

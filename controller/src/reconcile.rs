@@ -334,10 +334,7 @@ impl Reconciler {
             .displaced
             .remove(&key)
             .or_else(|| self.allocator.allocation(&key).cloned());
-        let current = ServiceView {
-            ips: input.current_ips().to_vec(),
-            pool: input.current_pool().map(str::to_owned),
-        };
+        let current = ServiceView::current(&input);
         let desired = match input.handling {
             Handling::Ours => {
                 if before.is_none() && self.foreign_ips(&input, &reference, plan) {
@@ -902,12 +899,17 @@ mod tests {
     use serde_json::json;
 
     fn svc(name: &str, extra: serde_json::Value) -> Arc<Service> {
-        let mut v = json!({
+        let v = json!({
             "metadata": { "namespace": "web", "name": name, "resourceVersion": "1",
                           "creationTimestamp": format!("2026-01-01T00:00:{:02}Z", name.len()) },
             "spec": { "type": "LoadBalancer", "ipFamilies": ["IPv4"], "ipFamilyPolicy": "SingleStack",
                       "ports": [{ "port": 80, "protocol": "TCP" }] },
         });
+        Arc::new(serde_json::from_value(merged(v, extra)).unwrap())
+    }
+
+    /// `v` with the top-level fields of `extra`, objects merged one level deep.
+    fn merged(mut v: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
         if let (Some(a), serde_json::Value::Object(b)) = (v.as_object_mut(), extra) {
             for (k, val) in b {
                 match (a.get_mut(&k), val) {
@@ -920,7 +922,7 @@ mod tests {
                 }
             }
         }
-        Arc::new(serde_json::from_value(v).unwrap())
+        v
     }
 
     fn pool(name: &str, addresses: &[&str]) -> Arc<IPAddressPool> {
@@ -1233,19 +1235,10 @@ mod tests {
 
     /// A pool object with extra metadata (and status) merged in.
     fn pool_with(name: &str, addresses: &[&str], extra: serde_json::Value) -> Arc<IPAddressPool> {
-        let mut v = serde_json::to_value(&*pool(name, addresses)).unwrap();
-        if let (Some(a), serde_json::Value::Object(b)) = (v.as_object_mut(), extra) {
-            for (k, val) in b {
-                match (a.get_mut(&k), val) {
-                    (Some(serde_json::Value::Object(x)), serde_json::Value::Object(y)) => {
-                        x.extend(y);
-                    }
-                    (_, val) => {
-                        a.insert(k, val);
-                    }
-                }
-            }
-        }
+        let v = merged(
+            serde_json::to_value(&*pool(name, addresses)).unwrap(),
+            extra,
+        );
         Arc::new(serde_json::from_value(v).unwrap())
     }
 

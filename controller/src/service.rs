@@ -149,21 +149,7 @@ impl Input {
         let handling = handling(service, class);
         let base = base_request(service, namespace_labels);
         let request = translate_from(base.clone(), service);
-        let exact_ingress = service
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_ref())
-            .is_none_or(|ingress| {
-                ingress.iter().all(|i| {
-                    i.hostname.is_none()
-                        && i.ports.as_ref().is_none_or(Vec::is_empty)
-                        && i.ip_mode.as_deref() == Some(crate::status::IP_MODE)
-                        && i.ip
-                            .as_deref()
-                            .is_some_and(|ip| ip.parse::<IpAddr>().is_ok())
-                })
-            });
+        let exact_ingress = crate::status::exact_ingress(service);
         Self {
             handling,
             request,

@@ -37,29 +37,34 @@ impl ServiceView {
         })
     }
 
-    /// What the Service shows now. Entries we would not have written (hostnames,
-    /// another `ipMode`, ports) make the ingress differ, so it gets rewritten.
-    pub fn current(service: &Service) -> (Self, bool) {
-        let ingress = service
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.clone())
-            .unwrap_or_default();
-        let exact = ingress.iter().all(|i| {
-            i.hostname.is_none()
-                && i.ports.as_ref().is_none_or(Vec::is_empty)
-                && i.ip_mode.as_deref() == Some(IP_MODE)
-                && i.ip
-                    .as_deref()
-                    .is_some_and(|ip| ip.parse::<IpAddr>().is_ok())
-        });
-        let view = Self {
-            ips: crate::service::current_ips(service),
-            pool: crate::service::current_pool(service),
-        };
-        (view, exact)
+    /// What the Service shows now, as read into its [`Input`](crate::service::Input).
+    pub fn current(input: &crate::service::Input) -> Self {
+        Self {
+            ips: input.current_ips().to_vec(),
+            pool: input.current_pool().map(str::to_owned),
+        }
     }
+}
+
+/// Whether `status.loadBalancer.ingress` holds only entries we would write (an IP and
+/// `ipMode: VIP`, no hostname, no ports). Anything else (hostnames, another `ipMode`,
+/// ports) makes the ingress differ, so it gets rewritten.
+pub fn exact_ingress(service: &Service) -> bool {
+    service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .is_none_or(|ingress| {
+            ingress.iter().all(|i| {
+                i.hostname.is_none()
+                    && i.ports.as_ref().is_none_or(Vec::is_empty)
+                    && i.ip_mode.as_deref() == Some(IP_MODE)
+                    && i.ip
+                        .as_deref()
+                        .is_some_and(|ip| ip.parse::<IpAddr>().is_ok())
+            })
+        })
 }
 
 /// The merge patch writing `status.loadBalancer.ingress`; an empty list removes it.
@@ -362,7 +367,8 @@ mod tests {
             "status": { "loadBalancer": { "ingress": [{ "ip": "198.18.0.5", "ipMode": "VIP" }] } },
         }))
         .unwrap();
-        let (view, exact) = ServiceView::current(&svc);
+        let input = crate::service::Input::read(&svc, None, &Default::default());
+        let (view, exact) = (ServiceView::current(&input), input.exact_ingress);
         assert!(exact);
         assert_eq!(
             view,
@@ -376,7 +382,7 @@ mod tests {
             "status": { "loadBalancer": { "ingress": [{ "ip": "198.18.0.5" }] } },
         }))
         .unwrap();
-        assert!(!ServiceView::current(&old).1, "missing ipMode is rewritten");
+        assert!(!exact_ingress(&old), "missing ipMode is rewritten");
     }
 
     #[test]

@@ -251,8 +251,20 @@ async fn wait_event(
     contains: &str,
 ) -> Result<String> {
     let api: Api<Event> = Api::namespaced(client.clone(), ns);
+    wait_event_in(api, &format!("Service {name}"), name, reason, contains).await
+}
+
+/// Waits for an Event in `api` with `reason` about the object `name` (described as
+/// `what`) whose note contains `contains`, and returns the note.
+async fn wait_event_in(
+    api: Api<Event>,
+    what: &str,
+    name: &str,
+    reason: &str,
+    contains: &str,
+) -> Result<String> {
     wait_for(
-        &format!("a {reason} Event containing {contains:?} on Service {name}"),
+        &format!("a {reason} Event containing {contains:?} on {what}"),
         Duration::from_secs(20),
         || {
             let api = api.clone();
@@ -1402,25 +1414,12 @@ async fn wait_pool_event(
     contains: &str,
 ) -> Result<String> {
     let api: Api<Event> = Api::all(client.clone());
-    wait_for(
-        &format!("a {reason} Event containing {contains:?} on IPAddressPool {pool}"),
-        Duration::from_secs(20),
-        || {
-            let api = api.clone();
-            async move {
-                Ok(api
-                    .list(&ListParams::default())
-                    .await?
-                    .items
-                    .into_iter()
-                    .filter(|e| {
-                        e.reason.as_deref() == Some(reason)
-                            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pool)
-                    })
-                    .filter_map(|e| e.note)
-                    .find(|n| n.contains(contains)))
-            }
-        },
+    wait_event_in(
+        api,
+        &format!("IPAddressPool {pool}"),
+        pool,
+        reason,
+        contains,
     )
     .await
 }

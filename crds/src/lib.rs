@@ -34,7 +34,9 @@ pub use pool::{
 };
 pub use selector::Selector;
 pub use service_l2_status::{ServiceL2Status, ServiceL2StatusSpec, ServiceL2StatusStatus};
-pub use speaker_status::{INSTANCE_LABEL, SpeakerStatus, SpeakerStatusSpec, SpeakerStatusStatus};
+pub use speaker_status::{
+    INSTANCE_LABEL, SpeakerStatus, SpeakerStatusSpec, SpeakerStatusStatus, speaker_field_manager,
+};
 
 /// The API group of every FerroLB kind.
 pub const GROUP: &str = "ferrolb.io";
@@ -42,3 +44,8 @@ pub const GROUP: &str = "ferrolb.io";
 pub const VERSION: &str = "v1beta1";
 /// The `kubectl get` category that lists every FerroLB object (`kubectl get ferrolb`).
 pub const CATEGORY: &str = "ferrolb";
+/// Length in bytes of the speakers' gossip key, the `key` of the gossip Secret
+/// (a ChaCha20-Poly1305 key). The controller creates it; the speakers read it.
+pub const GOSSIP_KEY_LEN: usize = 32;
+/// The data key of the gossip Secret that holds the key.
+pub const GOSSIP_SECRET_KEY: &str = "key";

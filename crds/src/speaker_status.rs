@@ -7,6 +7,18 @@ use serde::{Deserialize, Serialize};
 /// on the statuses of the installation without an instance name.
 pub const INSTANCE_LABEL: &str = "ferrolb.io/instance";
 
+/// The server-side-apply field manager of the speakers of installation
+/// `instance` (`None`: the installation without a name). One name for every
+/// speaker of an installation, so a new owner's apply replaces every field the
+/// previous owner set; it also tells which installation wrote a
+/// ServiceL2Status.
+pub fn speaker_field_manager(instance: Option<&str>) -> String {
+    match instance {
+        Some(instance) => format!("ferrolb-speaker-{instance}"),
+        None => "ferrolb-speaker".to_owned(),
+    }
+}
+
 /// The health of the FerroLB speaker on one node; the object is named after the node,
 /// or `<instance>-<node>` and labelled `ferrolb.io/instance: <instance>` for a speaker
 /// of a named installation (`--instance`), so installations side by side do not share

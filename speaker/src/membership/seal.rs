@@ -18,7 +18,7 @@ use chacha20poly1305::aead::{Aead, Generate, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 /// Length of the key in the gossip Secret.
-pub const KEY_LEN: usize = 32;
+pub const KEY_LEN: usize = ferrolb_crds::GOSSIP_KEY_LEN;
 const NONCE_LEN: usize = 24;
 /// Bytes a sealed datagram adds to its payload (nonce and tag).
 pub const OVERHEAD: usize = NONCE_LEN + 16;

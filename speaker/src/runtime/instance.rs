@@ -13,10 +13,6 @@ use std::collections::BTreeMap;
 
 use ferrolb_crds::INSTANCE_LABEL;
 
-/// The field manager, and Event reporter, of the speakers of an installation
-/// without a name.
-const MANAGER: &str = "ferrolb-speaker";
-
 /// Longest instance name: a label value, also used in object names.
 const MAX_LEN: usize = 63;
 
@@ -79,10 +75,7 @@ impl Instance {
     /// installation's speakers: one name for all of them, so a new owner's
     /// apply replaces every field the previous owner set.
     pub(crate) fn field_manager(&self) -> String {
-        match &self.0 {
-            Some(instance) => format!("{MANAGER}-{instance}"),
-            None => MANAGER.to_owned(),
-        }
+        ferrolb_crds::speaker_field_manager(self.0.as_deref())
     }
 }
 

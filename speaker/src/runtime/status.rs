@@ -13,11 +13,11 @@ use std::time::Duration;
 use ferrolb_crds::{ServiceL2StatusStatus, SpeakerStatusStatus};
 use ferrolb_speaker::eligibility::ServiceId;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, ResourceExt as _};
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::instance::Instance;
 use super::metrics::SpeakerMetrics;
@@ -55,6 +55,10 @@ pub(crate) enum Write {
     Speaker(SpeakerStatusStatus),
     /// Publish an Event.
     Event(ServiceEvent),
+    /// The speaker stops: write nothing more, delete the ServiceL2Status
+    /// objects that still name this node as last written here, and say how
+    /// many were deleted.
+    Stop(oneshot::Sender<usize>),
 }
 
 /// The sending side, cheap to clone.
@@ -67,6 +71,17 @@ impl Writer {
     /// Queues a write; never blocks.
     pub(crate) fn send(&self, write: Write) {
         let _ = self.tx.send(write);
+    }
+
+    /// On a clean shutdown, after the IPs were handed over: removes the
+    /// statuses that would otherwise go on naming this node while nothing here
+    /// announces (an uninstall, a speaker removed from a node). A status a
+    /// successor has rewritten meanwhile is left alone. Waits at most `limit`;
+    /// how many were deleted, if it finished.
+    pub(crate) async fn stop(&self, limit: Duration) -> Option<usize> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Write::Stop(tx));
+        tokio::time::timeout(limit, rx).await.ok()?.ok()
     }
 }
 
@@ -101,6 +116,9 @@ async fn run(
         },
     );
     let mut services: BTreeMap<ServiceId, ServiceReport> = BTreeMap::new();
+    // The statuses last written here that name this node, with the
+    // resourceVersion the write produced.
+    let mut naming_us: BTreeMap<ServiceId, String> = BTreeMap::new();
     let mut speaker: Option<SpeakerStatusStatus> = None;
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -124,6 +142,11 @@ async fn run(
                 }
                 Write::Speaker(status) => speaker = Some(status),
                 Write::Event(event) => events.push(event),
+                Write::Stop(done) => {
+                    let deleted = delete_naming_us(&client, &naming_us, &metrics).await;
+                    let _ = done.send(deleted);
+                    return;
+                }
             }
         }
         for event in events {
@@ -144,7 +167,15 @@ async fn run(
                 continue;
             };
             match apply_service(&client, &manager, &id, report).await {
-                Ok(()) => {
+                Ok(version) => {
+                    match version {
+                        Some(v) if report.status.node.as_deref() == Some(node.as_str()) => {
+                            naming_us.insert(id.clone(), v);
+                        }
+                        _ => {
+                            naming_us.remove(&id);
+                        }
+                    }
                     services.remove(&id);
                 }
                 Err(error) => {
@@ -190,7 +221,7 @@ async fn apply_service(
     manager: &str,
     id: &ServiceId,
     report: &ServiceReport,
-) -> Result<(), kube::Error> {
+) -> Result<Option<String>, kube::Error> {
     let api: Api<ferrolb_crds::ServiceL2Status> = Api::namespaced(client.clone(), &id.namespace);
     let params = PatchParams::apply(manager).force();
     let object = json!({
@@ -216,9 +247,42 @@ async fn apply_service(
         "metadata": {"name": id.name, "namespace": id.namespace},
         "status": report.status,
     });
-    api.patch_status(&id.name, &params, &Patch::Apply(&status))
+    let written = api
+        .patch_status(&id.name, &params, &Patch::Apply(&status))
         .await?;
-    Ok(())
+    Ok(written.metadata.resource_version)
+}
+
+/// Deletes each status in `naming_us` unless it changed since this speaker
+/// wrote it (a successor's status has another resourceVersion: the API
+/// refuses the delete with 409). Returns how many were deleted.
+async fn delete_naming_us(
+    client: &Client,
+    naming_us: &BTreeMap<ServiceId, String>,
+    metrics: &SpeakerMetrics,
+) -> usize {
+    let mut deleted = 0;
+    for (id, version) in naming_us {
+        let api: Api<ferrolb_crds::ServiceL2Status> =
+            Api::namespaced(client.clone(), &id.namespace);
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: Some(version.clone()),
+                uid: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(&id.name, &params).await {
+            Ok(_) => deleted += 1,
+            // Rewritten by a successor, or gone with its Service.
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
+            Err(error) => {
+                tracing::debug!(%error, service = %id, "cannot remove the ServiceL2Status naming this node");
+                metrics.api_error("servicel2statuses");
+            }
+        }
+    }
+    deleted
 }
 
 /// Marks this speaker's SpeakerStatus (`name`) as not ready, on a clean

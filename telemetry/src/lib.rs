@@ -3,12 +3,16 @@
 //! `/healthz`, `/readyz`) and the same watch retry policy, so both behave alike
 //! on a dashboard, in a pod spec and through an API server outage.
 
+mod build_info;
 mod cli;
 mod http;
 mod logs;
+mod metric_names;
 mod watch;
 
+pub use build_info::{BUILD_INFO, REVISION, VERSION, register_build_info};
 pub use cli::undocumented_flags;
 pub use http::{Health, HttpError, serve};
 pub use logs::{LOG_FILTER_ENV, LogFormat, init_logs};
+pub use metric_names::{documented_metric_names, registered_metric_names, undocumented_metrics};
 pub use watch::{WATCH_BACKOFF_RESET, WatchBackoff, watch_backoff};

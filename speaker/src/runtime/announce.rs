@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferrolb_speaker::{Announcer, AnnouncerConfig, AnnouncerMetrics, InterfaceSelection};
-use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 
 /// The data plane, started.
@@ -21,9 +20,8 @@ impl DataPlane {
     pub(crate) async fn start(
         max_pps: u32,
         refresh: Option<Duration>,
-        registry: &mut Registry,
+        metrics: AnnouncerMetrics,
     ) -> anyhow::Result<Self> {
-        let metrics = AnnouncerMetrics::register(registry);
         let config = AnnouncerConfig {
             max_pps,
             refresh,

@@ -26,7 +26,7 @@ use std::fmt::Debug;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ferrolb_crds::{
@@ -34,9 +34,7 @@ use ferrolb_crds::{
 };
 use ferrolb_speaker::election::NodeName;
 use ferrolb_speaker::eligibility::{self, Policy, ServiceId};
-use ferrolb_speaker::membership::{
-    GossipKey, Membership, MembershipConfig, MembershipMetrics, View,
-};
+use ferrolb_speaker::membership::{GossipKey, Membership, MembershipConfig, View};
 use ferrolb_speaker::ownership::{Ownership, Standing};
 use ferrolb_speaker::strict_arp::{Level, Verdict};
 use futures::StreamExt as _;
@@ -47,14 +45,13 @@ use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, Resource, ResourceExt as _};
-use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 
 use self::announce::DataPlane;
 use self::cli::Cli;
-use self::metrics::SpeakerMetrics;
+use self::metrics::{SpeakerMetrics, TakeoverClock};
 use self::report::{Reporter, ServiceMeta};
 use self::status::{ServiceEvent, ServiceReport, Write, Writer};
 
@@ -79,10 +76,14 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("cannot configure the Kubernetes client")?;
-    let mut registry = Registry::default();
-    let metrics = SpeakerMetrics::register(&mut registry);
-    let membership_metrics = MembershipMetrics::register(&mut registry);
-    let data_plane = DataPlane::start(cli.announce_max_pps, cli.refresh(), &mut registry).await?;
+    let metrics::Registered {
+        registry,
+        speaker: metrics,
+        membership: membership_metrics,
+        announcer: announcer_metrics,
+    } = metrics::registered();
+    let data_plane =
+        DataPlane::start(cli.announce_max_pps, cli.refresh(), announcer_metrics).await?;
     let ready = Arc::new(AtomicBool::new(false));
     {
         let ready = Arc::clone(&ready);
@@ -246,7 +247,9 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         isolated_since: Time(Timestamp::now()),
         strict_arp: None,
         named_interfaces: None,
+        takeover: TakeoverClock::default(),
     };
+    election.takeover.view(&view.borrow().live, Instant::now());
     let kube_proxy = cli.kube_proxy_config().map(|(ns, name)| {
         (
             Api::<ConfigMap>::namespaced(client.clone(), ns),
@@ -300,6 +303,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
                 if result.is_err() {
                     anyhow::bail!("the membership stopped");
                 }
+                election.takeover.view(&view.borrow().live, Instant::now());
             }
             Some(polled) = polled.recv() => match polled {
                 Polled::Key(key) => {
@@ -584,6 +588,8 @@ struct Election {
     strict_arp: Option<(Verdict, Time)>,
     /// The interfaces named for this node, as last given to the data plane.
     named_interfaces: Option<BTreeSet<String>>,
+    /// Times takeovers after a peer left.
+    takeover: TakeoverClock,
 }
 
 impl Election {
@@ -749,6 +755,12 @@ impl Election {
             self.metrics.ownership_changes.inc_by(
                 u64::try_from(decision.gained.len() + decision.lost.len()).unwrap_or(u64::MAX),
             );
+        }
+        if let Some(took) = self
+            .takeover
+            .elected(!decision.gained.is_empty(), Instant::now())
+        {
+            self.metrics.takeover.observe(took.as_secs_f64());
         }
         if !decision.reannounce.is_empty() {
             tracing::info!(

@@ -83,6 +83,27 @@ pub enum Command {
         /// The file to read, or `-` for standard input.
         file: PathBuf,
     },
+    /// Check a running installation through the API (read-only) and exit non-zero
+    /// naming what is wrong: FerroLB's CRDs are served, the controller's replicas are
+    /// ready and one of them holds the Lease (--lease-name in --namespace), and a
+    /// speaker is ready on every node it should run on and sees all the others
+    /// (SpeakerStatus of --instance). The chart's `helm test` runs it.
+    Check {
+        /// The controller's Deployment, in --namespace.
+        #[arg(
+            long,
+            env = "FERROLB_CHECK_CONTROLLER",
+            default_value = "ferrolb-controller"
+        )]
+        controller: String,
+        /// The speakers' DaemonSet, in --namespace.
+        #[arg(long, env = "FERROLB_CHECK_SPEAKER", default_value = "ferrolb-speaker")]
+        speaker: String,
+        /// How long to wait, in seconds, for every check to pass (a fresh install
+        /// needs a few seconds) before reporting what still fails.
+        #[arg(long, env = "FERROLB_CHECK_WAIT_SECONDS", default_value_t = 60)]
+        wait_seconds: u64,
+    },
 }
 
 impl Cli {

@@ -11,6 +11,7 @@
 
 pub mod advertisement;
 pub mod allocator;
+pub mod check;
 pub mod cli;
 pub mod cluster;
 pub mod convert;

@@ -6,9 +6,11 @@
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
+use ferrolb_controller::check;
 use ferrolb_controller::cli::{Cli, Command};
 use ferrolb_controller::convert;
 use ferrolb_controller::events::Publisher;
@@ -24,11 +26,57 @@ fn main() -> Result<()> {
         return run_convert(file);
     }
     init_logs(cli.log_format);
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?
-        .block_on(run(cli))
+        .context("cannot start the async runtime")?;
+    if let Some(Command::Check {
+        controller,
+        speaker,
+        wait_seconds,
+    }) = &cli.command
+    {
+        let target = check::Target {
+            namespace: cli.namespace.clone(),
+            controller: controller.clone(),
+            speaker: speaker.clone(),
+            lease: cli.lease_name.clone(),
+            instance: cli.instance.clone().filter(|i| !i.is_empty()),
+        };
+        return runtime.block_on(run_check(target, Duration::from_secs(*wait_seconds)));
+    }
+    runtime.block_on(run(cli))
+}
+
+/// `check`: reads the installation until every finding is ok or `wait` has passed,
+/// prints the last verdict, and fails when a problem remains.
+// The verdict on stdout is the point of `check`.
+#[allow(clippy::print_stdout)]
+async fn run_check(target: check::Target, wait: Duration) -> Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
+    let deadline = tokio::time::Instant::now() + wait;
+    let findings = loop {
+        // A read that fails (not allowed, API server unreachable) is reported at once.
+        let findings = check::assess(&target, &check::observe(&client, &target).await?);
+        if findings.iter().all(|f| f.ok) || tokio::time::Instant::now() >= deadline {
+            break findings;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    for finding in &findings {
+        println!("{finding}");
+    }
+    let problems = findings.iter().filter(|f| !f.ok).count();
+    if problems > 0 {
+        anyhow::bail!(
+            "FerroLB in namespace {} is not working: {problems} problem(s) above",
+            target.namespace
+        );
+    }
+    println!("FerroLB in namespace {} works", target.namespace);
+    Ok(())
 }
 
 // Printing the converted resources on stdout is the point of `convert`.

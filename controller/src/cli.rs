@@ -1,23 +1,24 @@
 //! Command-line flags, each with an environment variable, parsed once at start-up
 //! into a typed [`Cli`] that is passed down.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 pub use ferrolb_telemetry::LogFormat;
+use ferrolb_telemetry::MetricsFlags;
 
 /// FerroLB controller: assigns IPs from IPAddressPools to LoadBalancer Services.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "ferrolb-controller", version, about)]
 pub struct Cli {
-    /// Address serving /metrics, /healthz and /readyz.
-    #[arg(
-        long,
-        env = "FERROLB_METRICS_BIND_ADDRESS",
-        default_value = "0.0.0.0:7472"
-    )]
-    pub metrics_bind_address: SocketAddr,
+    /// Port serving /metrics, /healthz and /readyz (on --pod-ip unless
+    /// --metrics-bind-address names an address with a port).
+    #[arg(long, env = "FERROLB_METRICS_PORT", default_value_t = 7472)]
+    pub metrics_port: u16,
+
+    /// Where and how /metrics is served.
+    #[command(flatten)]
+    pub metrics: MetricsFlags,
 
     /// Log format. The level filter comes from FERROLB_LOG (default `info`), e.g.
     /// `FERROLB_LOG=ferrolb_controller=debug`.
@@ -68,6 +69,18 @@ pub struct Cli {
     #[arg(long, env = "FERROLB_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
     pub lease_duration: u64,
 
+    /// The speakers' gossip key Secret (in --namespace) that the leader creates,
+    /// with a random key, whenever it does not exist; an existing one is never
+    /// changed. Empty: the Secret is managed elsewhere (the chart's
+    /// `speaker.gossipSecretName`).
+    #[arg(long, env = "FERROLB_GOSSIP_SECRET", default_value = "")]
+    pub gossip_secret: String,
+
+    /// The Deployment (in --namespace) that owns the gossip key Secret the leader
+    /// creates, so deleting the installation deletes the key. Empty: no owner.
+    #[arg(long, env = "FERROLB_GOSSIP_SECRET_OWNER", default_value = "")]
+    pub gossip_secret_owner: String,
+
     /// What to run (default: the controller).
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -76,12 +89,19 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
-    /// Print FerroLB resources equivalent to a MetalLB configuration: a ConfigMap with
-    /// a `config` key (address-pools) or IPAddressPool / L2Advertisement objects,
-    /// multi-document YAML. Warnings (BGP, unknown fields) go to stderr.
+    /// Print FerroLB resources equivalent to a MetalLB installation, and rehearse the
+    /// cutover. Input: what `kubectl get … -A -o yaml` prints (MetalLB's
+    /// IPAddressPools, L2Advertisements, its ConfigMap of before 0.13, Services,
+    /// Namespaces), as a List or multi-document YAML. Warnings (BGP, renamed pools,
+    /// Services that would not keep their IP) and a summary go to stderr.
     Convert {
         /// The file to read, or `-` for standard input.
         file: PathBuf,
+
+        /// Write here the `kubectl annotate` commands that point Services' pool
+        /// annotations at renamed pools. Required when any Service needs them.
+        #[arg(long, value_name = "FILE")]
+        annotate_script: Option<PathBuf>,
     },
     /// Check a running installation through the API (read-only) and exit non-zero
     /// naming what is wrong: FerroLB's CRDs are served, the controller's replicas are
@@ -136,19 +156,30 @@ mod tests {
     #[test]
     fn defaults_match_the_chart() {
         let cli = Cli::try_parse_from(["ferrolb-controller"]).unwrap();
-        assert_eq!(cli.metrics_bind_address.to_string(), "0.0.0.0:7472");
+        assert_eq!(cli.metrics_port, 7472);
+        assert!(cli.metrics.metrics_auth && cli.metrics.metrics_tls);
+        assert_eq!(cli.metrics.metrics_bind_address, None);
         assert_eq!(cli.namespace, "ferrolb-system");
         assert_eq!(cli.lease_name, "ferrolb-controller");
         assert!(cli.leader_elect);
         let cli = Cli::try_parse_from([
             "ferrolb-controller",
-            "--metrics-bind-address=0.0.0.0:9000",
+            "--metrics-port=9000",
+            "--pod-ip=198.18.0.10",
             "--log-format=json",
             "--load-balancer-class=ferrolb.io/lb",
             "--leader-elect=false",
         ])
         .unwrap();
         assert_eq!(cli.log_format, LogFormat::Json);
+        assert_eq!(
+            cli.metrics
+                .endpoint(cli.metrics_port)
+                .unwrap()
+                .address
+                .to_string(),
+            "198.18.0.10:9000"
+        );
         assert_eq!(cli.load_balancer_class.as_deref(), Some("ferrolb.io/lb"));
         assert!(!cli.leader_elect);
     }

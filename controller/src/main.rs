@@ -14,16 +14,21 @@ use ferrolb_controller::check;
 use ferrolb_controller::cli::{Cli, Command};
 use ferrolb_controller::convert;
 use ferrolb_controller::events::Publisher;
+use ferrolb_controller::gossip_key::KeySecret;
 use ferrolb_controller::leader::{Election, LeaseConfig};
 use ferrolb_controller::metrics::Metrics;
 use ferrolb_controller::runtime::{self, Context};
-use ferrolb_telemetry::{Health, init_logs};
-use prometheus_client::registry::Registry;
+use ferrolb_controller::uninstall::{self, Cleanup};
+use ferrolb_telemetry::{Health, MetricsEndpoint, init_logs};
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    if let Some(Command::Convert { file }) = &cli.command {
-        return run_convert(file);
+    if let Some(Command::Convert {
+        file,
+        annotate_script,
+    }) = &cli.command
+    {
+        return run_convert(file, annotate_script.as_deref());
     }
     init_logs(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -45,7 +50,38 @@ fn main() -> Result<()> {
         };
         return runtime.block_on(run_check(target, Duration::from_secs(*wait_seconds)));
     }
+    if let Some(Command::Cleanup {
+        speaker_selector,
+        wait_seconds,
+    }) = &cli.command
+    {
+        let cleanup = Cleanup {
+            namespace: cli.namespace.clone(),
+            speaker_selector: speaker_selector.clone(),
+            instance: cli.instance.clone().filter(|i| !i.is_empty()),
+            class: cli.load_balancer_class.clone(),
+            lease_name: cli.lease_name.clone(),
+            wait: Duration::from_secs(*wait_seconds),
+        };
+        return runtime.block_on(run_cleanup(cleanup));
+    }
     runtime.block_on(run(cli))
+}
+
+/// `cleanup`: the chart's post-delete hook.
+async fn run_cleanup(cleanup: Cleanup) -> Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("cannot configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
+    let removed = uninstall::run(client, &cleanup).await?;
+    tracing::info!(
+        service_l2_statuses = removed.service_statuses,
+        speaker_statuses = removed.speaker_statuses,
+        pools_unlocked = removed.pools_unlocked,
+        lease = removed.lease,
+        "removed what the installation left behind"
+    );
+    Ok(())
 }
 
 /// `check`: reads the installation until every finding is ok or `wait` has passed,
@@ -81,7 +117,7 @@ async fn run_check(target: check::Target, wait: Duration) -> Result<()> {
 
 // Printing the converted resources on stdout is the point of `convert`.
 #[allow(clippy::print_stdout)]
-fn run_convert(file: &std::path::Path) -> Result<()> {
+fn run_convert(file: &std::path::Path, script_path: Option<&std::path::Path>) -> Result<()> {
     let input = if file.as_os_str() == "-" {
         let mut s = String::new();
         std::io::stdin()
@@ -96,7 +132,23 @@ fn run_convert(file: &std::path::Path) -> Result<()> {
     for w in &conversion.warnings {
         writeln!(stderr, "warning: {w}")?;
     }
+    writeln!(stderr, "{}", conversion.summary)?;
     print!("{}", conversion.yaml);
+    match (&conversion.script, script_path) {
+        (Some(script), Some(path)) => {
+            std::fs::write(path, script)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            writeln!(
+                stderr,
+                "wrote {}: run it after stopping MetalLB's controller and before applying the FerroLB pools (docs/migration.md)",
+                path.display()
+            )?;
+        }
+        (Some(_), None) => anyhow::bail!(
+            "some Services name pools whose FerroLB name differs; run again with --annotate-script FILE to get the kubectl commands that update them (docs/migration.md)"
+        ),
+        (None, _) => {}
+    }
     Ok(())
 }
 
@@ -105,16 +157,23 @@ async fn run(cli: Cli) -> Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("cannot configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
-    let mut registry = Registry::default();
-    let metrics = Arc::new(Metrics::register(&mut registry));
+    let (registry, metrics) = Metrics::registered();
+    let metrics = Arc::new(metrics);
     let ready = Arc::new(AtomicBool::new(false));
     let health = Health {
         registry: Arc::new(registry),
         ready: ready.clone(),
         not_ready: "watches not synced yet",
     };
-    let address = cli.metrics_bind_address;
-    let server = tokio::spawn(async move { ferrolb_telemetry::serve(address, health).await });
+    let endpoint =
+        MetricsEndpoint::bind(&cli.metrics.endpoint(cli.metrics_port)?, client.clone()).await?;
+    tracing::info!(
+        address = %endpoint.address(),
+        scheme = endpoint.scheme(),
+        auth = endpoint.authenticates(),
+        "serving /metrics, /healthz and /readyz"
+    );
+    let server = tokio::spawn(endpoint.serve(health));
 
     let election = if cli.leader_elect {
         Election::start(
@@ -146,11 +205,16 @@ async fn run(cli: Cli) -> Result<()> {
         fence: election.fence(),
         field_manager: cli.field_manager.clone(),
         instance: cli.instance.clone().filter(|i| !i.is_empty()),
+        gossip_secret: (!cli.gossip_secret.is_empty()).then(|| KeySecret {
+            namespace: cli.namespace.clone(),
+            name: cli.gossip_secret.clone(),
+            owner: Some(cli.gossip_secret_owner.clone()).filter(|o| !o.is_empty()),
+        }),
     };
     let controller = tokio::spawn(runtime::run(ctx, election.leading()));
     tokio::select! {
         result = server => {
-            result.context("the metrics server task failed")??;
+            result.context("the metrics server task failed")?;
         }
         result = controller => {
             result.context("the controller task failed")?;

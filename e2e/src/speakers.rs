@@ -325,7 +325,11 @@ impl Setup {
             "--gossip-port",
             &self.gossip_port.to_string(),
             "--metrics-bind-address",
-            &format!("0.0.0.0:{}", self.metrics_port),
+            &format!("{}:{}", host.ipv4, self.metrics_port),
+            // The tests' own processes, scraped with plain curl (the chart's
+            // authenticated HTTPS endpoint is tested in tests/metrics.rs).
+            "--metrics-auth=false",
+            "--metrics-tls=false",
             "--load-balancer-class",
             &self.class,
         ]

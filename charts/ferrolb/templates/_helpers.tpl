@@ -128,3 +128,56 @@ readOnlyRootFilesystem: true
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* A label selector string ("k=v,k=v", keys sorted) from a dict of labels. */}}
+{{- define "ferrolb.selectorString" -}}
+{{- $pairs := list -}}
+{{- range $k := keys . | sortAlpha -}}
+{{- $pairs = append $pairs (printf "%s=%s" $k (index $ $k)) -}}
+{{- end -}}
+{{- join "," $pairs -}}
+{{- end -}}
+
+{{- /*
+The metrics endpoint (values: metrics) of both components. Call with
+(dict "root" $ "port" <metricsPort>): the flags; "ferrolb.metricsScheme": the
+probes' scheme; "ferrolb.metricsPodIP": the env var of the default bind address;
+"ferrolb.metricsTLSMount"/"ferrolb.metricsTLSVolume": a mounted certificate.
+*/ -}}
+{{- define "ferrolb.metricsArgs" -}}
+- --metrics-port={{ .port }}
+{{- with .root.Values.metrics.bindAddress }}
+- --metrics-bind-address={{ . }}
+{{- end }}
+- --metrics-auth={{ .root.Values.metrics.auth }}
+- --metrics-tls={{ .root.Values.metrics.tls.enabled }}
+{{- if and .root.Values.metrics.tls.enabled .root.Values.metrics.tls.secretName }}
+- --metrics-cert-file=/etc/ferrolb/metrics-tls/tls.crt
+- --metrics-key-file=/etc/ferrolb/metrics-tls/tls.key
+{{- end }}
+{{- end -}}
+{{- define "ferrolb.metricsScheme" -}}
+{{ ternary "HTTPS" "HTTP" .Values.metrics.tls.enabled }}
+{{- end -}}
+{{- define "ferrolb.metricsPodIP" -}}
+- name: FERROLB_POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+{{- end -}}
+{{- define "ferrolb.metricsTLSMount" -}}
+{{- if and .Values.metrics.tls.enabled .Values.metrics.tls.secretName }}
+volumeMounts:
+  - name: metrics-tls
+    mountPath: /etc/ferrolb/metrics-tls
+    readOnly: true
+{{- end }}
+{{- end -}}
+{{- define "ferrolb.metricsTLSVolume" -}}
+{{- if and .Values.metrics.tls.enabled .Values.metrics.tls.secretName }}
+volumes:
+  - name: metrics-tls
+    secret:
+      secretName: {{ .Values.metrics.tls.secretName }}
+{{- end }}
+{{- end -}}

@@ -239,7 +239,7 @@ async fn run_once(
         tokio::select! {
             _ = live_tick.tick(), if checks.liveness.is_some() => {
                 let Some((ip, probe)) = &checks.liveness else { continue };
-                if http_ok(SocketAddr::new(*ip, probe.port), &probe.path).await {
+                if http_ok(SocketAddr::new(*ip, probe.port), probe).await {
                     live_failures = 0;
                 } else {
                     live_failures += 1;
@@ -279,7 +279,7 @@ async fn run_once(
                 let ok = match readiness {
                     Readiness::Running => true,
                     Readiness::Tcp(addr) => connect(*addr).await.is_ok(),
-                    Readiness::Http(ip, probe) => http_ok(SocketAddr::new(*ip, probe.port), &probe.path).await,
+                    Readiness::Http(ip, probe) => http_ok(SocketAddr::new(*ip, probe.port), probe).await,
                 };
                 failures = if ok { 0 } else { failures + 1 };
                 let ready = ok || (failures < threshold && view.lock().is_ok_and(|v| v.ready));
@@ -297,15 +297,28 @@ async fn connect(addr: SocketAddr) -> Result<TcpStream> {
     Ok(tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await??)
 }
 
-/// An HTTP/1.0 GET: true when the status is 2xx or 3xx (as the kubelet).
-pub async fn http_ok(addr: SocketAddr, path: &str) -> bool {
+/// The probe's HTTP/1.0 GET (over TLS for `scheme: HTTPS`, accepting any
+/// certificate): true when the status is 2xx or 3xx (as the kubelet).
+pub async fn http_ok(addr: SocketAddr, probe: &HttpProbe) -> bool {
     let probe = async {
-        let mut s = connect(addr).await?;
-        let request =
-            format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: lab-agent\r\n\r\n");
-        s.write_all(request.as_bytes()).await?;
+        let tcp = connect(addr).await?;
+        let request = format!(
+            "GET {} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: lab-agent\r\n\r\n",
+            probe.path
+        );
         let mut head = [0u8; 12];
-        s.read_exact(&mut head).await?;
+        if probe.https {
+            let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+            let mut s = tokio_rustls::TlsConnector::from(super::probe_tls::insecure_client()?)
+                .connect(name, tcp)
+                .await?;
+            s.write_all(request.as_bytes()).await?;
+            s.read_exact(&mut head).await?;
+        } else {
+            let mut s = tcp;
+            s.write_all(request.as_bytes()).await?;
+            s.read_exact(&mut head).await?;
+        }
         let code = std::str::from_utf8(&head[9..12])?.parse::<u16>()?;
         anyhow::Ok((200..400).contains(&code))
     };

@@ -13,6 +13,7 @@
 
 pub mod container;
 pub mod pod;
+pub mod probe_tls;
 pub mod server;
 pub mod spec;
 

@@ -148,6 +148,8 @@ pub struct HttpProbe {
     pub failure_threshold: u32,
     /// Seconds after the start before the first check.
     pub initial_delay: u64,
+    /// `scheme: HTTPS`: over TLS, without verifying the certificate.
+    pub https: bool,
 }
 
 /// The container's readiness probe, when it is an `httpGet` probe whose port
@@ -193,6 +195,7 @@ fn http_probe(
             .initial_delay_seconds
             .and_then(|p| u64::try_from(p).ok())
             .unwrap_or(0),
+        https: get.scheme.as_deref() == Some("HTTPS"),
     })
 }
 
@@ -398,6 +401,7 @@ mod tests {
             "name": "c", "image": "x",
             "ports": [{ "name": "metrics", "containerPort": 7472 }],
             "readinessProbe": { "httpGet": { "path": "/readyz", "port": "metrics" }, "periodSeconds": 5 },
+            "livenessProbe": { "httpGet": { "path": "/healthz", "port": 7473, "scheme": "HTTPS" } },
         }] } }));
         let c = &p.spec.expect("spec").containers[0];
         assert_eq!(
@@ -407,7 +411,19 @@ mod tests {
                 path: "/readyz".into(),
                 period: 5,
                 failure_threshold: 3,
-                initial_delay: 0
+                initial_delay: 0,
+                https: false,
+            })
+        );
+        assert_eq!(
+            liveness_probe(c),
+            Some(HttpProbe {
+                port: 7473,
+                path: "/healthz".into(),
+                period: 10,
+                failure_threshold: 3,
+                initial_delay: 0,
+                https: true,
             })
         );
     }

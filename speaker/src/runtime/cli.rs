@@ -2,11 +2,12 @@
 //! start-up into a typed [`Cli`] that is passed down. The names and defaults
 //! match the Helm chart's speaker DaemonSet.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use clap::Parser;
 pub(crate) use ferrolb_telemetry::LogFormat;
+use ferrolb_telemetry::MetricsFlags;
 
 use super::instance::Instance;
 
@@ -31,13 +32,14 @@ pub(crate) struct Cli {
     #[arg(long, env = "FERROLB_NAMESPACE", default_value = "ferrolb-system")]
     pub namespace: String,
 
-    /// Address serving /metrics, /healthz and /readyz.
-    #[arg(
-        long,
-        env = "FERROLB_METRICS_BIND_ADDRESS",
-        default_value = "0.0.0.0:7473"
-    )]
-    pub metrics_bind_address: SocketAddr,
+    /// Port serving /metrics, /healthz and /readyz (on --pod-ip, the node's
+    /// address, unless --metrics-bind-address names an address with a port).
+    #[arg(long, env = "FERROLB_METRICS_PORT", default_value_t = 7473)]
+    pub metrics_port: u16,
+
+    /// Where and how /metrics is served.
+    #[command(flatten)]
+    pub metrics: MetricsFlags,
 
     /// UDP port of the membership protocol, the same on every node.
     #[arg(long, env = "FERROLB_GOSSIP_PORT", default_value_t = 7946)]
@@ -174,7 +176,8 @@ mod tests {
         let cli = Cli::try_parse_from([
             "ferrolb-speaker",
             "--node-name=node-1",
-            "--metrics-bind-address=0.0.0.0:7473",
+            "--metrics-port=7473",
+            "--pod-ip=198.18.0.11",
             "--gossip-port=7946",
             "--gossip-secret=ferrolb-gossip",
             "--gossip-probe-period=200ms",
@@ -190,6 +193,9 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.node_name, "node-1");
+        let metrics = cli.metrics.endpoint(cli.metrics_port).unwrap();
+        assert_eq!(metrics.address.to_string(), "198.18.0.11:7473");
+        assert!(metrics.auth && metrics.tls.is_some());
         assert_eq!(cli.gossip_probe_period, Duration::from_millis(200));
         assert_eq!(cli.gossip_suspect_timeout, Duration::from_secs(90));
         assert_eq!(cli.refresh(), None);

@@ -37,6 +37,7 @@ use ferrolb_speaker::eligibility::{self, Policy, ServiceId};
 use ferrolb_speaker::membership::{GossipKey, Membership, MembershipConfig, View};
 use ferrolb_speaker::ownership::{Ownership, Standing};
 use ferrolb_speaker::strict_arp::{Level, Verdict};
+use ferrolb_telemetry::MetricsEndpoint;
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, ObjectReference, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -76,6 +77,16 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("cannot configure the Kubernetes client")?;
+    // Bound before anything else starts: a port in use or an address not on
+    // this node ends the process with the reason, and the kubelet restarts it.
+    let endpoint =
+        MetricsEndpoint::bind(&cli.metrics.endpoint(cli.metrics_port)?, client.clone()).await?;
+    tracing::info!(
+        address = %endpoint.address(),
+        scheme = endpoint.scheme(),
+        auth = endpoint.authenticates(),
+        "serving /metrics, /healthz and /readyz"
+    );
     let metrics::Registered {
         registry,
         speaker: metrics,
@@ -85,20 +96,11 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     let data_plane =
         DataPlane::start(cli.announce_max_pps, cli.refresh(), announcer_metrics).await?;
     let ready = Arc::new(AtomicBool::new(false));
-    {
-        let ready = Arc::clone(&ready);
-        let addr = cli.metrics_bind_address;
-        tokio::spawn(async move {
-            let health = ferrolb_telemetry::Health {
-                registry: Arc::new(registry),
-                ready,
-                not_ready: "caches syncing or membership joining",
-            };
-            if let Err(error) = ferrolb_telemetry::serve(addr, health).await {
-                tracing::error!(%error, "metrics endpoint stopped");
-            }
-        });
-    }
+    tokio::spawn(endpoint.serve(ferrolb_telemetry::Health {
+        registry: Arc::new(registry),
+        ready: Arc::clone(&ready),
+        not_ready: "caches syncing or membership joining",
+    }));
 
     let instance = cli.instance();
     let changed = Arc::new(Notify::new());
@@ -343,6 +345,17 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         .is_err()
     {
         tracing::debug!("SpeakerStatus not marked stopped: the API server did not answer");
+    }
+    // Nothing here announces any more: statuses that still name this node
+    // (no successor rewrote them) would tell users otherwise.
+    match election.writer.stop(Duration::from_secs(2)).await {
+        Some(n) => tracing::info!(
+            removed = n,
+            "removed the ServiceL2Status objects naming this node"
+        ),
+        None => {
+            tracing::debug!("ServiceL2Status objects not removed: the API server did not answer")
+        }
     }
     leaving.await;
     data_plane.shutdown().await;

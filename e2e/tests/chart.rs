@@ -251,6 +251,170 @@ async fn templates_are_accepted_by_the_api_server() -> Result<()> {
     Ok(())
 }
 
+/// The PrometheusRule and the dashboard follow their values: alerts switched off
+/// are gone, severities and `for` are the values', excluded pools are left out of
+/// every pool alert, each alert links its runbook section, and the dashboard
+/// ConfigMap carries the sidecar's label and the dashboard file unchanged.
+#[tokio::test]
+async fn alerts_and_dashboard_follow_their_values() -> Result<()> {
+    let Some(lab) = harness::lab().await? else {
+        return Ok(());
+    };
+    let chart = chart_path();
+    let kube_version = tools::kubernetes_version()?;
+    let rendered = chart::helm_ok(
+        lab,
+        &[
+            "template",
+            "ferrolb-alerts",
+            chart.as_str(),
+            "--kube-version",
+            kube_version.as_str(),
+            "--namespace",
+            "lb",
+            "--set",
+            "monitoring.prometheusRule.enabled=true",
+            "--set",
+            "monitoring.prometheusRule.excludePools={full.pool,spare}",
+            "--set",
+            "monitoring.prometheusRule.alerts.FerroLBGossipRejected.enabled=false",
+            "--set",
+            "monitoring.prometheusRule.alerts.FerroLBPoolExhausted.severity=page",
+            "--set",
+            "monitoring.prometheusRule.alerts.FerroLBPoolExhausted.for=2m",
+            "--set",
+            "monitoring.dashboard.enabled=true",
+            "--set",
+            "monitoring.dashboard.namespace=grafana",
+            "--set",
+            "monitoring.dashboard.folder=Network",
+        ],
+    )?;
+    let docs = documents(&rendered);
+    let rule = docs
+        .iter()
+        .find(|d| kind(d) == "PrometheusRule")
+        .context("no PrometheusRule rendered")?;
+    let rule: serde_yaml::Value = serde_yaml::from_str(rule)?;
+    let rules = rule["spec"]["groups"][0]["rules"]
+        .as_sequence()
+        .context("no rules")?;
+    let alert = |name: &str| rules.iter().find(|r| r["alert"].as_str() == Some(name));
+    let names: Vec<&str> = rules.iter().filter_map(|r| r["alert"].as_str()).collect();
+    for name in [
+        "FerroLBPoolUsage75Percent",
+        "FerroLBPoolUsage85Percent",
+        "FerroLBPoolUsage95Percent",
+        "FerroLBPoolExhausted",
+        "FerroLBNoLeader",
+        "FerroLBStrictARPFalse",
+        "FerroLBSpeakerMembershipSplit",
+        "FerroLBAnnouncementFailures",
+    ] {
+        ensure!(names.contains(&name), "{name} missing from {names:?}");
+    }
+    ensure!(
+        alert("FerroLBGossipRejected").is_none(),
+        "a switched-off alert is rendered"
+    );
+    let exhausted = alert("FerroLBPoolExhausted").context("no FerroLBPoolExhausted")?;
+    ensure!(
+        exhausted["labels"]["severity"].as_str() == Some("page")
+            && exhausted["for"].as_str() == Some("2m"),
+        "FerroLBPoolExhausted ignores its severity or for: {exhausted:?}"
+    );
+    for rule in rules {
+        let name = rule["alert"].as_str().unwrap_or_default();
+        let expr = rule["expr"].as_str().unwrap_or_default();
+        if name.starts_with("FerroLBPool") {
+            ensure!(
+                expr.matches("ferrolb_pool_").count()
+                    == expr.matches("{pool!~`full\\.pool|spare`}").count()
+                    && expr.contains("ferrolb_leader == 1"),
+                "{name} does not exclude the pools or join on the leader:\n{expr}"
+            );
+        }
+        let runbook = rule["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap_or_default();
+        ensure!(
+            runbook.contains("/docs/operations.md#")
+                && rule["annotations"]["summary"].as_str().is_some()
+                && rule["annotations"]["description"].as_str().is_some(),
+            "{name} lacks a summary, a description or a runbook section: {rule:?}"
+        );
+        let anchor = runbook.rsplit('#').next().unwrap_or_default();
+        let docs = std::fs::read_to_string(harness::repo_root().join("docs/operations.md"))?;
+        ensure!(
+            docs.lines().any(|l| l
+                .strip_prefix("### ")
+                .is_some_and(|h| { h.to_lowercase().replace(' ', "-") == anchor })),
+            "{name} links #{anchor}, which is no section of docs/operations.md"
+        );
+    }
+
+    let dashboard = docs
+        .iter()
+        .find(|d| kind(d) == "ConfigMap" && d.contains("ferrolb.json"))
+        .context("no dashboard ConfigMap rendered")?;
+    let dashboard: serde_yaml::Value = serde_yaml::from_str(dashboard)?;
+    ensure!(
+        dashboard["metadata"]["namespace"].as_str() == Some("grafana")
+            && dashboard["metadata"]["labels"]["grafana_dashboard"].as_str() == Some("1")
+            && dashboard["metadata"]["annotations"]["grafana_folder"].as_str() == Some("Network"),
+        "the dashboard ConfigMap is not where or how the sidecar finds it: {dashboard:?}"
+    );
+    let shipped: serde_json::Value = serde_json::from_str(
+        dashboard["data"]["ferrolb.json"]
+            .as_str()
+            .context("no ferrolb.json in the ConfigMap")?,
+    )?;
+    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
+        chart::dir().join("dashboards/ferrolb.json"),
+    )?)?;
+    ensure!(
+        shipped == file,
+        "the ConfigMap's dashboard differs from the file"
+    );
+
+    // Off by default; an unknown alert name is refused, naming the field.
+    let defaults = chart::helm_ok(
+        lab,
+        &[
+            "template",
+            "x",
+            chart.as_str(),
+            "--kube-version",
+            kube_version.as_str(),
+        ],
+    )?;
+    ensure!(
+        !documents(&defaults)
+            .iter()
+            .any(|d| kind(d) == "PrometheusRule" || d.contains("ferrolb.json")),
+        "alerts or the dashboard render by default"
+    );
+    let out = chart::helm(
+        lab,
+        &[
+            "template",
+            "x",
+            chart.as_str(),
+            "--kube-version",
+            kube_version.as_str(),
+            "--set",
+            "monitoring.prometheusRule.alerts.FerroLBTypo.enabled=true",
+        ],
+    )?;
+    ensure!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("/monitoring/prometheusRule/alerts"),
+        "an unknown alert name was not refused by name: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 /// What one rendered release claims that another release beside it must not:
 /// the names of its cluster-scoped objects, the ports its hostNetwork pods
 /// bind on every node, and the flags naming it.

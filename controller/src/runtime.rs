@@ -38,6 +38,7 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
+use crate::allocator::ServiceKey;
 use crate::events::Publisher;
 use crate::leader::Fence;
 use crate::metrics::Metrics;
@@ -114,7 +115,16 @@ impl Stores {
                 .labels(&format!("!{}", ferrolb_crds::INSTANCE_LABEL)),
         };
         Self {
-            services: watch_kind(Api::all(client.clone()), all.clone(), changed, &mut tasks),
+            services: {
+                let metrics = ctx.metrics.clone();
+                watch_observed(
+                    Api::all(client.clone()),
+                    all.clone(),
+                    changed,
+                    &mut tasks,
+                    move |event| service_arrived(&metrics, event),
+                )
+            },
             pools: watch_kind(Api::all(client.clone()), all.clone(), changed, &mut tasks),
             namespaces: watch_kind(Api::all(client.clone()), all.clone(), changed, &mut tasks),
             advertisements: watch_kind(Api::all(client.clone()), all.clone(), changed, &mut tasks),
@@ -197,6 +207,7 @@ pub async fn run(ctx: Context, mut leading: watch::Receiver<bool>) {
                 return;
             }
         }
+        let acquired = Instant::now();
         tracing::info!(
             "leading: listing everything afresh, restoring assignments, then reconciling"
         );
@@ -212,7 +223,7 @@ pub async fn run(ctx: Context, mut leading: watch::Receiver<bool>) {
                     pools = stores.pools.len(),
                     "watches synced"
                 );
-                lead(&ctx, &stores, &changed, &mut leading).await;
+                lead(&ctx, &stores, &changed, &mut leading, acquired).await;
             }
             r = wait_until_not_leading(&mut leading) => {
                 if r.is_err() {
@@ -221,6 +232,10 @@ pub async fn run(ctx: Context, mut leading: watch::Receiver<bool>) {
             }
         }
         drop(stores);
+        // Whatever the last pass set, the pool gauges are no longer this replica's.
+        ctx.metrics.term_ended();
+        // Whatever the last pass set, the pool gauges are no longer this replica's.
+        ctx.metrics.term_ended();
         tracing::info!("no longer leading: stopped writing and dropped every cache");
     }
 }
@@ -278,6 +293,27 @@ where
         + Sync
         + 'static,
 {
+    watch_observed(api, config, changed, tasks, |_| {})
+}
+
+/// [`watch_kind`], calling `observe` with every event as it is delivered.
+fn watch_observed<K, O>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: &Arc<Notify>,
+    tasks: &mut Vec<JoinHandle<()>>,
+    observe: O,
+) -> Store<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    O: FnMut(&watcher::Event<K>) + Send + 'static,
+{
     let (store, writer) = reflector::store();
     let events = watcher(api, config.list_semantic(ListSemantic::MostRecent))
         .modify(|o: &mut K| o.managed_fields_mut().clear())
@@ -287,7 +323,7 @@ where
         None => events.boxed(),
     };
     let stream = reflector::reflector(writer, events);
-    tasks.push(tokio::spawn(drive(stream, changed.clone())));
+    tasks.push(tokio::spawn(drive(stream, changed.clone(), observe)));
     store
 }
 
@@ -329,17 +365,46 @@ fn injected_watch_lag() -> Option<Duration> {
         .map(Duration::from_millis)
 }
 
-async fn drive<S, K, E>(stream: S, changed: Arc<Notify>)
+async fn drive<S, K, E, O>(stream: S, changed: Arc<Notify>, mut observe: O)
 where
     S: Stream<Item = Result<watcher::Event<K>, E>>,
     E: std::fmt::Display,
+    O: FnMut(&watcher::Event<K>),
 {
     let mut stream = std::pin::pin!(stream);
     while let Some(event) = stream.next().await {
         match event {
-            Ok(_) => changed.notify_one(),
+            Ok(event) => {
+                observe(&event);
+                changed.notify_one();
+            }
             Err(e) => tracing::warn!(error = %e, "watch error; retrying"),
         }
+    }
+}
+
+/// Notes when the watch delivered each change of a Service, for the Service→IP
+/// latency. Services of the initial list (and of a relist) are left out: they were
+/// waiting before this replica could see them, which the takeover time covers.
+fn service_arrived(metrics: &Metrics, event: &watcher::Event<Service>) {
+    let now = Instant::now();
+    match event {
+        watcher::Event::Apply(svc) => {
+            let key = ServiceKey::new(svc.namespace().unwrap_or_default(), svc.name_any());
+            let load_balancer =
+                svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("LoadBalancer");
+            match svc.resource_version() {
+                Some(version) => metrics.service_seen(key, version, load_balancer, now),
+                None => metrics.service_gone(&key),
+            }
+        }
+        watcher::Event::Delete(svc) => {
+            metrics.service_gone(&ServiceKey::new(
+                svc.namespace().unwrap_or_default(),
+                svc.name_any(),
+            ));
+        }
+        watcher::Event::Init | watcher::Event::InitApply(_) | watcher::Event::InitDone => {}
     }
 }
 
@@ -349,8 +414,10 @@ async fn lead(
     stores: &Stores,
     changed: &Notify,
     leading: &mut watch::Receiver<bool>,
+    acquired: Instant,
 ) {
     let mut reconciler = Reconciler::new(ctx.class.clone());
+    let mut takeover = Some(acquired);
     for outcome in reconciler.restore(&stores.snapshot(ctx.class.as_deref())) {
         ctx.metrics.allocation(outcome.result(), outcome.reason());
     }
@@ -364,6 +431,9 @@ async fn lead(
             return;
         }
         let failed = execute(ctx, &mut reconciler, plan).await;
+        if !failed && let Some(acquired) = takeover.take() {
+            ctx.metrics.leader_takeover(acquired.elapsed());
+        }
         let next_pool_write = pools.write(ctx, &reconciler, &snapshot.pools).await;
         let speakers = stores.speakers.state();
         let strict_arp = Summary::of(speakers.iter().map(AsRef::as_ref));
@@ -498,6 +568,13 @@ async fn write_service(ctx: &Context, w: &ServiceWrite) -> Written {
         match result {
             Ok(svc) => {
                 ctx.metrics.api_write(operation);
+                if operation == "patch_service_status"
+                    && !w.desired.ips.is_empty()
+                    && let Some(decided) = &w.resource_version
+                {
+                    ctx.metrics
+                        .service_ips_written(&w.key, decided, Instant::now());
+                }
                 version = svc.resource_version();
                 produced.extend(version.clone());
             }

@@ -1428,6 +1428,101 @@ async fn a_replica_that_lost_the_lease_exports_no_pool_gauges() -> Result<()> {
     Ok(())
 }
 
+/// The `ferrolb_pool_*` series of one pool in a scrape.
+fn pool_series<'a>(metrics: &'a str, pool: &str) -> Vec<&'a str> {
+    let label = format!("pool=\"{pool}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("ferrolb_pool_") && l.contains(&label))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_replica_that_lost_the_lease_exports_no_pool_gauges() -> Result<()> {
+    let _serial = serial().await?;
+    let Some(Setup {
+        lab,
+        client,
+        ns,
+        creds,
+    }) = setup("ctl-stale").await?
+    else {
+        return Ok(());
+    };
+    let pool = TestPool::create(
+        lab,
+        &client,
+        &ns,
+        &format!("e2e-stale-{}", suffix(&ns)),
+        json!({ "addresses": ["198.18.126.0/28"], "autoAssign": false }),
+    )
+    .await?;
+    let a = Controller::start(lab, &ns, &creds, "stale-a")?;
+    let b = Controller::start(lab, &ns, &creds, "stale-b")?;
+    let leader = wait_for("a Lease holder", Duration::from_secs(30), || async {
+        holder(&client, ns.name()).await
+    })
+    .await?;
+    let (old, new) = if leader == a.identity { (a, b) } else { (b, a) };
+    wait_for(
+        "the leader's pool gauges",
+        Duration::from_secs(30),
+        || async { Ok((pool_series(&old.scrape()?, &pool.name).len() == 3).then_some(())) },
+    )
+    .await?;
+    ensure!(
+        pool_series(&new.scrape()?, &pool.name).is_empty(),
+        "the standby exports pool gauges before it ever led"
+    );
+    // Paused past its Lease: the standby takes over; the old leader learns of the
+    // loss only when it runs again.
+    let stalled = Stopped::stop(old.pid())?;
+    wait_for(
+        "the standby to take the Lease",
+        Duration::from_secs(30),
+        || async {
+            Ok(
+                (holder(&client, ns.name()).await?.as_deref() == Some(new.identity.as_str()))
+                    .then_some(()),
+            )
+        },
+    )
+    .await?;
+    stalled.resume()?;
+    let stale = wait_for(
+        "the old leader to notice the loss",
+        Duration::from_secs(30),
+        || async {
+            let text = old.scrape()?;
+            Ok(text
+                .lines()
+                .any(|l| l == "ferrolb_leader 0")
+                .then_some(text))
+        },
+    )
+    .await?;
+    let series = pool_series(&stale, &pool.name);
+    ensure!(
+        series.is_empty(),
+        "the replica that lost the Lease still exports pool gauges:\n{}",
+        series.join("\n")
+    );
+    wait_for(
+        "the new leader's pool gauges",
+        Duration::from_secs(30),
+        || async {
+            let text = new.scrape()?;
+            Ok((text.lines().any(|l| l == "ferrolb_leader 1")
+                && pool_series(&text, &pool.name)
+                    .iter()
+                    .any(|l| l.starts_with("ferrolb_pool_size{") && l.ends_with(" 16.0")))
+            .then_some(()))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_lagging_standby_takes_over_from_fresh_state() -> Result<()> {
     let _serial = serial().await?;

@@ -234,8 +234,6 @@ pub async fn run(ctx: Context, mut leading: watch::Receiver<bool>) {
         drop(stores);
         // Whatever the last pass set, the pool gauges are no longer this replica's.
         ctx.metrics.term_ended();
-        // Whatever the last pass set, the pool gauges are no longer this replica's.
-        ctx.metrics.term_ended();
         tracing::info!("no longer leading: stopped writing and dropped every cache");
     }
 }

@@ -124,6 +124,19 @@ pub enum Command {
         #[arg(long, env = "FERROLB_CHECK_WAIT_SECONDS", default_value_t = 60)]
         wait_seconds: u64,
     },
+    /// Remove what an uninstalled installation leaves behind (the chart's post-delete
+    /// hook): wait for its speaker pods to be gone, then delete the ServiceL2Status
+    /// and SpeakerStatus objects its speakers wrote, its Lease (--lease-name in
+    /// --namespace) and its pool finalizer, so pools stay deletable without a
+    /// controller.
+    Cleanup {
+        /// Label selector of the installation's speaker pods, in --namespace.
+        #[arg(long, env = "FERROLB_CLEANUP_SPEAKER_SELECTOR")]
+        speaker_selector: String,
+        /// How long to wait, in seconds, for the speaker pods to be gone.
+        #[arg(long, env = "FERROLB_CLEANUP_WAIT_SECONDS", default_value_t = 60)]
+        wait_seconds: u64,
+    },
 }
 
 impl Cli {

@@ -226,14 +226,20 @@ async fn create(ctx: &Context, api: &Api<Secret>, target: &KeySecret) -> bool {
         Some(name) => {
             let deployments: Api<Deployment> =
                 Api::namespaced(ctx.client.clone(), &target.namespace);
-            match deployments.get(name).await {
-                Ok(d) => owner_reference(&d),
+            // Never without its owner: a Secret created while the
+            // installation is being uninstalled (the garbage collector just
+            // deleted the key, this replica has not stopped yet) would
+            // outlive it.
+            match deployments.get_opt(name).await {
+                Ok(Some(d)) if d.metadata.deletion_timestamp.is_none() => owner_reference(&d),
+                Ok(_) => {
+                    tracing::info!(deployment = %name, "the owner of the gossip key Secret is gone (uninstalling?); not creating it");
+                    return false;
+                }
                 Err(error) => {
-                    // Without the owner the Secret outlives an uninstall;
-                    // a missing key is worse.
-                    tracing::warn!(%error, deployment = %name, "cannot read the owner of the gossip key Secret; creating it without one");
+                    tracing::warn!(%error, deployment = %name, "cannot read the owner of the gossip key Secret; retrying");
                     ctx.metrics.api_error("get_deployment");
-                    None
+                    return false;
                 }
             }
         }

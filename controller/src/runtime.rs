@@ -40,6 +40,7 @@ use tokio::task::JoinHandle;
 
 use crate::allocator::ServiceKey;
 use crate::events::Publisher;
+use crate::gossip_key::{self, KeySecret};
 use crate::leader::Fence;
 use crate::metrics::Metrics;
 use crate::reconcile::{FinalizerWrite, Plan, Reconciler, ServiceWrite, Snapshot};
@@ -75,6 +76,8 @@ pub struct Context {
     pub field_manager: String,
     /// `--instance`: which speakers' SpeakerStatus objects are this installation's.
     pub instance: Option<String>,
+    /// The gossip key Secret the leader keeps in existence, if any.
+    pub gossip_secret: Option<KeySecret>,
 }
 
 impl std::fmt::Debug for Context {
@@ -211,6 +214,11 @@ pub async fn run(ctx: Context, mut leading: watch::Receiver<bool>) {
         tracing::info!(
             "leading: listing everything afresh, restoring assignments, then reconciling"
         );
+        // The gossip key needs no cache: it is kept from the start of the term.
+        let key_keeper = ctx
+            .gossip_secret
+            .clone()
+            .map(|target| AbortOnDrop(tokio::spawn(gossip_key::keep(ctx.clone(), target))));
         let stores = Stores::start(&ctx, &changed).await;
         tokio::select! {
             synced = stores.synced() => {
@@ -234,7 +242,17 @@ pub async fn run(ctx: Context, mut leading: watch::Receiver<bool>) {
         drop(stores);
         // Whatever the last pass set, the pool gauges are no longer this replica's.
         ctx.metrics.term_ended();
+        drop(key_keeper);
         tracing::info!("no longer leading: stopped writing and dropped every cache");
+    }
+}
+
+/// A task stopped when its handle is dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

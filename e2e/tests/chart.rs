@@ -149,6 +149,63 @@ async fn schema_rejects_bad_values_naming_the_field() -> Result<()> {
     Ok(())
 }
 
+/// GitOps tools (Argo CD, Flux) render with `helm template` and apply the
+/// result: the same values must give the same bytes every time, or the release
+/// is never in sync. The gossip key, once random per render, is now the
+/// controller's to create: no Secret is rendered at all.
+#[tokio::test]
+async fn template_renders_the_same_bytes_every_time_and_no_key() -> Result<()> {
+    let Some(lab) = harness::lab().await? else {
+        return Ok(());
+    };
+    let kube_version = tools::kubernetes_version()?;
+    let chart = chart_path();
+    let render = || {
+        chart::helm_ok(
+            lab,
+            &[
+                "template",
+                "ferrolb",
+                chart.as_str(),
+                "--namespace",
+                "ferrolb-system",
+                "--kube-version",
+                kube_version.as_str(),
+                "--set",
+                "monitoring.serviceMonitor.enabled=true",
+                "--set",
+                "monitoring.prometheusRule.enabled=true",
+            ],
+        )
+    };
+    let (first, second) = (render()?, render()?);
+    ensure!(
+        first == second,
+        "two renders differ:\n{}",
+        first
+            .lines()
+            .zip(second.lines())
+            .filter(|(a, b)| a != b)
+            .map(|(a, b)| format!("- {a}\n+ {b}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let secrets: Vec<_> = documents(&first)
+        .into_iter()
+        .filter(|d| kind(d) == "Secret")
+        .collect();
+    ensure!(
+        secrets.is_empty(),
+        "the chart renders Secrets:\n{secrets:?}"
+    );
+    ensure!(
+        first.contains("--gossip-secret=ferrolb-gossip")
+            && first.contains("--gossip-secret-owner=ferrolb-controller"),
+        "the controller is not told to keep the gossip key"
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn templates_are_accepted_by_the_api_server() -> Result<()> {
     let Some(lab) = harness::lab().await? else {
@@ -767,11 +824,30 @@ async fn check_pods_and_rbac(lab: &Lab, client: &Client) -> Result<()> {
     Ok(())
 }
 
+/// The gossip key, once the controller has created its Secret: owned by the
+/// controller's Deployment (deleted with it), not by the Helm release.
 async fn gossip_key(client: &Client) -> Result<Vec<u8>> {
-    let secret = Api::<Secret>::namespaced(client.clone(), RELEASE_NAMESPACE)
-        .get(&format!("{RELEASE}-gossip"))
-        .await
-        .context("the release has no gossip Secret")?;
+    let secrets = Api::<Secret>::namespaced(client.clone(), RELEASE_NAMESPACE);
+    let name = format!("{RELEASE}-gossip");
+    let secret = wait_for(
+        "the controller to create the gossip key Secret",
+        Duration::from_secs(30),
+        || async { Ok(secrets.get_opt(&name).await?) },
+    )
+    .await?;
+    let owners = secret.owner_references();
+    ensure!(
+        owners.len() == 1
+            && owners[0].kind == "Deployment"
+            && owners[0].name == format!("{RELEASE}-controller"),
+        "the gossip Secret's owners: {owners:?}"
+    );
+    ensure!(
+        !secret
+            .annotations()
+            .contains_key("meta.helm.sh/release-name"),
+        "the gossip Secret belongs to the Helm release"
+    );
     let key = secret
         .data
         .and_then(|d| d.get("key").cloned())
@@ -1083,6 +1159,34 @@ async fn install_serves_a_service_then_upgrade_keeps_key_and_ips_and_uninstall_k
         started.elapsed()
     );
 
+    // Rotation by deletion: the leader creates a new key at once; the
+    // speakers keep serving (they switch over in two phases).
+    kubectl(
+        lab,
+        &[
+            "delete",
+            "secret",
+            &format!("{RELEASE}-gossip"),
+            "-n",
+            RELEASE_NAMESPACE,
+        ],
+        None,
+    )?;
+    let rotated = wait_for("a new gossip key", Duration::from_secs(30), || async {
+        Ok(gossip_key(&client).await.ok().filter(|new| *new != key))
+    })
+    .await?;
+    ensure!(
+        rotated.len() == 32,
+        "the new key is {} bytes",
+        rotated.len()
+    );
+    reach(ip).await?;
+    eprintln!(
+        "gossip Secret deleted and created anew, {ip} still served, after {:.1?}",
+        started.elapsed()
+    );
+
     // Uninstall: everything the release made goes, the CRDs stay.
     chart::helm_ok(
         lab,
@@ -1094,8 +1198,77 @@ async fn install_serves_a_service_then_upgrade_keeps_key_and_ips_and_uninstall_k
             "--wait",
         ],
     )?;
-    let left = leftovers(lab)?;
-    ensure!(left.is_empty(), "helm uninstall left:\n{left}");
+    // The controller-made gossip Secret goes with the Deployment (garbage
+    // collection, shortly after).
+    wait_for(
+        "helm uninstall to leave nothing of the release",
+        Duration::from_secs(30),
+        || async { Ok(leftovers(lab)?.is_empty().then_some(())) },
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "helm uninstall left:\n{}",
+            leftovers(lab).unwrap_or_default()
+        )
+    })?;
+    // Nothing the installation wrote goes on naming nodes or holding pools:
+    // the speakers and the post-delete hook removed it.
+    let statuses = kubectl(
+        lab,
+        &["get", "servicel2statuses", "-n", ns.name(), "-o", "name"],
+        None,
+    )?;
+    ensure!(
+        statuses.trim().is_empty(),
+        "helm uninstall left ServiceL2Status objects: {statuses}"
+    );
+    let speakers = kubectl(
+        lab,
+        &[
+            "get",
+            "speakerstatuses",
+            "-l",
+            &format!("ferrolb.io/instance={RELEASE}"),
+            "-o",
+            "name",
+        ],
+        None,
+    )?;
+    ensure!(
+        speakers.trim().is_empty(),
+        "helm uninstall left SpeakerStatus objects: {speakers}"
+    );
+    let finalizers = kubectl(
+        lab,
+        &[
+            "get",
+            "ipaddresspool",
+            POOL,
+            "-o",
+            "jsonpath={.metadata.finalizers}",
+        ],
+        None,
+    )?;
+    ensure!(
+        !finalizers.contains("ferrolb.io/pool-in-use"),
+        "the pool keeps the uninstalled controller's finalizer: {finalizers}"
+    );
+    let lease = kubectl(
+        lab,
+        &[
+            "get",
+            "lease",
+            &format!("{RELEASE}-controller"),
+            "-n",
+            RELEASE_NAMESPACE,
+            "-o",
+            "name",
+            "--ignore-not-found",
+        ],
+        None,
+    )?;
+    ensure!(lease.trim().is_empty(), "helm uninstall left {lease}");
     for crd in chart::CRDS {
         kubectl(lab, &["get", "crd", crd, "-o", "name"], None)
             .with_context(|| format!("helm uninstall removed CRD {crd}"))?;

@@ -373,13 +373,23 @@ async fn name_and_fullname_overrides_name_every_object_and_keep_references() -> 
             && !subjects.contains("r1-ferrolb-speaker"),
         "the bindings name {subjects:?}"
     );
-    // rbac.create=false: no RBAC object at all.
-    let objects = render(lab, "r1", &["rbac.create=false"])?;
-    let rbac: Vec<String> = objects
+    Ok(())
+}
+
+#[tokio::test]
+async fn rbac_create_false_renders_no_rbac_object() -> Result<()> {
+    let Some(lab) = harness::lab().await? else {
+        return Ok(());
+    };
+    // Whoever sets it grants the permissions themselves: the chart must not
+    // create a single (Cluster)Role or binding, hooks included.
+    let rbac: Vec<String> = render(lab, "r1", &["rbac.create=false"])?
         .iter()
-        .map(|o| field(o, "/kind"))
-        .filter(|k| k.starts_with("Role") || k.starts_with("ClusterRole"))
-        .map(str::to_owned)
+        .filter(|o| {
+            let kind = field(o, "/kind");
+            kind.starts_with("Role") || kind.starts_with("ClusterRole")
+        })
+        .map(|o| format!("{}/{}", field(o, "/kind"), field(o, "/metadata/name")))
         .collect();
     ensure!(rbac.is_empty(), "rbac.create=false renders {rbac:?}");
     Ok(())

@@ -709,6 +709,9 @@ impl Election {
     }
 
     fn recompute(&mut self, caches: &Caches, view: &View, data_plane: &DataPlane) {
+        // Views the loop took in without waking on them (it was coalescing API
+        // changes meanwhile) count from here.
+        self.takeover.view(&view.live, Instant::now());
         let services = caches.services.state();
         let slices = caches.slices.state();
         let nodes = caches.nodes.state();

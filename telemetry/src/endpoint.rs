@@ -45,11 +45,11 @@ pub struct MetricsFlags {
     pub metrics_tls: bool,
 
     /// PEM certificate chain for HTTPS (e.g. tls.crt of a mounted cert-manager
-    /// Secret); read at start-up. Needs --metrics-key-file.
+    /// Secret); read again when it changes. Needs --metrics-key-file.
     #[arg(long, env = "FERROLB_METRICS_CERT_FILE", requires = "metrics_key_file")]
     pub metrics_cert_file: Option<PathBuf>,
 
-    /// PEM private key for HTTPS (e.g. tls.key); read at start-up. Needs
+    /// PEM private key for HTTPS (e.g. tls.key); read again when it changes. Needs
     /// --metrics-cert-file.
     #[arg(long, env = "FERROLB_METRICS_KEY_FILE", requires = "metrics_cert_file")]
     pub metrics_key_file: Option<PathBuf>,

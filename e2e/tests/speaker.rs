@@ -392,8 +392,30 @@ async fn failover_benchmark() -> Result<()> {
     // this lab `ping -i 0.01` really sends about every 16 ms).
     let observer = setup.observe(&[vip_ip])?;
     let mut results = Vec::new();
+    // What the speakers report of the same takeovers, summed over the nodes that
+    // stay up: one `ferrolb_speaker_takeover_seconds` observation per trial.
+    let takeover = |setup: &Setup, except: usize| -> Result<(f64, f64)> {
+        let mut total = (0.0, 0.0);
+        for (i, host) in setup.nodes.iter().enumerate() {
+            if i == except {
+                continue;
+            }
+            total.0 += speaker_metric(
+                host,
+                setup.metrics_port,
+                "ferrolb_speaker_takeover_seconds_sum",
+            )?;
+            total.1 += speaker_metric(
+                host,
+                setup.metrics_port,
+                "ferrolb_speaker_takeover_seconds_count",
+            )?;
+        }
+        Ok(total)
+    };
     for graceful in [false, true] {
         let mut outages = Vec::new();
+        let mut takeovers = Vec::new();
         for trial in 0..trials {
             // Whoever owns the IP now is the victim: ownership is sticky, so
             // after each trial the successor keeps it.
@@ -412,6 +434,7 @@ async fn failover_benchmark() -> Result<()> {
                 .node_index(&owner)
                 .context("owner is not a lab node")?;
             wait_for_quiet_owner(&observer, vip_ip, &macs[index], Duration::from_secs(20)).await?;
+            let before = takeover(&setup, index)?;
             let start = checker::now();
             let mut cut = None;
             if graceful {
@@ -442,12 +465,27 @@ async fn failover_benchmark() -> Result<()> {
                 report.settle.last_answers
             );
             outages.push(report.longest_outage);
+            let after = takeover(&setup, index)?;
+            // One observation when the successor's election loop saw the owner
+            // leave; none when the successor was still in its join window (it
+            // then never saw the owner as a peer) and elected without it.
+            ensure!(
+                after.1 - before.1 <= 1.0,
+                "the speakers observed {} takeovers of {ip} after the {} of {owner}",
+                after.1 - before.1,
+                if graceful { "SIGTERM" } else { "crash" },
+            );
+            if after.1 - before.1 == 1.0 {
+                takeovers.push(Duration::from_secs_f64(after.0 - before.0));
+            }
             drop(cut);
             setup.start(index)?;
         }
         outages.sort();
+        takeovers.sort();
         let line = format!(
-            "{}: {} trials, outage seen by a 10 ms pinger: p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
+            "{}: {} trials, outage seen by a 10 ms pinger: p50 {:?}, p90 {:?}, p99 {:?}, max {:?}; \
+             ferrolb_speaker_takeover_seconds ({} observed): p50 {:?}, p99 {:?}, max {:?}",
             if graceful {
                 "graceful (SIGTERM)"
             } else {
@@ -457,7 +495,11 @@ async fn failover_benchmark() -> Result<()> {
             harness::quantile(&outages, 0.5),
             harness::quantile(&outages, 0.9),
             harness::quantile(&outages, 0.99),
-            outages.last().copied().unwrap_or_default()
+            outages.last().copied().unwrap_or_default(),
+            takeovers.len(),
+            harness::quantile(&takeovers, 0.5),
+            harness::quantile(&takeovers, 0.99),
+            takeovers.last().copied().unwrap_or_default(),
         );
         eprintln!("{line}");
         results.push(line);

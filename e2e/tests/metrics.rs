@@ -6,7 +6,7 @@
 //! release's pods turn Ready); and a process whose port is taken exits
 //! non-zero saying so.
 //!
-//! The release uses its own class, namespace and ports (27572, 27573, 27976)
+//! The release uses its own class, namespace and ports (27572, 27573, 27986)
 //! and no pool, so it runs beside the other tests. It skips without root or
 //! built tools unless `FERROLB_E2E` is set (as `cargo lab test` does).
 
@@ -24,7 +24,7 @@ const RELEASE: &str = "ferrolb-metrics-test";
 const CLASS: &str = "ferrolb.io/metrics-test";
 const CONTROLLER_PORT: u16 = 27572;
 const SPEAKER_PORT: u16 = 27573;
-const GOSSIP_PORT: u16 = 27976;
+const GOSSIP_PORT: u16 = 27986;
 
 /// The release, uninstalled with its namespace when dropped.
 struct Release {

@@ -26,7 +26,9 @@ mod speaker_status;
 pub mod validation;
 
 pub use crd::{Target, all_crds, render_crds};
-pub use l2advertisement::{L2Advertisement, L2AdvertisementSpec, L2AdvertisementStatus};
+pub use l2advertisement::{
+    L2Advertisement, L2AdvertisementSpec, L2AdvertisementStatus, NodePreference, SubnetCheck,
+};
 pub use names::{InterfaceName, NamespaceName, PoolAddress, PoolName};
 pub use pool::{
     FamilyUsage, IPAddressPool, IPAddressPoolSpec, IPAddressPoolStatus, ReleasedIp,
@@ -35,7 +37,7 @@ pub use pool::{
 pub use selector::Selector;
 pub use service_l2_status::{ServiceL2Status, ServiceL2StatusSpec, ServiceL2StatusStatus};
 pub use speaker_status::{
-    INSTANCE_LABEL, SpeakerStatus, SpeakerStatusSpec, SpeakerStatusStatus, speaker_field_manager,
+    INSTANCE_LABEL, InterfaceAddresses, SpeakerStatus, SpeakerStatusSpec, SpeakerStatusStatus, speaker_field_manager,
 };
 
 /// The API group of every FerroLB kind.

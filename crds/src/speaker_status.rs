@@ -68,6 +68,14 @@ pub struct SpeakerStatusStatus {
     /// Interfaces the speaker announces on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<String>,
+    /// The interfaces this speaker can announce on, with their addresses: every
+    /// interface eligible by default and those the L2Advertisements selecting the node
+    /// name, plus the one holding the node's InternalIP. The other speakers read it to
+    /// elect a node only for IPs on one of its selected interfaces' subnets. Absent
+    /// when the speaker does not publish it (an older version): it is then eligible
+    /// whatever its subnets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface_addresses: Option<Vec<InterfaceAddresses>>,
     /// Number of IPs this node currently announces.
     #[serde(default)]
     pub announcing: u32,
@@ -78,4 +86,20 @@ pub struct SpeakerStatusStatus {
     /// announcements; the message says exactly what to change when False).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// One interface a speaker can announce on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InterfaceAddresses {
+    /// The interface name, e.g. `eth0` or `bond0.200`.
+    pub name: String,
+    /// Its global addresses with their prefix lengths, e.g. `198.18.0.11/24` and
+    /// `2001:db8::11/64` (link-local addresses are left out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
+    /// True when the default rules exclude the interface by its name (veth*, docker*,
+    /// ...): it is used only for L2Advertisements that name it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub named_only: bool,
 }

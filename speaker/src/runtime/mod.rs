@@ -840,6 +840,7 @@ impl Election {
             peer_count: u32::try_from(live.len()).unwrap_or(u32::MAX),
             gossip_address: Some(self.gossip_address.clone()),
             interfaces,
+            interface_addresses: None,
             announcing: u32::try_from(decision.owned.len()).unwrap_or(u32::MAX),
             version: Some(env!("CARGO_PKG_VERSION").to_owned()),
             conditions: vec![Condition {

@@ -37,7 +37,8 @@ pub use pool::{
 pub use selector::Selector;
 pub use service_l2_status::{ServiceL2Status, ServiceL2StatusSpec, ServiceL2StatusStatus};
 pub use speaker_status::{
-    INSTANCE_LABEL, InterfaceAddresses, SpeakerStatus, SpeakerStatusSpec, SpeakerStatusStatus, speaker_field_manager,
+    INSTANCE_LABEL, InterfaceAddresses, SpeakerStatus, SpeakerStatusSpec, SpeakerStatusStatus,
+    speaker_field_manager,
 };
 
 /// The API group of every FerroLB kind.

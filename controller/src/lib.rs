@@ -23,6 +23,7 @@ pub mod pool;
 pub mod reconcile;
 pub mod runtime;
 pub mod service;
+pub mod service_latency;
 pub mod status;
 pub mod strict_arp;
 pub mod uninstall;

@@ -8,7 +8,6 @@
 //! a standby exports none, and an alert on them never fires on numbers that have
 //! stopped moving.
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -23,6 +22,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::allocator::{FamilyUsage, ServiceKey};
+use crate::service_latency::ServiceLatency;
 
 /// Labels of the per-pool gauges.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -114,7 +114,7 @@ pub struct Metrics {
     strict_arp_reporting: LeaderGauge,
     service_ip_latency: Histogram,
     leader_takeover: Histogram,
-    arrivals: Mutex<ServiceArrivals>,
+    latency: Mutex<ServiceLatency>,
 }
 
 impl Default for Metrics {
@@ -133,7 +133,7 @@ impl Default for Metrics {
             strict_arp_reporting: LeaderGauge::default(),
             service_ip_latency: Histogram::new(SERVICE_IP_BUCKETS),
             leader_takeover: Histogram::new(TAKEOVER_BUCKETS),
-            arrivals: Mutex::new(ServiceArrivals::default()),
+            latency: Mutex::new(ServiceLatency::default()),
         }
     }
 }
@@ -312,35 +312,46 @@ impl Metrics {
         self.pool_available.clear();
         self.strict_arp_at_risk.clear();
         self.strict_arp_reporting.clear();
-        self.arrivals().clear();
+        *self.latency() = ServiceLatency::default();
     }
 
-    /// The watch delivered `resource_version` of Service `key` at `at`; `waits`
-    /// whether it may need IPs written (a LoadBalancer Service).
-    pub fn service_seen(
-        &self,
-        key: ServiceKey,
-        resource_version: String,
-        waits: bool,
-        at: Instant,
-    ) {
-        let mut arrivals = self.arrivals();
-        if waits {
-            arrivals.seen(key, resource_version, at);
-        } else {
-            arrivals.gone(&key);
-        }
+    /// The watch delivered `version` of Service `key` at `at`; `load_balancer`
+    /// whether it is of type LoadBalancer.
+    pub fn service_seen(&self, key: ServiceKey, version: String, load_balancer: bool, at: Instant) {
+        self.latency().seen(key, version, load_balancer, at);
     }
 
     /// The watch reported Service `key` deleted.
     pub fn service_gone(&self, key: &ServiceKey) {
-        self.arrivals().gone(key);
+        self.latency().gone(key);
     }
 
-    /// The status write with IPs decided on `resource_version` of Service `key`
-    /// returned at `at`.
-    pub fn service_ips_written(&self, key: &ServiceKey, resource_version: &str, at: Instant) {
-        let took = self.arrivals().written(key, resource_version, at);
+    /// Whether a Service change waits for a write; see [`Metrics::services_planned`].
+    pub fn services_pending(&self) -> bool {
+        !self.latency().is_idle()
+    }
+
+    /// A pass decided on the Service versions `decided_on` gives and planned a
+    /// write for the Services `writing` accepts.
+    pub fn services_planned(
+        &self,
+        decided_on: impl Fn(&ServiceKey) -> Option<String>,
+        writing: impl Fn(&ServiceKey) -> bool,
+    ) {
+        self.latency().planned(decided_on, writing);
+    }
+
+    /// The write of Service `key` decided on version `decided` succeeded; its
+    /// status call, with IPs, returned at `at`; `produced` are the versions its
+    /// calls produced.
+    pub fn service_ips_written(
+        &self,
+        key: &ServiceKey,
+        decided: &str,
+        produced: &[String],
+        at: Instant,
+    ) {
+        let took = self.latency().written(key, decided, produced, at);
         if let Some(took) = took {
             self.service_ip_latency.observe(took.as_secs_f64());
         }
@@ -352,48 +363,8 @@ impl Metrics {
         self.leader_takeover.observe(took.as_secs_f64());
     }
 
-    fn arrivals(&self) -> MutexGuard<'_, ServiceArrivals> {
-        self.arrivals.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-/// When the watch delivered the latest version of each LoadBalancer Service, until
-/// the status write decided on that version returns. One entry per Service at most.
-#[derive(Debug, Default)]
-struct ServiceArrivals {
-    latest: HashMap<ServiceKey, (String, Instant)>,
-}
-
-impl ServiceArrivals {
-    fn seen(&mut self, key: ServiceKey, resource_version: String, at: Instant) {
-        self.latest.insert(key, (resource_version, at));
-    }
-
-    fn gone(&mut self, key: &ServiceKey) {
-        self.latest.remove(key);
-    }
-
-    fn clear(&mut self) {
-        self.latest = HashMap::new();
-    }
-
-    /// The latency of a write decided on `resource_version`, when that is the latest
-    /// version seen; the version is then accounted for. A write decided on an older
-    /// version than the latest is conditional on it and fails.
-    fn written(
-        &mut self,
-        key: &ServiceKey,
-        resource_version: &str,
-        at: Instant,
-    ) -> Option<Duration> {
-        match self.latest.get(key) {
-            Some((version, seen)) if version == resource_version => {
-                let took = at.saturating_duration_since(*seen);
-                self.latest.remove(key);
-                Some(took)
-            }
-            _ => None,
-        }
+    fn latency(&self) -> MutexGuard<'_, ServiceLatency> {
+        self.latency.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -500,24 +471,16 @@ mod tests {
     }
 
     #[test]
-    fn service_ip_latency_runs_from_the_version_seen_to_its_write() {
+    fn service_ip_latency_is_observed_once_per_written_change() {
         let (registry, m) = Metrics::registered();
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let web = ServiceKey::new("default", "web");
         m.service_seen(web.clone(), "10".into(), true, t0);
-        // A newer version arrived before the write of the older one: that write
-        // fails its precondition, and the newer one is timed from its own arrival.
-        m.service_seen(web.clone(), "11".into(), true, t0 + ms(3));
-        m.service_ips_written(&web, "10", t0 + ms(20));
-        m.service_ips_written(&web, "11", t0 + ms(23));
-        // Written once: a later write of the same version is not a new latency.
-        m.service_ips_written(&web, "11", t0 + ms(500));
-        // Not a LoadBalancer any more, or deleted: nothing to time.
-        let db = ServiceKey::new("default", "db");
-        m.service_seen(db.clone(), "5".into(), true, t0);
-        m.service_seen(db.clone(), "6".into(), false, t0);
-        m.service_ips_written(&db, "6", t0 + ms(50));
+        m.service_ips_written(&web, "10", &["11".into()], t0 + ms(20));
+        // Its echo, then a write no Service change asked for.
+        m.service_seen(web.clone(), "11".into(), true, t0 + ms(21));
+        m.service_ips_written(&web, "11", &[], t0 + ms(500));
         let out = text(&registry);
         assert!(
             out.contains("ferrolb_service_ip_latency_seconds_count 1\n"),
@@ -541,7 +504,7 @@ mod tests {
         let web = ServiceKey::new("default", "web");
         m.service_seen(web.clone(), "10".into(), true, t0);
         m.set_leader(false);
-        m.service_ips_written(&web, "10", t0 + Duration::from_secs(30));
+        m.service_ips_written(&web, "10", &[], t0 + Duration::from_secs(30));
         m.leader_takeover(Duration::from_millis(40));
         let out = text(&registry);
         assert!(

@@ -17,7 +17,7 @@
 //! someone else changed meanwhile fails with a conflict and is decided again from
 //! what the watch shows next.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -424,6 +424,24 @@ fn service_arrived(metrics: &Metrics, event: &watcher::Event<Service>) {
     }
 }
 
+/// Tells the Service latency which pending changes this pass saw and wrote nothing
+/// for.
+fn note_planned(ctx: &Context, snapshot: &Snapshot, plan: &Plan) {
+    if !ctx.metrics.services_pending() {
+        return;
+    }
+    let versions: HashMap<ServiceKey, String> = snapshot
+        .services
+        .iter()
+        .filter_map(|s| Some((crate::service::key_of(s), s.resource_version()?)))
+        .collect();
+    let writing: HashSet<&ServiceKey> = plan.writes.iter().map(|w| &w.key).collect();
+    ctx.metrics.services_planned(
+        |key| versions.get(key).cloned(),
+        |key| writing.contains(key),
+    );
+}
+
 /// One term as leader.
 async fn lead(
     ctx: &Context,
@@ -443,6 +461,7 @@ async fn lead(
     loop {
         let snapshot = stores.snapshot(ctx.class.as_deref());
         let plan = reconciler.plan(&snapshot);
+        note_planned(ctx, &snapshot, &plan);
         if !*leading.borrow() {
             return;
         }
@@ -557,6 +576,8 @@ async fn write_service(ctx: &Context, w: &ServiceWrite) -> Written {
     };
     let mut produced = Vec::new();
     let mut version = w.resource_version.clone();
+    // When the status call with IPs returned: the end of the Service's wait.
+    let mut ips_written = None;
     let calls = [
         (w.status, "patch_service_status"),
         (w.annotation, "patch_service"),
@@ -584,12 +605,8 @@ async fn write_service(ctx: &Context, w: &ServiceWrite) -> Written {
         match result {
             Ok(svc) => {
                 ctx.metrics.api_write(operation);
-                if operation == "patch_service_status"
-                    && !w.desired.ips.is_empty()
-                    && let Some(decided) = &w.resource_version
-                {
-                    ctx.metrics
-                        .service_ips_written(&w.key, decided, Instant::now());
+                if operation == "patch_service_status" && !w.desired.ips.is_empty() {
+                    ips_written = Some(Instant::now());
                 }
                 version = svc.resource_version();
                 produced.extend(version.clone());
@@ -609,6 +626,10 @@ async fn write_service(ctx: &Context, w: &ServiceWrite) -> Written {
         }
     }
     tracing::debug!(service = %w.key, ips = ?w.desired.ips, pool = ?w.desired.pool, "Service written");
+    if let (Some(at), Some(decided)) = (ips_written, &w.resource_version) {
+        ctx.metrics
+            .service_ips_written(&w.key, decided, &produced, at);
+    }
     Written::Done(produced)
 }
 

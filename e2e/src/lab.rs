@@ -10,7 +10,7 @@ use crate::lan::{self, Host};
 use crate::pki::CLIENTS;
 use crate::process::{self, Supervisor};
 use crate::tools::{self, Tools};
-use crate::{agent, command, ipvs, kube_proxy, nodes, podnet};
+use crate::{agent, command, ipvs, kube_proxy, nodes, podnet, topology};
 
 /// The default number of node namespaces.
 pub const DEFAULT_NODES: u8 = 3;
@@ -335,6 +335,8 @@ fn remove_everything() -> Result<()> {
         }
     }
     podnet::destroy_pod_netns(None)?;
+    // The shapes topology's namespaces, bridges and uplink, if a test left them.
+    topology::destroy()?;
     lan::destroy()?;
     if state.exists() {
         std::fs::remove_dir_all(&state)

@@ -28,3 +28,4 @@ pub mod podnet;
 pub mod process;
 pub mod speakers;
 pub mod tools;
+pub mod topology;

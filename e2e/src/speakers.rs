@@ -170,7 +170,7 @@ pub struct Setup {
     pub class: String,
     /// The test's pool (and L2Advertisement) name.
     pub pool: String,
-    /// The lab's nodes.
+    /// The nodes the speakers run on: the lab's, unless [`Setup::on_hosts`].
     pub nodes: Vec<Host>,
     /// The nodes' names, in the order of `nodes`.
     pub names: Vec<String>,
@@ -219,6 +219,23 @@ impl Setup {
         ports: (u16, u16),
         by_pool_name: bool,
     ) -> Result<Self> {
+        let nodes = lab.nodes();
+        let macs = nodes.iter().map(lan::mac_of).collect::<Result<_>>()?;
+        Self::on_hosts(lab, prefix, addresses, ports, by_pool_name, nodes, macs).await
+    }
+
+    /// [`Setup::new`] with speakers on `nodes` instead of the lab's nodes
+    /// (e.g. those of [`crate::topology`]), whose answering MACs are `macs`.
+    pub async fn on_hosts(
+        lab: &'static Lab,
+        prefix: &str,
+        addresses: &[&str],
+        ports: (u16, u16),
+        by_pool_name: bool,
+        nodes: Vec<Host>,
+        macs: Vec<String>,
+    ) -> Result<Self> {
+        ensure!(nodes.len() == macs.len(), "one MAC per node");
         let client = lab.client().await?;
         let strict_arp = StrictArp::set(lab, true).await?;
         install_crds(lab)?;
@@ -277,9 +294,7 @@ impl Setup {
                 kubeconfig: lab.kubeconfig(),
             })
             .collect();
-        let nodes: Vec<Host> = lab.nodes();
         let names = nodes.iter().map(|h| h.name.clone()).collect();
-        let macs = nodes.iter().map(lan::mac_of).collect::<Result<_>>()?;
         let mut setup = Self {
             lab,
             client,

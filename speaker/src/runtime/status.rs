@@ -240,17 +240,30 @@ async fn apply_service(
         },
         "spec": {"serviceName": id.name},
     });
-    api.patch(&id.name, &params, &Patch::Apply(&object)).await?;
     let status = json!({
         "apiVersion": API_VERSION,
         "kind": "ServiceL2Status",
         "metadata": {"name": id.name, "namespace": id.namespace},
         "status": report.status,
     });
-    let written = api
-        .patch_status(&id.name, &params, &Patch::Apply(&status))
-        .await?;
-    Ok(written.metadata.resource_version)
+    // The object and its status are two writes. A speaker stopping cleanly
+    // may delete the object between them (its own last status was still
+    // there: applying an unchanged object does not change its
+    // resourceVersion); the status write then finds nothing, and the object
+    // is created again. A second 404 means the Service is gone.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        api.patch(&id.name, &params, &Patch::Apply(&object)).await?;
+        match api
+            .patch_status(&id.name, &params, &Patch::Apply(&status))
+            .await
+        {
+            Ok(written) => return Ok(written.metadata.resource_version),
+            Err(kube::Error::Api(s)) if s.code == 404 && attempts == 1 => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Deletes each status in `naming_us` unless it changed since this speaker

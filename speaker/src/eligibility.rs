@@ -15,7 +15,20 @@
 //! - the node's `NetworkUnavailable` condition is not True;
 //! - the node's speaker is alive in the membership;
 //! - the Service has a ready or serving endpoint, and with
-//!   `externalTrafficPolicy: Local` one of them is on this node.
+//!   `externalTrafficPolicy: Local` one of them is on this node;
+//! - the node can answer for the IPs ([`crate::reachability`]): it has one
+//!   of the interfaces the advertisement selects and, unless the
+//!   advertisement disables the subnet check, one of them is on a subnet
+//!   containing each IP, as its speaker's SpeakerStatus publishes.
+//!
+//! # Preferred nodes
+//!
+//! An advertisement's `preferredNodes` give a node a preference: the sum of
+//! the weights of the entries matching its labels (the highest such sum
+//! among the advertisements that make it a candidate). Only the candidates
+//! with the highest preference go on to the election below, so an eligible
+//! preferred node always wins, and the fallback among equals is the usual
+//! one, identical on every speaker.
 //!
 //! Only addresses of our pools are ever announced: an IP that is not inside
 //! the pool the Service's allocation annotation names (or, without the
@@ -49,8 +62,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use ferrolb_address::IpRange;
 
 use crate::election::{ElectionKey, NodeName, election_units, owner};
-pub use crate::interfaces::InterfaceSelection;
-use crate::selector::{Labels, any_matches};
+pub use crate::interfaces::{InterfaceSelection, NodeInterface};
+use crate::reachability::{Unreachable, node_address_interface, reach};
+use crate::selector::{Labels, any_matches, matches};
 
 /// A speaker's incarnation in the membership: it changes when the speaker
 /// restarts or rejoins after its peers declared it down.
@@ -149,6 +163,28 @@ pub struct NodeView {
     pub labels: Labels,
     /// Whether the `NetworkUnavailable` condition is True.
     pub network_unavailable: bool,
+    /// The node's InternalIP, for `nodeAddressInterface`.
+    pub internal_ip: Option<IpAddr>,
+    /// The interfaces its speaker publishes (SpeakerStatus
+    /// `interfaceAddresses`); `None` when it publishes none (see
+    /// [`crate::reachability`]).
+    pub interfaces: Option<Vec<NodeInterface>>,
+}
+
+impl NodeView {
+    /// The published interface holding the node's InternalIP.
+    fn address_interface(&self) -> Option<&str> {
+        node_address_interface(self.interfaces.as_deref(), self.internal_ip)
+    }
+}
+
+/// A weighted node preference of an advertisement (`spec.preferredNodes`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Preference {
+    /// Added to the preference of the nodes `selector` matches.
+    pub weight: u32,
+    /// The nodes preferred.
+    pub selector: LabelSelector,
 }
 
 /// An L2Advertisement as eligibility sees it.
@@ -164,8 +200,16 @@ pub struct AdvertisementView {
     pub node_selectors: Vec<LabelSelector>,
     /// `spec.serviceSelectors`.
     pub service_selectors: Vec<LabelSelector>,
-    /// `spec.interfaces`; empty means every eligible interface.
+    /// `spec.interfaces` (names or patterns); empty means every eligible
+    /// interface, unless `node_address_interface`.
     pub interfaces: Vec<String>,
+    /// `spec.nodeAddressInterface`: also the interface holding the node's
+    /// InternalIP.
+    pub node_address_interface: bool,
+    /// `spec.subnetCheck` is `Disabled`: any subnet will do.
+    pub subnet_check_disabled: bool,
+    /// `spec.preferredNodes`.
+    pub preferred: Vec<Preference>,
 }
 
 /// An IPAddressPool as eligibility sees it.
@@ -206,12 +250,26 @@ impl AdvertisementView {
         !self.pool_selectors.is_empty() && any_matches(&self.pool_selectors, labels)
     }
 
-    fn interface_selection(&self) -> InterfaceSelection {
-        if self.interfaces.is_empty() {
-            InterfaceSelection::All
-        } else {
-            InterfaceSelection::Only(self.interfaces.iter().cloned().collect())
+    /// The interfaces this advertisement selects on `node`: by name or
+    /// pattern, and the one holding its InternalIP when asked for (known
+    /// once its speaker published its interfaces).
+    fn interface_selection(&self, node: &NodeView) -> InterfaceSelection {
+        let mut names: BTreeSet<String> = self.interfaces.iter().cloned().collect();
+        if self.node_address_interface {
+            names.extend(node.address_interface().map(str::to_owned));
+        } else if names.is_empty() {
+            return InterfaceSelection::All;
         }
+        InterfaceSelection::Only(names)
+    }
+
+    /// The preference this advertisement gives a node with `labels`.
+    fn preference(&self, labels: &Labels) -> u32 {
+        self.preferred
+            .iter()
+            .filter(|p| matches(&p.selector, labels))
+            .map(|p| p.weight)
+            .fold(0, u32::saturating_add)
     }
 }
 
@@ -294,8 +352,20 @@ pub struct Owner {
     pub interfaces: InterfaceSelection,
 }
 
-/// The candidates of one Service: nodes and the interfaces each would use.
-pub type Candidates = BTreeMap<NodeName, InterfaceSelection>;
+/// A node that may announce a Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// The interfaces it would announce on.
+    pub interfaces: InterfaceSelection,
+    /// Its preference (`preferredNodes`); higher wins.
+    pub preference: u32,
+}
+
+/// The candidates of one Service, by node.
+pub type Candidates = BTreeMap<NodeName, Candidate>;
+
+/// How many nodes a refusal's message names before it counts the rest.
+const NAMED_IN_MESSAGE: usize = 5;
 
 /// The nodes that may announce `service`, or why there are none.
 pub fn candidates(
@@ -305,12 +375,15 @@ pub fn candidates(
     policy: Policy,
 ) -> Result<Candidates, Refusal> {
     let pool = service_pool(service, cluster)?;
-    let advertisements: Vec<&AdvertisementView> = cluster
+    let mut advertisements: Vec<&AdvertisementView> = cluster
         .advertisements
         .iter()
         .filter(|ad| ad.covers_pool(pool, &cluster.pools))
         .filter(|ad| any_matches(&ad.service_selectors, &service.labels))
         .collect();
+    // By name, not in the caches' order, which may differ between
+    // speakers: the refusal messages must be the same everywhere.
+    advertisements.sort_by(|a, b| a.name.cmp(&b.name));
     if advertisements.is_empty() {
         let pool = pool.unwrap_or("(unknown)");
         return Err(Refusal {
@@ -329,6 +402,8 @@ pub fn candidates(
 
     let mut found = Candidates::new();
     let mut selected_live = 0usize;
+    // Nodes selected but unable to answer for the IPs, and why.
+    let mut unreachable: Vec<(&str, Unreachable)> = Vec::new();
     for (name, node) in &cluster.nodes {
         if !policy.ignore_exclude_label && node.labels.contains_key(EXCLUDE_LABEL) {
             continue;
@@ -340,12 +415,41 @@ pub fn candidates(
         if !live.contains_key(&node_name) {
             continue;
         }
-        let selection = advertisements
+        let mut selected = false;
+        let mut why = None;
+        let mut candidate: Option<Candidate> = None;
+        for ad in advertisements
             .iter()
             .filter(|ad| any_matches(&ad.node_selectors, &node.labels))
-            .map(|ad| ad.interface_selection())
-            .reduce(InterfaceSelection::union);
-        let Some(selection) = selection else {
+        {
+            selected = true;
+            let selection = ad.interface_selection(node);
+            match reach(
+                node.interfaces.as_deref(),
+                &selection,
+                &service.ips,
+                !ad.subnet_check_disabled,
+            ) {
+                Ok(interfaces) => {
+                    let preference = ad.preference(&node.labels);
+                    candidate = Some(match candidate {
+                        None => Candidate {
+                            interfaces,
+                            preference,
+                        },
+                        Some(c) => Candidate {
+                            interfaces: c.interfaces.union(interfaces),
+                            preference: c.preference.max(preference),
+                        },
+                    });
+                }
+                Err(unreachable) => why = why.or(Some(unreachable)),
+            }
+        }
+        let Some(candidate) = candidate else {
+            if let Some(why) = why.filter(|_| selected) {
+                unreachable.push((name.as_str(), why));
+            }
             continue;
         };
         selected_live += 1;
@@ -353,7 +457,7 @@ pub fn candidates(
         {
             continue;
         }
-        found.insert(node_name, selection);
+        found.insert(node_name, candidate);
     }
     if !found.is_empty() {
         return Ok(found);
@@ -367,6 +471,9 @@ pub fn candidates(
         });
     }
     let names: Vec<&str> = advertisements.iter().map(|a| a.name.as_str()).collect();
+    if !unreachable.is_empty() {
+        return Err(unreachable_refusal(&names, &unreachable));
+    }
     Err(Refusal {
         reason: Reason::NoEligibleNode,
         message: format!(
@@ -374,6 +481,38 @@ pub fn candidates(
             names.join(", ")
         ),
     })
+}
+
+/// The refusal when every selected node is unable to answer for the IPs,
+/// naming the first few and why.
+fn unreachable_refusal(advertisements: &[&str], unreachable: &[(&str, Unreachable)]) -> Refusal {
+    let mut reasons: Vec<String> = unreachable
+        .iter()
+        .take(NAMED_IN_MESSAGE)
+        .map(|(node, why)| format!("{node} {why}"))
+        .collect();
+    if unreachable.len() > NAMED_IN_MESSAGE {
+        reasons.push(format!(
+            "{} more nodes likewise",
+            unreachable.len() - NAMED_IN_MESSAGE
+        ));
+    }
+    let off_subnet = unreachable
+        .iter()
+        .any(|(_, why)| matches!(why, Unreachable::OffSubnet { .. }));
+    let hint = if off_subnet {
+        "; put the IPs in a pool on the nodes' subnets, or set subnetCheck: Disabled on the L2Advertisement if they are deliberately outside every node subnet and routed to the segment"
+    } else {
+        "; name interfaces the nodes have (patterns such as eth0.* work), or select other nodes"
+    };
+    Refusal {
+        reason: Reason::NoEligibleNode,
+        message: format!(
+            "no node selected by L2Advertisement {} can answer for these IPs: {}{hint}",
+            advertisements.join(", "),
+            reasons.join("; "),
+        ),
+    }
 }
 
 /// The pool a Service's IPs belong to: the one its allocation annotation
@@ -415,20 +554,30 @@ fn service_pool<'a>(
 }
 
 /// The interfaces the L2Advertisements selecting `node` name explicitly
-/// (`spec.interfaces`). The speaker may announce on them even when their
-/// names match a default exclusion (see [`crate::interfaces`]). Empty when
-/// the node is unknown or no advertisement selecting it names one.
+/// (`spec.interfaces`, names or patterns, and the interface holding the
+/// node's InternalIP for `nodeAddressInterface`). The speaker may announce
+/// on them even when their names match a default exclusion (see
+/// [`crate::interfaces`]). Empty when the node is unknown or no
+/// advertisement selecting it names one.
 #[must_use]
 pub fn named_interfaces(cluster: &Cluster, node: &str) -> BTreeSet<String> {
     let Some(node) = cluster.nodes.get(node) else {
         return BTreeSet::new();
     };
-    cluster
+    let mut names: BTreeSet<String> = cluster
         .advertisements
         .iter()
         .filter(|ad| any_matches(&ad.node_selectors, &node.labels))
         .flat_map(|ad| ad.interfaces.iter().cloned())
-        .collect()
+        .collect();
+    let address_interface = cluster
+        .advertisements
+        .iter()
+        .any(|ad| ad.node_address_interface && any_matches(&ad.node_selectors, &node.labels));
+    if address_interface {
+        names.extend(node.address_interface().map(str::to_owned));
+    }
+    names
 }
 
 /// The decision for one election unit.
@@ -538,15 +687,25 @@ fn unit_outcome(
             None => mine,
             Some(previous) => previous
                 .into_iter()
-                .filter_map(|(node, a)| mine.get(&node).map(|b| (node, a.union(b.clone()))))
+                .filter_map(|(node, a)| {
+                    mine.get(&node).map(|b| {
+                        let merged = Candidate {
+                            interfaces: a.interfaces.union(b.interfaces.clone()),
+                            preference: a.preference.max(b.preference),
+                        };
+                        (node, merged)
+                    })
+                })
                 .collect(),
         });
     }
-    let common = common.unwrap_or_default();
+    let common = most_preferred(common.unwrap_or_default());
     let names = ranked_candidates(&common, live, claims);
     match owner(key, &names) {
         Some(node) => {
-            let interfaces = common.get(node).cloned().unwrap_or(InterfaceSelection::All);
+            let interfaces = common
+                .get(node)
+                .map_or(InterfaceSelection::All, |c| c.interfaces.clone());
             Ok(Owner {
                 node: node.clone(),
                 interfaces,
@@ -557,6 +716,16 @@ fn unit_outcome(
             message: "the Services sharing these IPs have no eligible node in common".to_owned(),
         }),
     }
+}
+
+/// The candidates with the highest preference: an eligible preferred node
+/// always wins over the others.
+fn most_preferred(candidates: Candidates) -> Candidates {
+    let top = candidates.values().map(|c| c.preference).max();
+    candidates
+        .into_iter()
+        .filter(|(_, c)| Some(c.preference) == top)
+        .collect()
 }
 
 /// The claims on one unit.
@@ -888,8 +1057,11 @@ mod tests {
         let only = |names: &[&str]| {
             InterfaceSelection::Only(names.iter().map(|n| (*n).to_owned()).collect())
         };
-        assert_eq!(got[&NodeName::from("node-1")], only(&["eth0"]));
-        assert_eq!(got[&NodeName::from("node-2")], only(&["eth0", "eth1"]));
+        assert_eq!(got[&NodeName::from("node-1")].interfaces, only(&["eth0"]));
+        assert_eq!(
+            got[&NodeName::from("node-2")].interfaces,
+            only(&["eth0", "eth1"])
+        );
         c.advertisements.push(AdvertisementView {
             name: "everywhere".to_owned(),
             ..AdvertisementView::default()
@@ -899,8 +1071,14 @@ mod tests {
         let all_and = |names: &[&str]| {
             InterfaceSelection::AllAnd(names.iter().map(|n| (*n).to_owned()).collect())
         };
-        assert_eq!(got[&NodeName::from("node-1")], all_and(&["eth0"]));
-        assert_eq!(got[&NodeName::from("node-2")], all_and(&["eth0", "eth1"]));
+        assert_eq!(
+            got[&NodeName::from("node-1")].interfaces,
+            all_and(&["eth0"])
+        );
+        assert_eq!(
+            got[&NodeName::from("node-2")].interfaces,
+            all_and(&["eth0", "eth1"])
+        );
     }
 
     #[test]
@@ -1138,5 +1316,311 @@ mod tests {
             per_node.values().all(|n| *n >= 3),
             "owners spread: {per_node:?}"
         );
+    }
+
+    fn published(pairs: &[(&str, &[&str])]) -> Option<Vec<NodeInterface>> {
+        Some(
+            pairs
+                .iter()
+                .map(|(name, addresses)| NodeInterface {
+                    name: (*name).to_owned(),
+                    addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+                    usage: crate::interfaces::Usage::Default,
+                })
+                .collect(),
+        )
+    }
+
+    /// node-1 on the Service's subnet, node-2 on another one, node-3's
+    /// speaker publishes nothing (an older version).
+    fn two_subnets() -> Cluster {
+        let mut c = cluster();
+        let n1 = c.nodes.get_mut("node-1").unwrap();
+        n1.interfaces = published(&[("eth0", &["198.18.0.11/24"]), ("eth1", &["198.18.7.11/24"])]);
+        n1.internal_ip = Some("198.18.7.11".parse().unwrap());
+        c.nodes.get_mut("node-2").unwrap().interfaces =
+            published(&[("eth0", &["198.18.1.12/24"]), ("eth9", &[])]);
+        c
+    }
+
+    fn candidates_of(c: &Cluster) -> Result<Vec<String>, Refusal> {
+        candidates(&c.services[0], c, &all_live(), Policy::default())
+            .map(|found| names(&found).into_iter().map(str::to_owned).collect())
+    }
+
+    #[test]
+    fn eligibility_knows_the_network() {
+        let mut c = two_subnets();
+        assert_eq!(
+            candidates_of(&c).unwrap(),
+            ["node-1", "node-3"],
+            "node-2 is on another subnet; node-3 published nothing"
+        );
+        let found = candidates(&c.services[0], &c, &all_live(), Policy::default()).unwrap();
+        assert_eq!(
+            found[&NodeName::from("node-1")].interfaces,
+            InterfaceSelection::Only(["eth0".to_owned()].into()),
+            "the owner announces on the interface on the IP's subnet only"
+        );
+        assert_eq!(
+            found[&NodeName::from("node-3")].interfaces,
+            InterfaceSelection::All
+        );
+
+        c.advertisements[0].subnet_check_disabled = true;
+        assert_eq!(candidates_of(&c).unwrap(), ["node-1", "node-2", "node-3"]);
+
+        // A named interface only node-2 has; node-1 is known to lack it.
+        c.advertisements[0].interfaces = vec!["eth9".to_owned()];
+        assert_eq!(candidates_of(&c).unwrap(), ["node-2", "node-3"]);
+
+        // Nobody able to: the refusal names the nodes and why.
+        c.nodes.get_mut("node-3").unwrap().interfaces = published(&[]);
+        c.advertisements[0].interfaces = vec!["eth7".to_owned()];
+        let refusal = candidates_of(&c).unwrap_err();
+        assert_eq!(refusal.reason, Reason::NoEligibleNode);
+        assert_eq!(
+            refusal.message,
+            "no node selected by L2Advertisement lan can answer for these IPs: node-1 has none of the interfaces eth7; node-2 has none of the interfaces eth7; node-3 has none of the interfaces eth7; name interfaces the nodes have (patterns such as eth0.* work), or select other nodes"
+        );
+
+        let mut c = two_subnets();
+        c.services[0].ips = vec!["198.18.5.200".parse().unwrap()];
+        c.pools.get_mut("lan").unwrap().addresses =
+            vec![ferrolb_address::parse_entry("198.18.5.0/24").unwrap()];
+        c.nodes.get_mut("node-3").unwrap().interfaces = published(&[("eth0", &[])]);
+        let refusal = candidates_of(&c).unwrap_err();
+        assert_eq!(refusal.reason, Reason::NoEligibleNode);
+        assert!(
+            refusal.message.contains(
+                "node-2 has no selected interface on a subnet containing 198.18.5.200 (it has eth0 198.18.1.12/24, eth9 without addresses)"
+            ) && refusal.message.contains("subnetCheck: Disabled"),
+            "{}",
+            refusal.message
+        );
+    }
+
+    #[test]
+    fn the_interface_holding_the_node_address() {
+        let mut c = two_subnets();
+        c.services[0].ips = vec!["198.18.7.200".parse().unwrap()];
+        c.pools.get_mut("lan").unwrap().addresses =
+            vec![ferrolb_address::parse_entry("198.18.7.0/24").unwrap()];
+        c.advertisements[0].node_address_interface = true;
+        let found = candidates(&c.services[0], &c, &all_live(), Policy::default()).unwrap();
+        assert_eq!(names(&found), ["node-1", "node-3"]);
+        assert_eq!(
+            found[&NodeName::from("node-1")].interfaces,
+            InterfaceSelection::Only(["eth1".to_owned()].into())
+        );
+        assert_eq!(
+            named_interfaces(&c, "node-1"),
+            BTreeSet::from(["eth1".to_owned()]),
+            "the data plane opens it even were it excluded by name"
+        );
+        // node-2's InternalIP is on none of its published interfaces.
+        c.advertisements[0].subnet_check_disabled = true;
+        let refusal_or = candidates(&c.services[0], &c, &all_live(), Policy::default()).unwrap();
+        assert!(!refusal_or.contains_key(&NodeName::from("node-2")));
+    }
+
+    fn prefer(weight: u32, pairs: &[(&str, &str)]) -> Preference {
+        Preference {
+            weight,
+            selector: select(pairs),
+        }
+    }
+
+    #[test]
+    fn an_eligible_preferred_node_always_wins() {
+        let mut c = cluster();
+        c.services = (1..=20)
+            .map(|i| service(&format!("s{i}"), &[ip(i)]))
+            .collect();
+        c.nodes.get_mut("node-2").unwrap().labels = labels(&[("rack", "a"), ("ssd", "yes")]);
+        c.nodes.get_mut("node-3").unwrap().labels = labels(&[("rack", "a")]);
+        c.advertisements[0].preferred =
+            vec![prefer(10, &[("rack", "a")]), prefer(5, &[("ssd", "yes")])];
+        let live = all_live();
+        let plan = plan(&c, &live, Policy::default());
+        assert_eq!(
+            plan.owned_by(&NodeName::from("node-2")).len(),
+            20,
+            "10 + 5 beats 10"
+        );
+        // Without node-2: node-3 (10) beats node-1 (0) everywhere.
+        let mut without = live.clone();
+        without.remove(&NodeName::from("node-2"));
+        let fallback = super::plan(&c, &without, Policy::default());
+        assert_eq!(fallback.owned_by(&NodeName::from("node-3")).len(), 20);
+        // Equal preferences: the plain election among them.
+        c.advertisements[0].preferred = vec![prefer(10, &[("rack", "a")])];
+        let tied = super::plan(&c, &live, Policy::default());
+        let mut plain = c.clone();
+        plain.nodes.remove("node-1");
+        let expected = super::plan(&plain, &live, Policy::default());
+        for (a, b) in tied.units.iter().zip(&expected.units) {
+            assert_eq!(
+                a.outcome.as_ref().unwrap().node,
+                b.outcome.as_ref().unwrap().node
+            );
+        }
+        // A preferred node that cannot answer for the IP does not win.
+        c.advertisements[0].preferred = vec![prefer(10, &[("ssd", "yes")])];
+        c.nodes.get_mut("node-2").unwrap().interfaces = published(&[("eth0", &["198.18.9.2/24"])]);
+        let plan = super::plan(&c, &live, Policy::default());
+        assert!(plan.owned_by(&NodeName::from("node-2")).is_empty());
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const NODES: [&str; 4] = ["node-1", "node-2", "node-3", "node-4"];
+
+        /// A node: its rack label and, if its speaker publishes them, its
+        /// interfaces, each on one of four /24s (or none).
+        fn node() -> impl Strategy<Value = NodeView> {
+            let iface = (
+                prop_oneof![Just("eth0"), Just("eth1"), Just("bond0.100")],
+                prop::option::of(0u8..4),
+            )
+                .prop_map(|(name, net)| NodeInterface {
+                    name: name.to_owned(),
+                    addresses: net
+                        .map(|n| format!("198.18.{n}.{}/24", 10 + n).parse().unwrap())
+                        .into_iter()
+                        .collect(),
+                    usage: crate::interfaces::Usage::Default,
+                });
+            (
+                prop_oneof![Just("a"), Just("b"), Just("c")],
+                prop::option::weighted(0.8, prop::collection::vec(iface, 0..3)),
+            )
+                .prop_map(|(rack, interfaces)| NodeView {
+                    labels: labels(&[("rack", rack)]),
+                    interfaces,
+                    ..NodeView::default()
+                })
+        }
+
+        fn advertisement() -> impl Strategy<Value = AdvertisementView> {
+            (
+                prop_oneof![
+                    Just(vec![]),
+                    Just(vec!["eth*".to_owned()]),
+                    Just(vec!["bond0.100".to_owned()]),
+                ],
+                prop::bool::weighted(0.2),
+                prop::collection::vec((1u32..=100, prop_oneof![Just("a"), Just("b")]), 0..3),
+            )
+                .prop_map(|(interfaces, disabled, preferred)| AdvertisementView {
+                    name: "ad".to_owned(),
+                    interfaces,
+                    subnet_check_disabled: disabled,
+                    preferred: preferred
+                        .into_iter()
+                        .map(|(weight, rack)| prefer(weight, &[("rack", rack)]))
+                        .collect(),
+                    ..AdvertisementView::default()
+                })
+        }
+
+        fn arbitrary_cluster() -> impl Strategy<Value = Cluster> {
+            (
+                prop::collection::vec(node(), NODES.len()),
+                prop::collection::vec(advertisement(), 1..3).prop_map(|mut ads| {
+                    for (i, ad) in ads.iter_mut().enumerate() {
+                        ad.name = format!("ad-{i}");
+                    }
+                    ads
+                }),
+                prop::collection::vec((0u8..4, 100u8..200), 1..12),
+            )
+                .prop_map(|(nodes, advertisements, ips)| {
+                    let mut c = cluster();
+                    c.nodes = NODES.iter().map(|n| (*n).to_owned()).zip(nodes).collect();
+                    c.advertisements = advertisements;
+                    c.pools.get_mut("lan").unwrap().addresses =
+                        vec![ferrolb_address::parse_entry("198.18.0.0/22").unwrap()];
+                    c.services = ips
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (net, host))| {
+                            let ip = IpAddr::V4(Ipv4Addr::new(198, 18, *net, *host));
+                            service(&format!("s{i}"), &[ip])
+                        })
+                        .collect();
+                    c
+                })
+        }
+
+        fn live() -> Live {
+            NODES.iter().map(|n| (NodeName::from(*n), 1)).collect()
+        }
+
+        proptest! {
+            /// Every speaker computes the plan from the same shared data,
+            /// in whatever order its caches list the objects.
+            #[test]
+            fn all_speakers_agree(c in arbitrary_cluster()) {
+                let mut reordered = c.clone();
+                reordered.advertisements.reverse();
+                reordered.services.reverse();
+                prop_assert_eq!(plan(&c, &live(), Policy::default()), plan(&reordered, &live(), Policy::default()));
+            }
+
+            /// With every advertisement checking subnets, an owner that
+            /// published its interfaces has, for every IP it wins, an
+            /// interface it announces on whose subnet contains the IP.
+            #[test]
+            fn a_node_never_wins_an_ip_it_cannot_answer_for(c in arbitrary_cluster()) {
+                let mut c = c;
+                for ad in &mut c.advertisements {
+                    ad.subnet_check_disabled = false;
+                }
+                for unit in plan(&c, &live(), Policy::default()).units {
+                    let Ok(owner) = &unit.outcome else { continue };
+                    let node = &c.nodes[owner.node.as_str()];
+                    let Some(published) = &node.interfaces else { continue };
+                    for ip in unit.key.ips() {
+                        prop_assert!(
+                            published.iter().any(|i| owner.interfaces.includes(&i.name, i.usage) && i.on_subnet(*ip)),
+                            "{} won {ip} with {:?}", owner.node, published
+                        );
+                    }
+                }
+            }
+
+            /// The owner has the highest preference among the candidates,
+            /// and losing a node that does not own a unit never moves it.
+            #[test]
+            fn preferred_nodes_win_and_the_fallback_is_deterministic(c in arbitrary_cluster(), gone in 0usize..4) {
+                let all = live();
+                let plan_all = plan(&c, &all, Policy::default());
+                for service in &c.services {
+                    let Some(unit) = plan_all.unit_of(&service.id) else { continue };
+                    let Ok(owner) = &unit.outcome else { continue };
+                    if unit.services.len() > 1 {
+                        continue;
+                    }
+                    let found = candidates(service, &c, &all, Policy::default()).unwrap();
+                    let top = found.values().map(|f| f.preference).max().unwrap();
+                    prop_assert_eq!(found[&owner.node].preference, top);
+                }
+                let mut fewer = all.clone();
+                let gone = NodeName::from(NODES[gone]);
+                fewer.remove(&gone);
+                let plan_fewer = plan(&c, &fewer, Policy::default());
+                for (before, after) in plan_all.units.iter().zip(&plan_fewer.units) {
+                    if let (Ok(before), Ok(after)) = (&before.outcome, &after.outcome)
+                        && before.node != gone
+                    {
+                        prop_assert_eq!(&before.node, &after.node);
+                    }
+                }
+            }
+        }
     }
 }

@@ -28,3 +28,4 @@ pub mod socket;
 pub use announcer::{Announcer, AnnouncerConfig, AnnouncerMetrics, InterfaceSelection};
 pub mod membership;
 pub mod ownership;
+pub mod reachability;

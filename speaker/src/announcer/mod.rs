@@ -34,8 +34,11 @@ use self::groups::Memberships;
 pub use self::table::{AnnouncingLink, SharedTable, Table};
 use self::table::{read, write};
 use crate::Error;
+use crate::interfaces::address::InterfaceAddress;
 use crate::interfaces::netlink::{self, LinkEvent};
-use crate::interfaces::{EXCLUDED_PREFIXES, Exclusion, Link, Usage, eligibility};
+use crate::interfaces::{
+    EXCLUDED_PREFIXES, Exclusion, Link, NodeInterface, Usage, eligibility, names_match,
+};
 pub use crate::metrics::AnnouncerMetrics;
 use crate::metrics::{AddressFamily, PacketLabels};
 use crate::packet::arp::{build_gratuitous_reply, build_gratuitous_request};
@@ -169,6 +172,7 @@ impl Announcer {
             owned: BTreeMap::new(),
             named: BTreeSet::new(),
             links: BTreeMap::new(),
+            addresses: BTreeMap::new(),
             refused: BTreeMap::new(),
             arp: BTreeMap::new(),
             ndp,
@@ -231,6 +235,14 @@ impl Announcer {
             .collect()
     }
 
+    /// The interfaces this node can announce on, with their addresses: what
+    /// the SpeakerStatus publishes for the other speakers' eligibility (see
+    /// [`crate::interfaces::published`]).
+    #[must_use]
+    pub fn published_interfaces(&self) -> Vec<NodeInterface> {
+        read(&self.table).published.clone()
+    }
+
     /// The interfaces announced on now that `selection` includes, by name.
     #[must_use]
     pub fn interfaces_for(&self, selection: &InterfaceSelection) -> Vec<String> {
@@ -279,6 +291,8 @@ struct Driver {
     named: BTreeSet<String>,
     /// Every link the kernel reported, eligible or not.
     links: BTreeMap<u32, Link>,
+    /// The addresses of every link, by index.
+    addresses: BTreeMap<u32, BTreeSet<InterfaceAddress>>,
     /// Why each named link is unusable, as last logged.
     refused: BTreeMap<u32, Exclusion>,
     /// Sockets of the eligible links.
@@ -355,7 +369,12 @@ impl Driver {
         }
         let missing: Vec<&String> = named
             .iter()
-            .filter(|name| !self.links.values().any(|link| &link.name == *name))
+            .filter(|name| {
+                !self
+                    .links
+                    .values()
+                    .any(|link| crate::interfaces::pattern::matches(name, &link.name))
+            })
             .collect();
         if !missing.is_empty() {
             tracing::info!(interfaces = ?missing, "L2Advertisements name interfaces this node does not have; nothing is announced on them here");
@@ -364,6 +383,23 @@ impl Driver {
         let links: Vec<Link> = self.links.values().cloned().collect();
         for link in &links {
             self.apply(link, Some(link));
+        }
+        self.publish();
+    }
+
+    /// Updates the published interfaces; notifies when they changed.
+    fn publish(&mut self) {
+        let published = crate::interfaces::published(
+            &self.links,
+            &self.addresses,
+            &self.config.excluded_prefixes,
+            &self.named,
+        );
+        let mut table = write(&self.table);
+        if table.published != published {
+            table.published = published;
+            drop(table);
+            self.interfaces_changed.notify_one();
         }
     }
 
@@ -375,25 +411,36 @@ impl Driver {
             }
             LinkEvent::Removed(index) => {
                 self.links.remove(&index);
+                self.addresses.remove(&index);
                 self.refused.remove(&index);
                 self.close(index);
             }
-            LinkEvent::AddressAdded(index) => {
+            LinkEvent::AddressAdded(index, address) => {
+                self.addresses.entry(index).or_default().insert(address);
                 // IPv6 announcements need a link-local source address; the
                 // first ones may have gone out (or failed) before it existed.
                 if self.arp.contains_key(&index) {
                     self.reannounce(index, IpAddr::is_ipv6);
                 }
             }
+            LinkEvent::AddressRemoved(index, address) => {
+                if let Some(addresses) = self.addresses.get_mut(&index) {
+                    addresses.remove(&address);
+                }
+            }
             LinkEvent::Synced => {}
         }
+        self.publish();
     }
 
     /// Opens, closes or re-announces on `link`, which was `previous`
     /// before this change (the same when only the named interfaces changed).
     fn apply(&mut self, link: &Link, previous: Option<&Link>) {
         let index = link.index;
-        let named = self.named.contains(&link.name);
+        let named = names_match(&self.named, &link.name);
+        // Only an exact name is a request for this very link worth a warning;
+        // a pattern (`eth*`) is not about the bond members it also matches.
+        let named_exactly = self.named.contains(&link.name);
         let usage = match eligibility(link, &self.config.excluded_prefixes, named) {
             Ok(usage) => {
                 if self.refused.remove(&index).is_some() {
@@ -401,7 +448,7 @@ impl Driver {
                 }
                 Some(usage)
             }
-            Err(reason) if named => {
+            Err(reason) if named_exactly => {
                 if self.refused.get(&index) != Some(&reason) {
                     let hint = match &reason {
                         Exclusion::Member(controller) => match self.links.get(controller) {
@@ -765,6 +812,7 @@ mod tests {
                 (3, link("eth1", Usage::Default)),
                 (4, link("veth0", Usage::Named)),
             ]),
+            published: Vec::new(),
             heartbeat: None,
         }
     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::InterfaceSelection;
 use crate::heartbeat::Heartbeat;
-use crate::interfaces::Usage;
+use crate::interfaces::{NodeInterface, Usage};
 use crate::packet::MacAddr;
 use crate::responder::Lookup;
 
@@ -35,6 +35,9 @@ pub struct Table {
     pub owned: BTreeMap<IpAddr, InterfaceSelection>,
     /// Eligible interfaces with an open socket, by index.
     pub links: BTreeMap<u32, AnnouncingLink>,
+    /// The interfaces the node can announce on, with their addresses, as
+    /// published in its SpeakerStatus.
+    pub published: Vec<NodeInterface>,
     /// The membership's heartbeat: nothing is answered or announced while
     /// it does not allow it. `None` (tests, a data plane alone): always.
     pub heartbeat: Option<Arc<Heartbeat>>,
@@ -116,6 +119,7 @@ mod tests {
                 (2, link("eth0", OUR_MAC, Usage::Default)),
                 (3, link("eth1", OTHER_MAC, Usage::Default)),
             ]),
+            published: Vec::new(),
             heartbeat: None,
         }))
     }

@@ -12,7 +12,9 @@
 //! its name (loopback, no Ethernet address, NOARP, down, enslaved) still
 //! applies.
 
+pub mod address;
 pub mod netlink;
+pub mod pattern;
 
 use std::collections::BTreeSet;
 
@@ -75,13 +77,14 @@ pub enum InterfaceSelection {
 }
 
 impl InterfaceSelection {
-    /// Whether the interface `name`, open for `usage`, is selected.
+    /// Whether the interface `name`, open for `usage`, is selected. The
+    /// names are patterns ([`pattern`]): `eth0.*` selects every VLAN of eth0.
     #[must_use]
     pub fn includes(&self, name: &str, usage: Usage) -> bool {
         match self {
             Self::All => usage == Usage::Default,
-            Self::AllAnd(names) => usage == Usage::Default || names.contains(name),
-            Self::Only(names) => names.contains(name),
+            Self::AllAnd(names) => usage == Usage::Default || names_match(names, name),
+            Self::Only(names) => names_match(names, name),
         }
     }
 
@@ -110,8 +113,81 @@ impl InterfaceSelection {
     }
 }
 
+/// An interface a node can announce on, as its speaker publishes it in
+/// its SpeakerStatus (`status.interfaceAddresses`) and every speaker reads
+/// it back for eligibility.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NodeInterface {
+    /// The interface name.
+    pub name: String,
+    /// Its global addresses, sorted.
+    pub addresses: Vec<address::InterfaceAddress>,
+    /// How it is announced on: [`Usage::Named`] when the default rule
+    /// excludes it by its name.
+    pub usage: Usage,
+}
+
+impl NodeInterface {
+    /// Whether `ip` is on the subnet of one of the interface's addresses.
+    #[must_use]
+    pub fn on_subnet(&self, ip: std::net::IpAddr) -> bool {
+        self.addresses.iter().any(|a| a.on_subnet(ip))
+    }
+
+    /// Whether the interface holds `ip` itself.
+    #[must_use]
+    pub fn holds(&self, ip: std::net::IpAddr) -> bool {
+        self.addresses.iter().any(|a| a.ip() == ip)
+    }
+}
+
+/// The interfaces a speaker publishes: every link usable by its default
+/// rule, and of those usable only when named, the ones the
+/// L2Advertisements selecting the node name (`named`, names or patterns)
+/// or that hold a global address (the node's InternalIP may be on one).
+/// Pod veths (no address, not named) stay out, so pods coming and going
+/// do not rewrite the SpeakerStatus. Sorted by name.
+#[must_use]
+pub fn published<S: AsRef<str>>(
+    links: &std::collections::BTreeMap<u32, Link>,
+    addresses: &std::collections::BTreeMap<u32, BTreeSet<address::InterfaceAddress>>,
+    excluded_prefixes: &[S],
+    named: &BTreeSet<String>,
+) -> Vec<NodeInterface> {
+    let mut out: Vec<NodeInterface> = links
+        .values()
+        .filter_map(|link| {
+            let usage = eligibility(link, excluded_prefixes, true).ok()?;
+            let addresses: Vec<address::InterfaceAddress> = addresses
+                .get(&link.index)
+                .into_iter()
+                .flatten()
+                .filter(|a| a.is_global())
+                .copied()
+                .collect();
+            let wanted =
+                usage == Usage::Default || names_match(named, &link.name) || !addresses.is_empty();
+            wanted.then(|| NodeInterface {
+                name: link.name.clone(),
+                addresses,
+                usage,
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Whether one of the names or name patterns `names` matches `name`.
+#[must_use]
+pub fn names_match<S: AsRef<str>>(names: impl IntoIterator<Item = S>, name: &str) -> bool {
+    names
+        .into_iter()
+        .any(|pattern| pattern::matches(pattern.as_ref(), name))
+}
+
 /// How an eligible link is announced on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Usage {
     /// For every owned IP: the link passes the default rule.
     Default,
@@ -432,6 +508,64 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn what_a_speaker_publishes() {
+        use std::collections::BTreeMap;
+        let mut links = BTreeMap::new();
+        let mut addresses: BTreeMap<u32, BTreeSet<address::InterfaceAddress>> = BTreeMap::new();
+        let mut add = |index: u32, link: Link, addrs: &[&str]| {
+            links.insert(index, Link { index, ..link });
+            addresses.insert(index, addrs.iter().map(|a| a.parse().unwrap()).collect());
+        };
+        add(2, ethernet("bond0"), &[]);
+        add(
+            3,
+            Link {
+                controller: Some(2),
+                ..ethernet("eth0")
+            },
+            &[],
+        );
+        add(4, ethernet("bond0.200"), &["198.18.2.11/24", "fe80::1/64"]);
+        add(5, ethernet("veth12ab"), &[]);
+        add(6, ethernet("cni0"), &["198.19.0.1/24"]);
+        add(
+            7,
+            Link {
+                loopback: true,
+                ..ethernet("lo")
+            },
+            &["127.0.0.1/8"],
+        );
+        add(8, ethernet("vethnamed"), &[]);
+        let named: BTreeSet<String> = ["veth*named".to_owned()].into();
+        let got = published(&links, &addresses, EXCLUDED_PREFIXES, &named);
+        let summary: Vec<(String, Vec<String>, Usage)> = got
+            .iter()
+            .map(|i| {
+                let addrs = i.addresses.iter().map(ToString::to_string).collect();
+                (i.name.clone(), addrs, i.usage)
+            })
+            .collect();
+        let row = |name: &str, addrs: &[&str], usage| {
+            let addrs = addrs.iter().map(|a| (*a).to_owned()).collect();
+            (name.to_owned(), addrs, usage)
+        };
+        assert_eq!(
+            summary,
+            [
+                row("bond0", &[], Usage::Default),
+                row("bond0.200", &["198.18.2.11/24"], Usage::Default),
+                row("cni0", &["198.19.0.1/24"], Usage::Named),
+                row("vethnamed", &[], Usage::Named),
+            ],
+            "bond members, loopback and unnamed address-less veths stay out"
+        );
+        assert!(got[1].on_subnet("198.18.2.200".parse().unwrap()));
+        assert!(got[1].holds("198.18.2.11".parse().unwrap()));
+        assert!(!got[1].holds("198.18.2.12".parse().unwrap()));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Following the kernel's links through rtnetlink: one dump at start, then
 //! the link and address notifications (`RTNLGRP_LINK`,
-//! `RTNLGRP_IPV4_IFADDR`, `RTNLGRP_IPV6_IFADDR`). No polling.
+//! `RTNLGRP_IPV4_IFADDR`, `RTNLGRP_IPV6_IFADDR`), for links and their
+//! addresses. No polling.
 
 use std::io;
 
@@ -8,12 +9,14 @@ use futures::{StreamExt, TryStreamExt};
 use rtnetlink::constants::{RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK};
 use rtnetlink::packet_core::NetlinkPayload;
 use rtnetlink::packet_route::RouteNetlinkMessage;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::sys::{AsyncSocket, SocketAddr};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::Link;
+use super::address::InterfaceAddress;
 use crate::packet::MacAddr;
 
 /// A change of the kernel's links, in the order the kernel reported it.
@@ -23,10 +26,12 @@ pub enum LinkEvent {
     Changed(Link),
     /// The link with this index is gone.
     Removed(u32),
-    /// An address was added to the link with this index; announcements
-    /// sent before it had one (IPv6 needs a link-local source) may have
-    /// been lost.
-    AddressAdded(u32),
+    /// An address was added to the link with this index (from the initial
+    /// dump or a change); announcements sent before it had one (IPv6 needs
+    /// a link-local source) may have been lost.
+    AddressAdded(u32, InterfaceAddress),
+    /// An address was removed from the link with this index.
+    AddressRemoved(u32, InterfaceAddress),
     /// The initial dump is complete: every link that existed at start has
     /// been reported.
     Synced,
@@ -63,6 +68,27 @@ pub fn watch() -> io::Result<(mpsc::UnboundedReceiver<LinkEvent>, JoinHandle<()>
                 }
             }
         }
+        let mut dump = handle.address().get().execute();
+        loop {
+            match dump.try_next().await {
+                Ok(Some(message)) => {
+                    let Some((index, address)) = address(&message) else {
+                        continue;
+                    };
+                    if events
+                        .send(LinkEvent::AddressAdded(index, address))
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "dumping interface addresses failed; following changes only");
+                    break;
+                }
+            }
+        }
         if events.send(LinkEvent::Synced).is_err() {
             return;
         }
@@ -75,7 +101,16 @@ pub fn watch() -> io::Result<(mpsc::UnboundedReceiver<LinkEvent>, JoinHandle<()>
                     LinkEvent::Removed(message.header.index)
                 }
                 NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(message)) => {
-                    LinkEvent::AddressAdded(message.header.index)
+                    let Some((index, address)) = address(&message) else {
+                        continue;
+                    };
+                    LinkEvent::AddressAdded(index, address)
+                }
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(message)) => {
+                    let Some((index, address)) = address(&message) else {
+                        continue;
+                    };
+                    LinkEvent::AddressRemoved(index, address)
                 }
                 _ => continue,
             };
@@ -117,9 +152,46 @@ pub fn link(message: &LinkMessage) -> Link {
     link
 }
 
+/// The link index and address of an address message: the local address
+/// (`IFA_LOCAL`, which differs from `IFA_ADDRESS` on point-to-point links)
+/// or else the address, with the prefix length.
+#[must_use]
+pub fn address(message: &AddressMessage) -> Option<(u32, InterfaceAddress)> {
+    let local = message.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(ip) => Some(*ip),
+        _ => None,
+    });
+    let ip = local.or_else(|| {
+        message.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(ip) => Some(*ip),
+            _ => None,
+        })
+    })?;
+    let address = InterfaceAddress::new(ip, message.header.prefix_len)?;
+    Some((message.header.index, address))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_the_local_address_and_prefix() {
+        let mut message = AddressMessage::default();
+        message.header.index = 3;
+        message.header.prefix_len = 24;
+        message.attributes = vec![
+            AddressAttribute::Address("198.18.0.1".parse().unwrap()),
+            AddressAttribute::Local("198.18.0.11".parse().unwrap()),
+        ];
+        let (index, got) = address(&message).unwrap();
+        assert_eq!((index, got.to_string().as_str()), (3, "198.18.0.11/24"));
+        message.attributes = vec![AddressAttribute::Address("2001:db8::11".parse().unwrap())];
+        message.header.prefix_len = 64;
+        assert_eq!(address(&message).unwrap().1.to_string(), "2001:db8::11/64");
+        message.attributes.clear();
+        assert_eq!(address(&message), None);
+    }
 
     fn message(flags: LinkFlags, attributes: Vec<LinkAttribute>) -> LinkMessage {
         let mut message = LinkMessage::default();

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferrolb_speaker::interfaces::NodeInterface;
 use ferrolb_speaker::{Announcer, AnnouncerConfig, AnnouncerMetrics, InterfaceSelection};
 use tokio::sync::Notify;
 
@@ -58,6 +59,12 @@ impl DataPlane {
     /// The interfaces announced on.
     pub(crate) fn interfaces(&self) -> Vec<String> {
         self.announcer.interfaces()
+    }
+
+    /// The interfaces this node can announce on, with their addresses, for
+    /// its SpeakerStatus.
+    pub(crate) fn published_interfaces(&self) -> Vec<NodeInterface> {
+        self.announcer.published_interfaces()
     }
 
     /// The interfaces announced on now that `interfaces` selects.

@@ -10,12 +10,15 @@ use std::net::{IpAddr, SocketAddr};
 
 use ferrolb_crds::annotations::{IP_ALLOCATED_FROM_POOL, spellings};
 use ferrolb_crds::{
-    IPAddressPool, L2Advertisement, ServiceL2Status, SpeakerStatus, SpeakerStatusStatus,
+    IPAddressPool, InterfaceAddresses, L2Advertisement, ServiceL2Status, SpeakerStatus,
+    SpeakerStatusStatus, SubnetCheck,
 };
 use ferrolb_speaker::election::NodeName;
 use ferrolb_speaker::eligibility::{
-    AdvertisementView, Claim, Cluster, NodeView, PoolView, ServiceId, ServiceView, TrafficPolicy,
+    AdvertisementView, Claim, Cluster, NodeInterface, NodeView, PoolView, Preference, ServiceId,
+    ServiceView, TrafficPolicy,
 };
+use ferrolb_speaker::interfaces::Usage;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
@@ -183,7 +186,42 @@ pub(crate) fn node_view(node: &Node) -> NodeView {
     NodeView {
         labels: node.metadata.labels.clone().unwrap_or_default(),
         network_unavailable,
+        internal_ip: internal_ip(node),
+        interfaces: None,
     }
+}
+
+/// The interfaces a speaker's status publishes, or `None` when it
+/// publishes none (an older speaker). Entries that do not parse are left
+/// out: a speaker of this version never writes them.
+pub(crate) fn published_interfaces(status: &SpeakerStatus) -> Option<Vec<NodeInterface>> {
+    let published = status.status.as_ref()?.interface_addresses.as_ref()?;
+    Some(
+        published
+            .iter()
+            .map(|i| NodeInterface {
+                name: i.name.clone(),
+                addresses: i.addresses.iter().filter_map(|a| a.parse().ok()).collect(),
+                usage: if i.named_only {
+                    Usage::Named
+                } else {
+                    Usage::Default
+                },
+            })
+            .collect(),
+    )
+}
+
+/// What a SpeakerStatus publishes of the interfaces `published`.
+pub(crate) fn interface_addresses(published: &[NodeInterface]) -> Vec<InterfaceAddresses> {
+    published
+        .iter()
+        .map(|i| InterfaceAddresses {
+            name: i.name.clone(),
+            addresses: i.addresses.iter().map(ToString::to_string).collect(),
+            named_only: i.usage == Usage::Named,
+        })
+        .collect()
 }
 
 /// The view of an L2Advertisement.
@@ -201,6 +239,17 @@ pub(crate) fn advertisement_view(ad: &L2Advertisement) -> AdvertisementView {
         node_selectors: selectors(&ad.spec.node_selectors),
         service_selectors: selectors(&ad.spec.service_selectors),
         interfaces: ad.spec.interfaces.iter().map(|i| i.0.clone()).collect(),
+        node_address_interface: ad.spec.node_address_interface,
+        subnet_check_disabled: ad.spec.subnet_check == SubnetCheck::Disabled,
+        preferred: ad
+            .spec
+            .preferred_nodes
+            .iter()
+            .map(|p| Preference {
+                weight: p.weight,
+                selector: p.selector.0.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -240,6 +289,23 @@ pub(crate) fn cluster<'a>(
     }
 }
 
+/// Adds to the nodes of `cluster` the interfaces their speakers publish
+/// (by `spec.nodeName`: with `--instance` a status is not named after its
+/// node). Nodes whose speaker publishes none keep `None`.
+pub(crate) fn add_published_interfaces<'a>(
+    cluster: &mut Cluster,
+    speakers: impl IntoIterator<Item = &'a SpeakerStatus>,
+) {
+    for speaker in speakers {
+        let Some(node) = cluster.nodes.get_mut(&speaker.spec.node_name) else {
+            continue;
+        };
+        if node.interfaces.is_none() {
+            node.interfaces = published_interfaces(speaker);
+        }
+    }
+}
+
 /// What the speaker reads of a Node (its labels, whether its network is
 /// unavailable, its InternalIP), hashed: equal when a change, such as a
 /// heartbeat, does not matter to the election.
@@ -252,8 +318,9 @@ pub(crate) fn node_fingerprint(node: &Node) -> u64 {
     hasher.finish()
 }
 
-/// What the speaker reads of another speaker's status: the node and the
-/// gossip address it is reached at (peer seeds), hashed.
+/// What the speaker reads of another speaker's status: the node, the
+/// gossip address it is reached at (peer seeds), its readiness and the
+/// interfaces it publishes (eligibility), hashed.
 pub(crate) fn speaker_fingerprint(status: &SpeakerStatus) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     status.spec.node_name.hash(&mut hasher);
@@ -262,6 +329,15 @@ pub(crate) fn speaker_fingerprint(status: &SpeakerStatus) -> u64 {
         .and_then(|s| s.gossip_address.as_deref())
         .hash(&mut hasher);
     status.is_some_and(speaker_ready).hash(&mut hasher);
+    status
+        .and_then(|s| s.interface_addresses.as_ref())
+        .map(|published| {
+            published
+                .iter()
+                .map(|i| (&i.name, &i.addresses, i.named_only))
+                .collect::<Vec<_>>()
+        })
+        .hash(&mut hasher);
     hasher.finish()
 }
 
@@ -424,6 +500,48 @@ mod tests {
         // node2 only: node1 is this one, node3 stopped, `gone` has no Node.
         assert_eq!(ready_peers(&statuses, "node1", &nodes), 1);
         assert_eq!(ready_peers(&statuses, "ferrolb-a-node2", &nodes), 2);
+    }
+
+    #[test]
+    fn published_interfaces_reach_the_nodes_their_statuses_name() {
+        let node: Node = from(json!({"metadata": {"name": "node1"},
+            "status": {"addresses": [{"type": "InternalIP", "address": "198.18.0.11"}]}}));
+        let other: Node = from(json!({"metadata": {"name": "node2"}}));
+        let speaker: SpeakerStatus = from(json!({
+            "apiVersion": "ferrolb.io/v1beta1", "kind": "SpeakerStatus",
+            "metadata": {"name": "ferrolb-a-node1"},
+            "spec": {"nodeName": "node1"},
+            "status": {"interfaceAddresses": [
+                {"name": "bond0.200", "addresses": ["198.18.0.11/24", "not an address"]},
+                {"name": "veth1", "namedOnly": true},
+            ]}
+        }));
+        let older: SpeakerStatus = from(json!({
+            "apiVersion": "ferrolb.io/v1beta1", "kind": "SpeakerStatus",
+            "metadata": {"name": "node2"}, "spec": {"nodeName": "node2"},
+            "status": {"interfaces": ["eth0"]}
+        }));
+        let mut c = cluster([], [], [&node, &other], [], [], [], None);
+        add_published_interfaces(&mut c, [&speaker, &older]);
+        let node1 = &c.nodes["node1"];
+        assert_eq!(node1.internal_ip, Some("198.18.0.11".parse().unwrap()));
+        let published = node1.interfaces.as_ref().unwrap();
+        assert_eq!(published.len(), 2);
+        assert_eq!(published[0].name, "bond0.200");
+        assert_eq!(
+            published[0].addresses.len(),
+            1,
+            "what does not parse is left out"
+        );
+        assert_eq!(published[1].usage, Usage::Named);
+        assert_eq!(
+            c.nodes["node2"].interfaces, None,
+            "an older speaker publishes none"
+        );
+        // What a speaker writes reads back the same.
+        let written = interface_addresses(published);
+        assert_eq!(written[0].addresses, ["198.18.0.11/24"]);
+        assert!(written[1].named_only);
     }
 
     #[test]

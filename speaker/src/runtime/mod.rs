@@ -718,7 +718,8 @@ impl Election {
         let pools = caches.pools.state();
         let ads = caches.advertisements.state();
         let statuses = caches.statuses.state();
-        let cluster = inputs::cluster(
+        let speakers = caches.speakers.state();
+        let mut cluster = inputs::cluster(
             services.iter().map(|s| &**s),
             slices.iter().map(|s| &**s),
             nodes.iter().map(|n| &**n),
@@ -727,6 +728,7 @@ impl Election {
             statuses.iter().map(|s| &**s),
             self.class.as_deref(),
         );
+        inputs::add_published_interfaces(&mut cluster, speakers.iter().map(|s| &**s));
         // Before the IPs: a named interface is opened before its first
         // announcement is due.
         let named = eligibility::named_interfaces(&cluster, self.ownership.me().as_str());
@@ -840,7 +842,9 @@ impl Election {
             peer_count: u32::try_from(live.len()).unwrap_or(u32::MAX),
             gossip_address: Some(self.gossip_address.clone()),
             interfaces,
-            interface_addresses: None,
+            interface_addresses: Some(inputs::interface_addresses(
+                &data_plane.published_interfaces(),
+            )),
             announcing: u32::try_from(decision.owned.len()).unwrap_or(u32::MAX),
             version: Some(env!("CARGO_PKG_VERSION").to_owned()),
             conditions: vec![Condition {

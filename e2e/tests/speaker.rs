@@ -1035,6 +1035,138 @@ async fn an_ip_outside_every_pool_is_never_announced() -> Result<()> {
     Ok(())
 }
 
+/// Eligibility knows the network (SPEC §4). Every speaker publishes the
+/// interfaces it can announce on with their addresses. An L2Advertisement
+/// naming an interface no node has elects nobody, instead of a node that
+/// announces nowhere, and the ServiceL2Status says why; a name pattern
+/// the nodes' interfaces match restores the election. An IP on no node's
+/// subnet is refused the same way until the advertisement disables the
+/// subnet check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eligibility_follows_interfaces_and_subnets() -> Result<()> {
+    let Some(lab) = harness::lab().await? else {
+        return Ok(());
+    };
+    let _serial = SERIAL.lock().await;
+    let off_lan: IpAddr = "198.18.3.174".parse()?;
+    let setup = Setup::new(
+        lab,
+        "spk-ifnet",
+        &["198.18.0.174-198.18.0.175", "198.18.3.174"],
+        (17955, 17482),
+        true,
+    )
+    .await?;
+    let client_host = Host::client();
+    let names = setup.names.clone();
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+
+    // Each SpeakerStatus publishes eth0 with the node's LAN address.
+    for host in &setup.nodes {
+        let want = format!("{}/{}", host.ipv4, lan::PREFIX_V4);
+        wait_for(
+            &format!("{}'s SpeakerStatus to publish eth0 {want}", host.name),
+            Duration::from_secs(20),
+            || async {
+                let published = dynamic(&setup.client, "SpeakerStatus", None)
+                    .get_opt(&host.name)
+                    .await?
+                    .and_then(|o| o.data["status"]["interfaceAddresses"].as_array().cloned())
+                    .unwrap_or_default();
+                Ok(published
+                    .iter()
+                    .any(|i| {
+                        i["name"] == lan::INNER_IFACE
+                            && i["addresses"]
+                                .as_array()
+                                .is_some_and(|a| a.iter().any(|a| a == want.as_str()))
+                    })
+                    .then_some(()))
+            },
+        )
+        .await?;
+    }
+
+    // An interface no node has: nobody is elected, and the status says why.
+    setup
+        .advertise(json!({"interfaces": ["flb-none0"]}))
+        .await?;
+    let ip = vip(174);
+    setup.service("web", ip, &names[0], true).await?;
+    let status = wait_for(
+        "ServiceL2Status web to say NoEligibleNode for the missing interface",
+        Duration::from_secs(20),
+        || async {
+            let s = setup.l2_status("web").await?;
+            Ok(s.filter(|s| {
+                s["reason"] == "NoEligibleNode"
+                    && s["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("has none of the interfaces flb-none0"))
+            }))
+        },
+    )
+    .await?;
+    ensure!(status.get("node").is_none(), "status {status}");
+    let answers = harness::arping(&client_host, ip, 3)?;
+    ensure!(answers.is_empty(), "{ip} is answered by {answers:?}");
+
+    // A pattern matching eth0: the usual election, announced on eth0.
+    setup.advertise(json!({"interfaces": ["eth*"]})).await?;
+    let owner = expected_owner([ip], &all);
+    let owner_mac = setup
+        .mac_of(&owner)
+        .context("the owner is not a lab node")?
+        .to_owned();
+    wait_for_single_mac(&client_host, ip, &owner_mac, Duration::from_secs(20)).await?;
+    let status = wait_for(
+        &format!("ServiceL2Status web to name {owner} on eth0"),
+        Duration::from_secs(20),
+        || async {
+            let s = setup.l2_status("web").await?;
+            Ok(s.filter(|s| s["node"] == owner.as_str() && s["interfaces"] == json!(["eth0"])))
+        },
+    )
+    .await?;
+    ensure!(status.get("reason").is_none(), "status {status}");
+
+    // An IP on no node's subnet: refused, naming the subnets the nodes have.
+    setup
+        .service_with_ips("off", &[off_lan], &names[0], true, "Cluster")
+        .await?;
+    wait_for(
+        "ServiceL2Status off to say no node is on its subnet",
+        Duration::from_secs(20),
+        || async {
+            let s = setup.l2_status("off").await?;
+            Ok(s.filter(|s| {
+                s["reason"] == "NoEligibleNode"
+                    && s["message"].as_str().is_some_and(|m| {
+                        m.contains(&format!(
+                            "no selected interface on a subnet containing {off_lan}"
+                        ))
+                    })
+            }))
+        },
+    )
+    .await?;
+    // The user vouches for the routing: the election takes place.
+    setup
+        .advertise(json!({"interfaces": ["eth*"], "subnetCheck": "Disabled"}))
+        .await?;
+    let off_owner = expected_owner([off_lan], &all);
+    wait_for(
+        &format!("ServiceL2Status off to name {off_owner}"),
+        Duration::from_secs(20),
+        || async {
+            let s = setup.l2_status("off").await?;
+            Ok(s.filter(|s| s["node"] == off_owner.as_str()))
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 /// The API server process really stopped (connections refused, not just
 /// dropped as in `api_outage_keeps_announcing_and_failing_over`): the
 /// speakers keep answering ARP for what they own and the VIP keeps
@@ -1170,7 +1302,8 @@ async fn speaker_resources_benchmark() -> Result<()> {
         .unwrap_or(1000)
         .min(1024);
     // One VIP on the LAN for the client's ARP requests; the others in a /22
-    // off the LAN: announced all the same, never asked for.
+    // off the LAN: announced all the same (the subnet check is off for
+    // them), never asked for.
     let setup = Setup::new(
         lab,
         "spkres",
@@ -1179,6 +1312,7 @@ async fn speaker_resources_benchmark() -> Result<()> {
         false,
     )
     .await?;
+    setup.advertise(json!({"subnetCheck": "Disabled"})).await?;
     let client_host = Host::client();
     let names = setup.names.clone();
     let all: Vec<&str> = names.iter().map(String::as_str).collect();

@@ -108,9 +108,17 @@ pub fn reach(
         .iter()
         .find(|ip| !selected.iter().any(|i| i.on_subnet(**ip)))
     {
+        let mut interfaces: Vec<String> = selected
+            .iter()
+            .take(DESCRIBED)
+            .map(|i| describe(i))
+            .collect();
+        if selected.len() > DESCRIBED {
+            interfaces.push(format!("{} more", selected.len() - DESCRIBED));
+        }
         return Err(Unreachable::OffSubnet {
             ip: *ip,
-            interfaces: selected.iter().map(|i| describe(i)).collect(),
+            interfaces,
         });
     }
     let on_subnet: BTreeSet<String> = selected
@@ -134,15 +142,26 @@ pub fn node_address_interface(
         .map(|i| i.name.as_str())
 }
 
+/// How many interfaces, and addresses of each, a message describes: it
+/// goes into a status and an Event, which must stay short.
+const DESCRIBED: usize = 4;
+
 fn describe(interface: &NodeInterface) -> String {
     if interface.addresses.is_empty() {
         return format!("{} without addresses", interface.name);
     }
-    let addresses: Vec<String> = interface
+    let mut addresses: Vec<String> = interface
         .addresses
         .iter()
+        .take(DESCRIBED)
         .map(ToString::to_string)
         .collect();
+    if interface.addresses.len() > DESCRIBED {
+        addresses.push(format!(
+            "and {} more",
+            interface.addresses.len() - DESCRIBED
+        ));
+    }
     format!("{} {}", interface.name, addresses.join(" "))
 }
 

@@ -206,7 +206,7 @@ async fn publish(recorder: &Recorder, event: ServiceEvent, metrics: &SpeakerMetr
             EventType::Normal
         },
         reason: event.reason,
-        note: Some(event.note),
+        note: Some(fit_note(event.note)),
         action: "Announce".to_owned(),
         secondary: None,
     };
@@ -214,6 +214,25 @@ async fn publish(recorder: &Recorder, event: ServiceEvent, metrics: &SpeakerMetr
         tracing::debug!(%error, "cannot publish an Event");
         metrics.api_error("events");
     }
+}
+
+/// The most bytes the API server accepts in an Event's note.
+const MAX_NOTE: usize = 1024;
+
+/// `note`, cut to what an Event holds (at a character boundary, ending in
+/// an ellipsis), so that a long refusal is published rather than rejected.
+fn fit_note(mut note: String) -> String {
+    const ELLIPSIS: &str = "…";
+    if note.len() <= MAX_NOTE {
+        return note;
+    }
+    let mut end = MAX_NOTE - ELLIPSIS.len();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    note.truncate(end);
+    note.push_str(ELLIPSIS);
+    note
 }
 
 async fn apply_service(
@@ -365,6 +384,18 @@ fn speaker_object(name: &str, node: &str, instance: &Instance) -> serde_json::Va
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_notes_are_cut_to_what_an_event_holds() {
+        assert_eq!(fit_note("short".to_owned()), "short");
+        let exact = "x".repeat(MAX_NOTE);
+        assert_eq!(fit_note(exact.clone()), exact);
+        let long = "é".repeat(MAX_NOTE);
+        let cut = fit_note(long);
+        assert!(cut.len() <= MAX_NOTE, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert!(cut.starts_with("éé"));
+    }
 
     #[test]
     fn a_named_installations_speaker_status_is_named_and_labelled_per_instance() {

@@ -1,11 +1,12 @@
 //! An `L2Advertisement`'s status: whether the pools it names exist, whether its
-//! pool selectors select any pool, and which nodes answer ARP for every IP
+//! pool selectors select any pool and its node selectors (`nodeSelectors`,
+//! `preferredNodes`) any node, and which nodes answer ARP for every IP
 //! (strictARP, gathered from the speakers). Pure: objects in, status out. (Which
 //! nodes and Services it selects is the speakers' business.)
 
 use std::collections::BTreeMap;
 
-use ferrolb_crds::{L2AdvertisementSpec, L2AdvertisementStatus, conditions};
+use ferrolb_crds::{L2AdvertisementSpec, L2AdvertisementStatus, Selector, conditions};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
@@ -34,12 +35,14 @@ pub fn concerns(
         })
 }
 
-/// Renders the status of an advertisement given every pool's name and labels.
-/// Conditions keep their `lastTransitionTime` while their status is unchanged.
+/// Renders the status of an advertisement given every pool's name and labels
+/// and every node's labels. Conditions keep their `lastTransitionTime` while
+/// their status is unchanged.
 pub fn status(
     spec: &L2AdvertisementSpec,
     generation: Option<i64>,
     pools: &BTreeMap<String, BTreeMap<String, String>>,
+    nodes: &[&BTreeMap<String, String>],
     strict_arp: &Summary,
     previous: Option<&L2AdvertisementStatus>,
     now: Timestamp,
@@ -67,23 +70,35 @@ pub fn status(
         let matches = pool::selector("spec.ipAddressPoolSelectors", s)
             .is_ok_and(|sel| pools.values().any(|labels| sel.matches(labels)));
         if !matches {
-            empty.push(i.to_string());
+            empty.push(format!(
+                "spec.ipAddressPoolSelectors[{i}] matches no IPAddressPool"
+            ));
+        }
+    }
+    let matches_a_node = |field: &'static str, s: &Selector| {
+        pool::selector(field, s).is_ok_and(|sel| nodes.iter().any(|labels| sel.matches(labels)))
+    };
+    for (i, s) in spec.node_selectors.iter().enumerate() {
+        if !matches_a_node("spec.nodeSelectors", s) {
+            empty.push(format!("spec.nodeSelectors[{i}] matches no Node"));
+        }
+    }
+    for (i, p) in spec.preferred_nodes.iter().enumerate() {
+        if !matches_a_node("spec.preferredNodes", &p.selector) {
+            empty.push(format!("spec.preferredNodes[{i}].selector matches no Node"));
         }
     }
     let nothing_condition = if empty.is_empty() {
         (
             "False",
             "Matches",
-            "every pool selector matches a pool".to_owned(),
+            "every pool selector matches a pool and every node selector a node".to_owned(),
         )
     } else {
         (
             "True",
             conditions::MATCHES_NOTHING,
-            format!(
-                "spec.ipAddressPoolSelectors[{}] match no IPAddressPool; check the pools' labels",
-                empty.join(", ")
-            ),
+            format!("{}; check the labels", empty.join(", ")),
         )
     };
     let mut out = L2AdvertisementStatus {
@@ -133,6 +148,12 @@ mod tests {
             ),
             ("dmz".to_owned(), BTreeMap::new()),
         ])
+    }
+
+    fn nodes() -> Vec<&'static BTreeMap<String, String>> {
+        static RACK_A: std::sync::LazyLock<BTreeMap<String, String>> =
+            std::sync::LazyLock::new(|| BTreeMap::from([("rack".to_owned(), "a".to_owned())]));
+        vec![&RACK_A]
     }
 
     fn conds(s: &L2AdvertisementStatus) -> Vec<(&str, &str)> {
@@ -190,12 +211,32 @@ mod tests {
                     ("StrictARP", "Unknown"),
                 ],
             ),
+            (
+                "node selectors match",
+                json!({ "nodeSelectors": [{ "matchLabels": { "rack": "a" } }],
+                        "preferredNodes": [{ "weight": 10, "selector": { "matchLabels": { "rack": "a" } } }] }),
+                [
+                    ("UnknownPools", "False"),
+                    ("MatchesNothing", "False"),
+                    ("StrictARP", "Unknown"),
+                ],
+            ),
+            (
+                "a preferred-node selector matches no node",
+                json!({ "preferredNodes": [{ "weight": 10, "selector": { "matchLabels": { "rack": "b" } } }] }),
+                [
+                    ("UnknownPools", "False"),
+                    ("MatchesNothing", "True"),
+                    ("StrictARP", "Unknown"),
+                ],
+            ),
         ];
         for (name, s, want) in cases {
             let got = status(
                 &spec(s),
                 Some(2),
                 &pools(),
+                &nodes(),
                 &Summary::default(),
                 None,
                 Timestamp::UNIX_EPOCH,
@@ -207,11 +248,29 @@ mod tests {
             &spec(json!({ "ipAddressPools": ["gone"] })),
             None,
             &pools(),
+            &nodes(),
             &Summary::default(),
             None,
             Timestamp::UNIX_EPOCH,
         );
         assert!(got.conditions[0].message.contains("\"gone\""));
+        let got = status(
+            &spec(json!({
+                "ipAddressPoolSelectors": [{ "matchLabels": { "zone": "b" } }],
+                "nodeSelectors": [{ "matchLabels": { "rack": "a" } }, { "matchLabels": { "rack": "c" } }],
+                "preferredNodes": [{ "weight": 10, "selector": { "matchLabels": { "rack": "b" } } }],
+            })),
+            None,
+            &pools(),
+            &nodes(),
+            &Summary::default(),
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(
+            got.conditions[1].message,
+            "spec.ipAddressPoolSelectors[0] matches no IPAddressPool, spec.nodeSelectors[1] matches no Node, spec.preferredNodes[0].selector matches no Node; check the labels"
+        );
     }
 
     #[test]
@@ -224,6 +283,7 @@ mod tests {
             &spec(json!({})),
             None,
             &pools(),
+            &nodes(),
             &summary,
             None,
             Timestamp::UNIX_EPOCH,
@@ -244,10 +304,18 @@ mod tests {
     fn unchanged_status_renders_identically() {
         let s = spec(json!({ "ipAddressPools": ["lan"] }));
         let none = Summary::default();
-        let first = status(&s, Some(1), &pools(), &none, None, Timestamp::UNIX_EPOCH);
+        let first = status(
+            &s,
+            Some(1),
+            &pools(),
+            &nodes(),
+            &none,
+            None,
+            Timestamp::UNIX_EPOCH,
+        );
         let later = Timestamp::from_second(500).unwrap();
         assert_eq!(
-            status(&s, Some(1), &pools(), &none, Some(&first), later),
+            status(&s, Some(1), &pools(), &nodes(), &none, Some(&first), later),
             first
         );
     }

@@ -479,6 +479,7 @@ async fn lead(
                 &stores.pools.state(),
                 &snapshot.pools,
                 &stores.advertisements.state(),
+                &snapshot.nodes,
                 &strict_arp,
             )
             .await;
@@ -859,6 +860,7 @@ impl AdvertisementWrites {
         pools: &[Arc<IPAddressPool>],
         ours: &[Arc<IPAddressPool>],
         objects: &[Arc<L2Advertisement>],
+        nodes: &[Arc<Node>],
         strict_arp: &Summary,
     ) -> Option<Duration> {
         type Labels =
@@ -872,6 +874,8 @@ impl AdvertisementWrites {
         };
         let labels = by_name(pools);
         let our_labels = by_name(ours);
+        let node_labels: Vec<&std::collections::BTreeMap<String, String>> =
+            nodes.iter().map(|n| n.labels()).collect();
         let now = Instant::now();
         let mut next: Option<Duration> = None;
         let mut present = Vec::new();
@@ -886,6 +890,7 @@ impl AdvertisementWrites {
                 &object.spec,
                 object.metadata.generation,
                 &labels,
+                &node_labels,
                 strict_arp,
                 previous,
                 Timestamp::now(),

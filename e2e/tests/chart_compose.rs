@@ -59,7 +59,10 @@ struct ParentChart {
 
 impl ParentChart {
     fn create(lab: &Lab) -> Result<Self> {
-        let dir = std::env::temp_dir().join(format!("ferrolb-parent-{}", std::process::id()));
+        // One directory per parent: the tests of this file run in parallel.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("ferrolb-parent-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("templates"))
             .with_context(|| format!("cannot create {}", dir.display()))?;

@@ -610,6 +610,29 @@ fn build(nodes: &[ShapeNode], support: Support) -> Result<()> {
             "mcast_snooping",
             "0",
         ])?;
+        if segment == Segment::A && !support.bond {
+            // The switch runs the spanning tree too, as the root bridge: the
+            // node's blocked link then holds the root's information and takes
+            // over within two forward delays when the other fails (instead
+            // of waiting for its own stale information to age out first).
+            ip(&[
+                "link",
+                "set",
+                &bridge,
+                "type",
+                "bridge",
+                "stp_state",
+                "1",
+                "priority",
+                "4096",
+                "forward_delay",
+                "200",
+                "hello_time",
+                "100",
+                "max_age",
+                "600",
+            ])?;
+        }
         if segment == Segment::A && support.vlan {
             ip(&[
                 "link",
@@ -691,7 +714,59 @@ fn build(nodes: &[ShapeNode], support: Support) -> Result<()> {
     for node in nodes {
         build_node(node).with_context(|| format!("cannot build {}", node.host.name))?;
     }
-    Ok(())
+    settle_spanning_trees(nodes)
+}
+
+/// Waits until no port of a spanning-tree bridge is still listening or
+/// learning (two forward delays after it came up): until then it drops
+/// traffic.
+fn settle_spanning_trees(nodes: &[ShapeNode]) -> Result<()> {
+    let mut views: Vec<Vec<String>> = vec![vec!["bridge".into(), "-j".into(), "link".into()]];
+    for node in nodes.iter().filter(|n| n.link == LinkShape::StpPair) {
+        views.push(
+            [
+                "ip",
+                "netns",
+                "exec",
+                &node.host.netns,
+                "bridge",
+                "-j",
+                "link",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        );
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let mut settling = Vec::new();
+        for view in &views {
+            let args: Vec<&str> = view[1..].iter().map(String::as_str).collect();
+            let out = run(&view[0], &args)?;
+            let ports: serde_json::Value =
+                serde_json::from_str(&out).context("cannot parse `bridge -j link` output")?;
+            settling.extend(
+                ports
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| {
+                        p["ifname"]
+                            .as_str()
+                            .is_some_and(|n| ours(n) || n.starts_with("lan"))
+                    })
+                    .filter(|p| p["state"] == "listening" || p["state"] == "learning")
+                    .filter_map(|p| p["ifname"].as_str().map(str::to_owned)),
+            );
+        }
+        if settling.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            bail!("the spanning tree did not settle: {settling:?} still listening or learning");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 fn build_node(node: &ShapeNode) -> Result<()> {

@@ -345,6 +345,70 @@ impl Topology {
         Ok(topology)
     }
 
+    /// Leaves the topology in place (for `cargo lab shapes up`): nothing is
+    /// removed when this returns; `cargo lab shapes down` or `cargo lab down`
+    /// removes it.
+    pub fn keep(self) {
+        std::mem::forget(self);
+    }
+
+    /// Removes a topology left in place: the Node objects and the network.
+    pub fn remove(lab: &Lab) -> Result<()> {
+        let support = Support::probe()?;
+        let topology = Self {
+            nodes: shape_nodes(support),
+            support,
+            kubectl: lab.tools().path("kubectl"),
+            kubeconfig: lab.kubeconfig(),
+        };
+        topology.delete_nodes();
+        // Removed below, with the errors returned rather than printed.
+        topology.keep();
+        destroy()
+    }
+
+    /// What was built, for people: nodes, interfaces, addresses, clients.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::from("shapes topology up beside the lab\n");
+        for node in &self.nodes {
+            let _ = writeln!(
+                out,
+                "  node {:<10} segment {}  {:<9} {:<9} {} {}  (ip netns exec {} …)",
+                node.host.name,
+                node.segment.letter().to_uppercase(),
+                node.link.label(),
+                node.interface(),
+                node.host.ipv4,
+                node.host.ipv6,
+                node.host.netns
+            );
+        }
+        for segment in Segment::ALL {
+            let c = client(segment);
+            let _ = writeln!(
+                out,
+                "  client of segment {}: {} {}  (ip netns exec {} …)",
+                segment.letter().to_uppercase(),
+                c.ipv4,
+                c.ipv6,
+                c.netns
+            );
+        }
+        let _ = writeln!(
+            out,
+            "  router: {ROUTER_NETNS}; kernel support: {:?}{}",
+            self.support,
+            if self.support.missing().is_empty() {
+                String::new()
+            } else {
+                format!(" (missing: {})", self.support.missing().join("; "))
+            }
+        );
+        out.push_str("remove with `cargo lab shapes down` (or `cargo lab down`)");
+        out
+    }
+
     /// The extra node named `name`.
     pub fn node(&self, name: &str) -> Result<&ShapeNode> {
         self.nodes

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use ferrolb_e2e::harness::MANDATORY_ENV;
 use ferrolb_e2e::lab::{self, DEFAULT_NODES, Lab};
-use ferrolb_e2e::{lan, tools};
+use ferrolb_e2e::{lan, tools, topology};
 
 /// The FerroLB lab: a real Kubernetes control plane and a LAN of node
 /// network namespaces on this machine (Linux, root).
@@ -84,6 +84,14 @@ enum Cmd {
         /// Arguments for kubectl.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Build (up) or remove (down) the network-shapes topology beside the
+    /// running lab, for exploring it by hand (see e2e/README.md, "Network
+    /// shapes"); `cargo lab down` removes it too.
+    Shapes {
+        /// up or down.
+        #[arg(value_parser = ["up", "down"])]
+        action: String,
     },
     /// Run a command inside a lab namespace (node1…nodeN or client).
     Exec {
@@ -189,6 +197,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Demo => {
             ferrolb_e2e::demo::run().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Shapes { action } => {
+            let lab = Lab::current().context("the lab is not up: run `cargo lab up`")?;
+            if action == "up" {
+                let shapes = topology::Topology::create(&lab).await?;
+                say(&shapes.summary())?;
+                shapes.keep();
+            } else {
+                topology::Topology::remove(&lab)?;
+                say("shapes topology removed")?;
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Test { args } => test(args).await,

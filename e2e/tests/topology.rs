@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use ferrolb_e2e::checker::{self, Stamp, capture};
 use ferrolb_e2e::harness::{self, wait_for};
 use ferrolb_e2e::lab::Lab;
@@ -409,7 +409,6 @@ async fn bond_active_link_failure_keeps_the_vip_reachable() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs subnet-aware eligibility"]
 async fn segment_ips_are_owned_only_by_nodes_of_their_segment() -> Result<()> {
     let Some(lab) = harness::lab().await? else {
         return Ok(());
@@ -460,7 +459,6 @@ async fn segment_ips_are_owned_only_by_nodes_of_their_segment() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs subnet-aware eligibility"]
 async fn node_lacking_the_named_interface_is_not_elected() -> Result<()> {
     let Some(lab) = harness::lab().await? else {
         return Ok(());
@@ -508,19 +506,24 @@ async fn node_lacking_the_named_interface_is_not_elected() -> Result<()> {
         .await?;
     let (name, v4, _) = &ips[0];
     let status = wait_for(
-        &format!("ServiceL2Status {name} to name no node"),
+        &format!("ServiceL2Status {name} to say NoEligibleNode, naming bond9"),
         Duration::from_secs(30),
         || async {
             let s = shapes.setup.l2_status(name).await?;
-            Ok(s.filter(|s| s.get("node").is_none_or(Value::is_null) && s["reason"].is_string()))
+            Ok(s.filter(|s| {
+                s["reason"] == "NoEligibleNode"
+                    && s["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("has none of the interfaces bond9"))
+            }))
         },
     )
     .await?;
     eprintln!("with bond9 named: {status}");
-    let said = format!("{} {}", status["reason"], status["message"]);
-    if !said.contains("bond9") && !said.to_lowercase().contains("interface") {
-        bail!("the status does not say the nodes lack the named interface: {status}");
-    }
+    ensure!(
+        status.get("node").is_none_or(Value::is_null),
+        "status {status}"
+    );
     let client = topology::client(Segment::A);
     wait_for(
         &format!("nobody to answer ARP for {v4}"),

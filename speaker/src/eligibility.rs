@@ -415,14 +415,14 @@ pub fn candidates(
         if !live.contains_key(&node_name) {
             continue;
         }
-        let mut selected = false;
+        // Why the first advertisement selecting the node (by name) cannot
+        // use it, should none can.
         let mut why = None;
         let mut candidate: Option<Candidate> = None;
         for ad in advertisements
             .iter()
             .filter(|ad| any_matches(&ad.node_selectors, &node.labels))
         {
-            selected = true;
             let selection = ad.interface_selection(node);
             match reach(
                 node.interfaces.as_deref(),
@@ -447,7 +447,7 @@ pub fn candidates(
             }
         }
         let Some(candidate) = candidate else {
-            if let Some(why) = why.filter(|_| selected) {
+            if let Some(why) = why {
                 unreachable.push((name.as_str(), why));
             }
             continue;

@@ -416,7 +416,7 @@ pub fn candidates(
             continue;
         }
         // Why the first advertisement selecting the node (by name) cannot
-        // use it, should none can.
+        // use it, in case none can.
         let mut why = None;
         let mut candidate: Option<Candidate> = None;
         for ad in advertisements

@@ -300,7 +300,11 @@ mod tests {
             ("bridge itself", ethernet("br-lan"), Ok(Usage::Default)),
             ("VLAN on a NIC", ethernet("eth0.100"), Ok(Usage::Default)),
             ("VLAN on a bond", ethernet("bond0.200"), Ok(Usage::Default)),
-            ("predictable VLAN name", ethernet("enp3s0.42"), Ok(Usage::Default)),
+            (
+                "predictable VLAN name",
+                ethernet("enp3s0.42"),
+                Ok(Usage::Default),
+            ),
             (
                 "no carrier yet",
                 Link {

@@ -167,12 +167,6 @@ async fn run(cli: Cli) -> Result<()> {
     };
     let endpoint =
         MetricsEndpoint::bind(&cli.metrics.endpoint(cli.metrics_port)?, client.clone()).await?;
-    tracing::info!(
-        address = %endpoint.address(),
-        scheme = endpoint.scheme(),
-        auth = endpoint.authenticates(),
-        "serving /metrics, /healthz and /readyz"
-    );
     let server = tokio::spawn(endpoint.serve(health));
 
     let election = if cli.leader_elect {

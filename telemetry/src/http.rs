@@ -113,7 +113,8 @@ impl std::fmt::Debug for MetricsEndpoint {
 
 impl MetricsEndpoint {
     /// Prepares TLS and binds `config.address`; `client` reviews tokens when
-    /// `config.auth` is on. Fails at once, so the process can exit with the reason.
+    /// `config.auth` is on. Fails at once, so the process can exit with the reason;
+    /// on success, logs where and how it serves.
     pub async fn bind(config: &EndpointConfig, client: kube::Client) -> Result<Self, HttpError> {
         let tls = match &config.tls {
             Some(certificate) => Some(TlsAcceptor::from(crate::tls::server_config(certificate)?)),
@@ -123,14 +124,21 @@ impl MetricsEndpoint {
         let listener = TcpListener::bind(address)
             .await
             .map_err(|source| HttpError::Bind { address, source })?;
-        Ok(Self {
+        let endpoint = Self {
             listener,
             address,
             tls,
             auth: config
                 .auth
                 .then(|| Arc::new(Authorizer::new(ApiReviewer::new(client)))),
-        })
+        };
+        tracing::info!(
+            address = %endpoint.address,
+            scheme = endpoint.scheme(),
+            auth = endpoint.authenticates(),
+            "serving /metrics, /healthz and /readyz"
+        );
+        Ok(endpoint)
     }
 
     /// The address listened on.

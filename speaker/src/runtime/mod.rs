@@ -81,12 +81,6 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
     // this node ends the process with the reason, and the kubelet restarts it.
     let endpoint =
         MetricsEndpoint::bind(&cli.metrics.endpoint(cli.metrics_port)?, client.clone()).await?;
-    tracing::info!(
-        address = %endpoint.address(),
-        scheme = endpoint.scheme(),
-        auth = endpoint.authenticates(),
-        "serving /metrics, /healthz and /readyz"
-    );
     let metrics::Registered {
         registry,
         speaker: metrics,

@@ -90,6 +90,8 @@ impl Shapes {
             .and_then(|l| l["addr_info"].as_array())
             .into_iter()
             .flatten()
+            // The VIPs, not the device's own link-local address.
+            .filter(|a| a["scope"] == "global")
             .filter_map(|a| a["local"].as_str()?.parse().ok())
             .collect())
     }
@@ -99,7 +101,13 @@ impl Shapes {
         let node = wait_for(
             &format!("ServiceL2Status {name} to name a node"),
             Duration::from_secs(30),
-            || async { self.setup.status_node(name).await },
+            || async {
+                match self.setup.l2_status(name).await? {
+                    Some(s) if s["node"].is_string() => Ok(s["node"].as_str().map(str::to_owned)),
+                    Some(s) => anyhow::bail!("status {s}"),
+                    None => Ok(None),
+                }
+            },
         )
         .await?;
         self.topology.node(&node)
@@ -439,7 +447,17 @@ async fn segment_ips_are_owned_only_by_nodes_of_their_segment() -> Result<()> {
                 owner.host.name,
                 owner.segment.letter()
             );
-            answered_by(&shapes, owner, *v4, *v6).await?;
+            if round == 0 {
+                answered_by(&shapes, owner, *v4, *v6).await?;
+            } else {
+                let mac = shapes.topology.mac(owner)?;
+                let answers = harness::arping(&topology::client(*segment), *v4, 2)?;
+                ensure!(
+                    answers == [mac.clone()],
+                    "{v4} owned by {} ({mac}) is answered by {answers:?}",
+                    owner.host.name
+                );
+            }
             let elsewhere = topology::client(if *segment == Segment::A {
                 Segment::B
             } else {

@@ -110,6 +110,20 @@ impl TestPool {
         })
     }
 
+    /// A pool `e2e-{test}-{suffix}` of `addresses` that only Services naming it get
+    /// (not auto-assigned).
+    async fn manual(
+        lab: &Lab,
+        client: &Client,
+        ns: &TestNamespace,
+        test: &str,
+        addresses: &str,
+    ) -> Result<Self> {
+        let name = format!("e2e-{test}-{}", suffix(ns));
+        let spec = json!({ "addresses": [addresses], "autoAssign": false });
+        Self::create(lab, client, ns, &name, spec).await
+    }
+
     async fn set_spec(&self, client: &Client, spec: Value) -> Result<()> {
         pools_api(client)
             .patch(
@@ -464,6 +478,45 @@ async fn holder(client: &Client, ns: &str) -> Result<Option<String>> {
         .and_then(|s| s.holder_identity))
 }
 
+/// Waits until `identity` holds the Lease.
+async fn wait_for_holder(
+    client: &Client,
+    ns: &str,
+    identity: &str,
+    timeout: Duration,
+) -> Result<()> {
+    wait_for(
+        &format!("{identity} to hold the Lease"),
+        timeout,
+        || async { Ok((holder(client, ns).await?.as_deref() == Some(identity)).then_some(())) },
+    )
+    .await
+}
+
+/// Starts two replicas, `{prefix}-a` and `{prefix}-b`, and waits until one of them
+/// holds the Lease: `(leader, standby)`.
+async fn leader_and_standby(
+    lab: &Lab,
+    client: &Client,
+    ns: &TestNamespace,
+    creds: &Credentials,
+    prefix: &str,
+) -> Result<(Controller, Controller)> {
+    let a = Controller::start(lab, ns, creds, &format!("{prefix}-a"))?;
+    let b = Controller::start(lab, ns, creds, &format!("{prefix}-b"))?;
+    let leader = wait_for("a Lease holder", Duration::from_secs(30), || async {
+        holder(client, ns.name()).await
+    })
+    .await?;
+    if leader == a.identity {
+        Ok((a, b))
+    } else if leader == b.identity {
+        Ok((b, a))
+    } else {
+        bail!("leader {leader} is neither replica")
+    }
+}
+
 /// One controller test at a time, across test processes too (several `cargo test`
 /// runs may share the lab): pools are cluster-scoped, so two tests' pools with the
 /// same addresses would overlap.
@@ -800,21 +853,9 @@ async fn killing_the_leader_lets_the_other_replica_continue() -> Result<()> {
     else {
         return Ok(());
     };
-    let pool = TestPool::create(
-        lab,
-        &client,
-        &ns,
-        &format!("e2e-leader-{}", suffix(&ns)),
-        json!({ "addresses": ["198.18.113.0/28"], "autoAssign": false }),
-    )
-    .await?;
+    let pool = TestPool::manual(lab, &client, &ns, "leader", "198.18.113.0/28").await?;
     let recorder = Recorder::start(client.clone(), Scope::namespace(ns.name()));
-    let a = Controller::start(lab, &ns, &creds, "replica-a")?;
-    let b = Controller::start(lab, &ns, &creds, "replica-b")?;
-    let leader = wait_for("a Lease holder", Duration::from_secs(30), || async {
-        holder(&client, ns.name()).await
-    })
-    .await?;
+    let (dead, survivor) = leader_and_standby(lab, &client, &ns, &creds, "replica").await?;
     create_service(
         &client,
         &ns,
@@ -824,11 +865,6 @@ async fn killing_the_leader_lets_the_other_replica_continue() -> Result<()> {
     .await?;
     let one = wait_ip(&client, ns.name(), "one", Duration::from_secs(30)).await?;
 
-    let (dead, survivor) = if leader == a.identity { (a, b) } else { (b, a) };
-    ensure!(
-        dead.identity == leader,
-        "leader {leader} is neither replica"
-    );
     ensure!(
         survivor.scrape()?.contains("ferrolb_leader 0"),
         "the standby claims to lead"
@@ -868,14 +904,7 @@ async fn killing_the_leader_lets_the_other_replica_continue() -> Result<()> {
     .await?;
     let stopped = Instant::now();
     survivor.stop();
-    wait_for(
-        "replica-c to hold the Lease",
-        Duration::from_secs(10),
-        || async {
-            Ok((holder(&client, ns.name()).await?.as_deref() == Some("replica-c")).then_some(()))
-        },
-    )
-    .await?;
+    wait_for_holder(&client, ns.name(), "replica-c", Duration::from_secs(10)).await?;
     let handover = stopped.elapsed();
     create_service(
         &client,
@@ -1220,6 +1249,41 @@ async fn dual_stack_services_get_one_ip_per_family() -> Result<()> {
 // Allocation under faults: every test records the Services' whole history from a
 // watch and checks it for double assignments and moves without a cause.
 
+/// Services coming and going in the background while a test injects a fault.
+struct Churn {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Result<usize>>,
+}
+
+impl Churn {
+    /// Starts creating `churn-N` Services of `pool`, one each `every`, and deleting
+    /// each `live` creations later.
+    fn start(
+        client: &Client,
+        ns: &TestNamespace,
+        pool: &TestPool,
+        live: usize,
+        every: Duration,
+    ) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn(churn(
+            client.clone(),
+            (ns.name().to_owned(), class_of(ns)),
+            pool.name.clone(),
+            live,
+            every,
+            stop.clone(),
+        ));
+        Self { stop, task }
+    }
+
+    /// Stops creating Services; returns how many were created.
+    async fn finish(self) -> Result<usize> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.context("the churn task panicked")?
+    }
+}
+
 /// Creates `churn-N` Services one after the other and deletes each `live` creations
 /// later, until `stop` is set; returns how many it created.
 async fn churn(
@@ -1283,31 +1347,10 @@ async fn a_leader_paused_past_its_lease_writes_nothing_when_it_resumes() -> Resu
     else {
         return Ok(());
     };
-    let pool = TestPool::create(
-        lab,
-        &client,
-        &ns,
-        &format!("e2e-pause-{}", suffix(&ns)),
-        json!({ "addresses": ["198.18.119.0/28"], "autoAssign": false }),
-    )
-    .await?;
+    let pool = TestPool::manual(lab, &client, &ns, "pause", "198.18.119.0/28").await?;
     let recorder = Recorder::start(client.clone(), Scope::namespace(ns.name()));
-    let a = Controller::start(lab, &ns, &creds, "pause-a")?;
-    let b = Controller::start(lab, &ns, &creds, "pause-b")?;
-    let leader = wait_for("a Lease holder", Duration::from_secs(30), || async {
-        holder(&client, ns.name()).await
-    })
-    .await?;
-    let (paused, standby) = if leader == a.identity { (a, b) } else { (b, a) };
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let churning = tokio::spawn(churn(
-        client.clone(),
-        (ns.name().to_owned(), class_of(&ns)),
-        pool.name.clone(),
-        5,
-        Duration::from_millis(250),
-        stop.clone(),
-    ));
+    let (paused, standby) = leader_and_standby(lab, &client, &ns, &creds, "pause").await?;
+    let churning = Churn::start(&client, &ns, &pool, 5, Duration::from_millis(250));
     tokio::time::sleep(Duration::from_secs(3)).await;
     // The leader stops mid-churn, with decisions and writes in flight, for twice
     // its Lease: the standby takes over and allocates meanwhile.
@@ -1322,8 +1365,7 @@ async fn a_leader_paused_past_its_lease_writes_nothing_when_it_resumes() -> Resu
     stalled.resume()?;
     // The old leader runs again while Services keep coming and going.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let created = churning.await.context("the churn task panicked")??;
+    let created = churning.finish().await?;
     let after = settled(&client, ns.name()).await;
     let history = recorder.stop().await;
     eprintln!(
@@ -1368,21 +1410,8 @@ async fn a_replica_that_lost_the_lease_exports_no_pool_gauges() -> Result<()> {
     else {
         return Ok(());
     };
-    let pool = TestPool::create(
-        lab,
-        &client,
-        &ns,
-        &format!("e2e-stale-{}", suffix(&ns)),
-        json!({ "addresses": ["198.18.126.0/28"], "autoAssign": false }),
-    )
-    .await?;
-    let a = Controller::start(lab, &ns, &creds, "stale-a")?;
-    let b = Controller::start(lab, &ns, &creds, "stale-b")?;
-    let leader = wait_for("a Lease holder", Duration::from_secs(30), || async {
-        holder(&client, ns.name()).await
-    })
-    .await?;
-    let (old, new) = if leader == a.identity { (a, b) } else { (b, a) };
+    let pool = TestPool::manual(lab, &client, &ns, "stale", "198.18.126.0/28").await?;
+    let (old, new) = leader_and_standby(lab, &client, &ns, &creds, "stale").await?;
     wait_for(
         "the leader's pool gauges",
         Duration::from_secs(30),
@@ -1396,17 +1425,7 @@ async fn a_replica_that_lost_the_lease_exports_no_pool_gauges() -> Result<()> {
     // Paused past its Lease: the standby takes over; the old leader learns of the
     // loss only when it runs again.
     let stalled = Stopped::stop(old.pid())?;
-    wait_for(
-        "the standby to take the Lease",
-        Duration::from_secs(30),
-        || async {
-            Ok(
-                (holder(&client, ns.name()).await?.as_deref() == Some(new.identity.as_str()))
-                    .then_some(()),
-            )
-        },
-    )
-    .await?;
+    wait_for_holder(&client, ns.name(), &new.identity, Duration::from_secs(30)).await?;
     stalled.resume()?;
     let stale = wait_for(
         "the old leader to notice the loss",
@@ -1454,24 +1473,10 @@ async fn a_lagging_standby_takes_over_from_fresh_state() -> Result<()> {
     else {
         return Ok(());
     };
-    let pool = TestPool::create(
-        lab,
-        &client,
-        &ns,
-        &format!("e2e-lag-{}", suffix(&ns)),
-        json!({ "addresses": ["198.18.120.0/28"], "autoAssign": false }),
-    )
-    .await?;
+    let pool = TestPool::manual(lab, &client, &ns, "lag", "198.18.120.0/28").await?;
     let recorder = Recorder::start(client.clone(), Scope::namespace(ns.name()));
     let leader = Controller::start(lab, &ns, &creds, "lag-leader")?;
-    wait_for(
-        "the first replica to lead",
-        Duration::from_secs(30),
-        || async {
-            Ok((holder(&client, ns.name()).await?.as_deref() == Some("lag-leader")).then_some(()))
-        },
-    )
-    .await?;
+    wait_for_holder(&client, ns.name(), "lag-leader", Duration::from_secs(30)).await?;
     // Every watch event reaches the standby 10 s late: longer than the Lease (6 s), so
     // at takeover its caches still miss what the killed leader wrote last.
     let standby = Controller::start_with(
@@ -1481,29 +1486,13 @@ async fn a_lagging_standby_takes_over_from_fresh_state() -> Result<()> {
         "lag-standby",
         &[("FERROLB_FAULT_WATCH_LAG_MS", "10000")],
     )?;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let churning = tokio::spawn(churn(
-        client.clone(),
-        (ns.name().to_owned(), class_of(&ns)),
-        pool.name.clone(),
-        6,
-        Duration::from_millis(300),
-        stop.clone(),
-    ));
+    let churning = Churn::start(&client, &ns, &pool, 6, Duration::from_millis(300));
     tokio::time::sleep(Duration::from_secs(6)).await;
     leader.kill();
-    wait_for(
-        "the lagging standby to take over",
-        Duration::from_secs(30),
-        || async {
-            Ok((holder(&client, ns.name()).await?.as_deref() == Some("lag-standby")).then_some(()))
-        },
-    )
-    .await?;
+    wait_for_holder(&client, ns.name(), "lag-standby", Duration::from_secs(30)).await?;
     // It allocates while Services keep coming and going.
     tokio::time::sleep(Duration::from_secs(8)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let created = churning.await.context("the churn task panicked")??;
+    let created = churning.finish().await?;
     let after = settled(&client, ns.name()).await;
     let history = recorder.stop().await;
     eprintln!(

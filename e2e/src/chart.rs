@@ -1,16 +1,19 @@
-//! FerroLB's Helm chart in the lab: where it is, the lab's helm, handing CRDs
-//! that were applied without Helm over to a release, and the chart's RBAC
-//! for tests that run FerroLB's binaries as processes.
+//! FerroLB's Helm chart in the lab: where it is, the lab's helm, a test's
+//! release of it, handing CRDs that were applied without Helm over to a
+//! release, and the chart's RBAC for tests that run FerroLB's binaries as
+//! processes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::authentication::v1::TokenRequest;
-use k8s_openapi::api::core::v1::ServiceAccount;
-use kube::api::{Api, PostParams};
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use kube::api::{Api, ListParams, PostParams};
 use serde::Deserialize as _;
 
+use crate::harness::{kubectl, wait_for};
 use crate::lab::Lab;
 
 /// The CRDs the chart installs (with `crds.enabled`).
@@ -49,6 +52,197 @@ pub fn helm_ok(lab: &Lab, args: &[&str]) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A test's release of the chart (or of a chart that bundles it) in a
+/// namespace of its own: uninstalled, with its namespace and its speakers'
+/// SpeakerStatus objects deleted, when dropped (also when the test fails).
+#[derive(Debug)]
+pub struct Release {
+    lab: Lab,
+    name: String,
+    namespace: String,
+    chart: String,
+    /// `--set` pairs of every install and upgrade.
+    set: Vec<String>,
+}
+
+impl Release {
+    /// Release `name` of the chart in directory `chart`, in `namespace`, with
+    /// `set` (helm `--set` pairs) on every install and upgrade; not installed
+    /// yet. What an earlier run of it left is removed first, and its namespace
+    /// waited out (helm cannot create objects in a terminating namespace).
+    pub async fn prepare(
+        lab: &Lab,
+        name: &str,
+        namespace: &str,
+        chart: &Path,
+        set: &[&str],
+    ) -> Result<Self> {
+        let release = Self {
+            lab: lab.clone(),
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            chart: chart.to_string_lossy().into_owned(),
+            set: set.iter().map(|&s| s.to_owned()).collect(),
+        };
+        release.remove();
+        wait_for(
+            &format!("namespace {namespace} of an earlier run to be deleted"),
+            Duration::from_secs(60),
+            || async {
+                let phase = kubectl(
+                    lab,
+                    &[
+                        "get",
+                        "namespace",
+                        namespace,
+                        "-o",
+                        "jsonpath={.status.phase}",
+                        "--ignore-not-found",
+                    ],
+                    None,
+                )?;
+                Ok((phase != "Terminating").then_some(()))
+            },
+        )
+        .await?;
+        Ok(release)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// `helm install`, waiting for the release's workloads; `extra` are
+    /// `--set` pairs after the release's own.
+    pub fn install(&self, extra: &[&str]) -> Result<()> {
+        self.run("install", extra)
+    }
+
+    /// `helm upgrade`, waiting for the release's workloads; `extra` are
+    /// `--set` pairs after the release's own.
+    pub fn upgrade(&self, extra: &[&str]) -> Result<()> {
+        self.run("upgrade", extra)
+    }
+
+    fn run(&self, verb: &str, extra: &[&str]) -> Result<()> {
+        let mut args = vec![
+            verb,
+            &self.name,
+            &self.chart,
+            "--namespace",
+            &self.namespace,
+            "--create-namespace",
+            "--wait",
+            "--timeout",
+            "3m",
+        ];
+        for set in self
+            .set
+            .iter()
+            .map(String::as_str)
+            .chain(extra.iter().copied())
+        {
+            args.extend(["--set", set]);
+        }
+        helm_ok(&self.lab, &args)?;
+        Ok(())
+    }
+
+    /// `helm uninstall`, waiting for the release's objects to go; fails with
+    /// helm's message.
+    pub fn uninstall(&self) -> Result<()> {
+        self.uninstall_with(&[])
+    }
+
+    fn uninstall_with(&self, flags: &[&str]) -> Result<()> {
+        let mut args = vec![
+            "uninstall",
+            &self.name,
+            "--namespace",
+            &self.namespace,
+            "--wait",
+        ];
+        args.extend(flags);
+        helm_ok(&self.lab, &args)?;
+        Ok(())
+    }
+
+    /// The release's live pods of `component` (`controller`, `speaker`).
+    pub async fn pods(&self, component: &str) -> Result<Vec<Pod>> {
+        let selector = format!(
+            "app.kubernetes.io/instance={},app.kubernetes.io/component={component}",
+            self.name
+        );
+        let list = Api::<Pod>::namespaced(self.lab.client().await?, &self.namespace)
+            .list(&ListParams::default().labels(&selector))
+            .await?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect())
+    }
+
+    /// Waits until the release runs `count` Ready pods of `component`.
+    pub async fn wait_for_pods(&self, component: &str, count: usize) -> Result<Vec<Pod>> {
+        wait_for(
+            &format!("{count} Ready {component} pods of the release"),
+            Duration::from_secs(120),
+            || async {
+                let live = self.pods(component).await?;
+                Ok((live.len() == count && live.iter().all(ready)).then_some(live))
+            },
+        )
+        .await
+    }
+
+    /// Uninstalls whatever is installed under the release's name and deletes
+    /// its namespace (without waiting) and its speakers' SpeakerStatus objects
+    /// (cluster-scoped and written by the speakers, not by Helm).
+    fn remove(&self) {
+        let _ = self.uninstall_with(&["--ignore-not-found"]);
+        let _ = kubectl(
+            &self.lab,
+            &[
+                "delete",
+                "namespace",
+                &self.namespace,
+                "--ignore-not-found",
+                "--wait=false",
+            ],
+            None,
+        );
+        let _ = kubectl(
+            &self.lab,
+            &[
+                "delete",
+                "speakerstatuses",
+                "-l",
+                &format!("ferrolb.io/instance={}", self.name),
+                "--ignore-not-found",
+            ],
+            None,
+        );
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+fn ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// Marks FerroLB's CRDs that already exist as belonging to `release` in

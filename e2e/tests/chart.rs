@@ -629,96 +629,25 @@ async fn a_second_release_renders_beside_the_first_without_shared_names_or_host_
     Ok(())
 }
 
-/// The release: uninstalled, with its namespace deleted, when dropped (also
-/// when the test fails).
-struct Release {
-    lab: Lab,
+/// Installs the release (2 controller replicas, a speaker per node), adopting
+/// the CRDs already there: uninstalled when dropped.
+async fn install_release(lab: &Lab) -> Result<chart::Release> {
+    let class = format!("loadBalancerClass={CLASS}");
+    let mut set = vec![class.as_str()];
+    set.extend(PORTS);
+    let release =
+        chart::Release::prepare(lab, RELEASE, RELEASE_NAMESPACE, &chart::dir(), &set).await?;
+    chart::adopt_crds(lab, RELEASE, RELEASE_NAMESPACE)?;
+    release.install(&[])?;
+    Ok(release)
 }
 
-impl Release {
-    async fn install(lab: &Lab, extra: &[&str]) -> Result<Self> {
-        remove_release(lab);
-        // The previous run deletes the namespace without waiting; helm cannot
-        // create objects in it while it terminates.
-        wait_for(
-            &format!("namespace {RELEASE_NAMESPACE} of an earlier run to be deleted"),
-            Duration::from_secs(60),
-            || async {
-                let phase = kubectl(
-                    lab,
-                    &[
-                        "get",
-                        "namespace",
-                        RELEASE_NAMESPACE,
-                        "-o",
-                        "jsonpath={.status.phase}",
-                        "--ignore-not-found",
-                    ],
-                    None,
-                )?;
-                Ok((phase != "Terminating").then_some(()))
-            },
-        )
-        .await?;
-        chart::adopt_crds(lab, RELEASE, RELEASE_NAMESPACE)?;
-        let release = Self { lab: lab.clone() };
-        release.run("install", extra)?;
-        Ok(release)
-    }
-
-    fn run(&self, verb: &str, extra: &[&str]) -> Result<()> {
-        let chart = chart_path();
-        let class = format!("loadBalancerClass={CLASS}");
-        let mut args = vec![
-            verb,
-            RELEASE,
-            chart.as_str(),
-            "--namespace",
-            RELEASE_NAMESPACE,
-            "--create-namespace",
-            "--wait",
-            "--timeout",
-            "3m",
-            "--set",
-            class.as_str(),
-        ];
-        for set in PORTS.iter().chain(extra) {
-            args.extend(["--set", set]);
-        }
-        chart::helm_ok(&self.lab, &args)?;
-        Ok(())
-    }
-}
-
-fn remove_release(lab: &Lab) {
-    let _ = chart::helm(
-        lab,
-        &[
-            "uninstall",
-            RELEASE,
-            "--namespace",
-            RELEASE_NAMESPACE,
-            "--wait",
-            "--ignore-not-found",
-        ],
-    );
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        remove_release(&self.lab);
-        let _ = kubectl(
-            &self.lab,
-            &[
-                "delete",
-                "namespace",
-                RELEASE_NAMESPACE,
-                "--ignore-not-found",
-                "--wait=false",
-            ],
-            None,
-        );
-    }
+/// Waits until the release runs 2 Ready controller pods and one Ready speaker
+/// per node.
+async fn wait_for_pods(release: &chart::Release, nodes: usize) -> Result<()> {
+    release.wait_for_pods("controller", 2).await?;
+    release.wait_for_pods("speaker", nodes).await?;
+    Ok(())
 }
 
 /// Cluster-scoped objects of this test, deleted when dropped.
@@ -748,42 +677,6 @@ impl Drop for ClusterObjects {
             let _ = kubectl(&self.lab, &["delete", name, "--ignore-not-found"], None);
         }
     }
-}
-
-fn ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// Waits until the release runs `controllers` Ready controller pods and one
-/// Ready speaker per node.
-async fn wait_for_pods(client: &Client, controllers: usize, nodes: usize) -> Result<()> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
-    for (component, count) in [("controller", controllers), ("speaker", nodes)] {
-        let selector =
-            format!("app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}");
-        wait_for(
-            &format!("{count} Ready {component} pods of the release"),
-            Duration::from_secs(120),
-            || {
-                let pods = pods.clone();
-                let selector = selector.clone();
-                async move {
-                    let list = pods.list(&ListParams::default().labels(&selector)).await?;
-                    let live: Vec<&Pod> = list
-                        .items
-                        .iter()
-                        .filter(|p| p.metadata.deletion_timestamp.is_none())
-                        .collect();
-                    Ok((live.len() == count && live.iter().all(|p| ready(p))).then_some(()))
-                }
-            },
-        )
-        .await?;
-    }
-    Ok(())
 }
 
 /// Checks that every pod of the release runs our binary (the node agent has a
@@ -994,6 +887,16 @@ fn leftovers(lab: &Lab) -> Result<String> {
     Ok(found.trim().to_owned())
 }
 
+/// Checks that `kubectl get <args>` names no object after the uninstall.
+fn none_left(lab: &Lab, what: &str, args: &[&str]) -> Result<()> {
+    let mut get = vec!["get"];
+    get.extend(args);
+    get.extend(["-o", "name"]);
+    let left = kubectl(lab, &get, None)?;
+    ensure!(left.trim().is_empty(), "helm uninstall left {what}: {left}");
+    Ok(())
+}
+
 #[tokio::test]
 async fn install_serves_a_service_then_upgrade_keeps_key_and_ips_and_uninstall_keeps_crds()
 -> Result<()> {
@@ -1007,8 +910,8 @@ async fn install_serves_a_service_then_upgrade_keeps_key_and_ips_and_uninstall_k
 
     // Install: the chart's controller (2 replicas) and speakers run as pods,
     // with the chart's ServiceAccounts and RBAC.
-    let release = Release::install(lab, &[]).await?;
-    wait_for_pods(&client, 2, nodes).await?;
+    let release = install_release(lab).await?;
+    wait_for_pods(&release, nodes).await?;
     eprintln!("installed, pods Ready after {:.1?}", started.elapsed());
 
     // A pool of the release's class only this test's Service asks for (not
@@ -1122,8 +1025,8 @@ async fn install_serves_a_service_then_upgrade_keeps_key_and_ips_and_uninstall_k
     // Upgrade with a harmless change: every pod restarts, the gossip key and
     // the Service's IPs stay.
     let key = gossip_key(&client).await?;
-    release.run("upgrade", &["logLevel=debug"])?;
-    wait_for_pods(&client, 2, nodes).await?;
+    release.upgrade(&["logLevel=debug"])?;
+    wait_for_pods(&release, nodes).await?;
     let env = kubectl(
         lab,
         &[
@@ -1188,16 +1091,7 @@ async fn install_serves_a_service_then_upgrade_keeps_key_and_ips_and_uninstall_k
     );
 
     // Uninstall: everything the release made goes, the CRDs stay.
-    chart::helm_ok(
-        lab,
-        &[
-            "uninstall",
-            RELEASE,
-            "--namespace",
-            RELEASE_NAMESPACE,
-            "--wait",
-        ],
-    )?;
+    release.uninstall()?;
     // The controller-made gossip Secret goes with the Deployment (garbage
     // collection, shortly after).
     wait_for(
@@ -1214,31 +1108,20 @@ async fn install_serves_a_service_then_upgrade_keeps_key_and_ips_and_uninstall_k
     })?;
     // Nothing the installation wrote goes on naming nodes or holding pools:
     // the speakers and the post-delete hook removed it.
-    let statuses = kubectl(
+    none_left(
         lab,
-        &["get", "servicel2statuses", "-n", ns.name(), "-o", "name"],
-        None,
+        "ServiceL2Status objects",
+        &["servicel2statuses", "-n", ns.name()],
     )?;
-    ensure!(
-        statuses.trim().is_empty(),
-        "helm uninstall left ServiceL2Status objects: {statuses}"
-    );
-    let speakers = kubectl(
+    none_left(
         lab,
+        "SpeakerStatus objects",
         &[
-            "get",
             "speakerstatuses",
             "-l",
             &format!("ferrolb.io/instance={RELEASE}"),
-            "-o",
-            "name",
         ],
-        None,
     )?;
-    ensure!(
-        speakers.trim().is_empty(),
-        "helm uninstall left SpeakerStatus objects: {speakers}"
-    );
     let finalizers = kubectl(
         lab,
         &[
@@ -1254,21 +1137,17 @@ async fn install_serves_a_service_then_upgrade_keeps_key_and_ips_and_uninstall_k
         !finalizers.contains("ferrolb.io/pool-in-use"),
         "the pool keeps the uninstalled controller's finalizer: {finalizers}"
     );
-    let lease = kubectl(
+    none_left(
         lab,
+        "the controller's Lease",
         &[
-            "get",
             "lease",
             &format!("{RELEASE}-controller"),
             "-n",
             RELEASE_NAMESPACE,
-            "-o",
-            "name",
             "--ignore-not-found",
         ],
-        None,
     )?;
-    ensure!(lease.trim().is_empty(), "helm uninstall left {lease}");
     for crd in chart::CRDS {
         kubectl(lab, &["get", "crd", crd, "-o", "name"], None)
             .with_context(|| format!("helm uninstall removed CRD {crd}"))?;

@@ -23,8 +23,6 @@ use ferrolb_e2e::chart;
 use ferrolb_e2e::harness::{self, kubectl, wait_for};
 use ferrolb_e2e::lab::Lab;
 use ferrolb_e2e::tools;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
 use serde::Deserialize as _;
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -453,156 +451,32 @@ async fn controller_replicas_are_spread_over_nodes_by_default() -> Result<()> {
     Ok(())
 }
 
-/// The parent release: uninstalled, with its namespace and its speakers'
-/// SpeakerStatus objects deleted, when dropped (also when the test fails).
-struct Release {
-    lab: Lab,
+/// Installs the parent chart as the release: uninstalled, with its namespace
+/// and its speakers' SpeakerStatus objects, when dropped.
+async fn install_release(lab: &Lab, parent: &ParentChart) -> Result<chart::Release> {
+    let release = chart::Release::prepare(lab, RELEASE, NAMESPACE, &parent.dir, &[]).await?;
+    release.install(&[])?;
+    Ok(release)
 }
 
-impl Release {
-    async fn install(lab: &Lab, parent: &ParentChart) -> Result<Self> {
-        remove_release(lab);
-        wait_for(
-            &format!("namespace {NAMESPACE} of an earlier run to be deleted"),
-            Duration::from_secs(60),
-            || async {
-                let phase = kubectl(
-                    lab,
-                    &[
-                        "get",
-                        "namespace",
-                        NAMESPACE,
-                        "-o",
-                        "jsonpath={.status.phase}",
-                        "--ignore-not-found",
-                    ],
-                    None,
-                )?;
-                Ok((phase != "Terminating").then_some(()))
-            },
-        )
-        .await?;
-        let release = Self { lab: lab.clone() };
-        release.run(parent, "install", &[])?;
-        Ok(release)
-    }
-
-    fn run(&self, parent: &ParentChart, verb: &str, sets: &[&str]) -> Result<()> {
-        let path = parent.path();
-        let mut args = vec![
-            verb,
-            RELEASE,
-            path.as_str(),
-            "--namespace",
-            NAMESPACE,
-            "--create-namespace",
-            "--wait",
-            "--timeout",
-            "3m",
-        ];
-        for set in sets {
-            args.extend(["--set", set]);
-        }
-        chart::helm_ok(&self.lab, &args)?;
-        Ok(())
-    }
-
-    /// Runs `helm test`: whether it passed, and helm's output.
-    fn test(&self) -> Result<(bool, String)> {
-        let out = chart::helm(
-            &self.lab,
-            &["test", RELEASE, "--namespace", NAMESPACE, "--timeout", "2m"],
-        )?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok((out.status.success(), text))
-    }
-
-    /// What the test pod printed, as the node agent kept it.
-    fn test_log(&self) -> Result<String> {
-        let log =
-            pod_dir(&self.lab.state, NAMESPACE, &format!("{FULLNAME}-test")).join("check.log");
-        std::fs::read_to_string(&log).with_context(|| format!("cannot read {}", log.display()))
-    }
-}
-
-fn remove_release(lab: &Lab) {
-    let _ = chart::helm(
+/// Runs `helm test` on the release: whether it passed, and helm's output.
+fn helm_test(lab: &Lab) -> Result<(bool, String)> {
+    let out = chart::helm(
         lab,
-        &[
-            "uninstall",
-            RELEASE,
-            "--namespace",
-            NAMESPACE,
-            "--wait",
-            "--ignore-not-found",
-        ],
+        &["test", RELEASE, "--namespace", NAMESPACE, "--timeout", "2m"],
+    )?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
+    Ok((out.status.success(), text))
 }
 
-impl Drop for Release {
-    fn drop(&mut self) {
-        remove_release(&self.lab);
-        let _ = kubectl(
-            &self.lab,
-            &[
-                "delete",
-                "namespace",
-                NAMESPACE,
-                "--ignore-not-found",
-                "--wait=false",
-            ],
-            None,
-        );
-        let _ = kubectl(
-            &self.lab,
-            &[
-                "delete",
-                "speakerstatuses",
-                "-l",
-                &format!("ferrolb.io/instance={RELEASE}"),
-                "--ignore-not-found",
-            ],
-            None,
-        );
-    }
-}
-
-fn ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// The release's live pods of `component`.
-async fn pods(lab: &Lab, component: &str) -> Result<Vec<Pod>> {
-    let selector =
-        format!("app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}");
-    let list = Api::<Pod>::namespaced(lab.client().await?, NAMESPACE)
-        .list(&ListParams::default().labels(&selector))
-        .await?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect())
-}
-
-/// Waits until the release runs `count` Ready pods of `component`.
-async fn wait_for_pods(lab: &Lab, component: &str, count: usize) -> Result<Vec<Pod>> {
-    wait_for(
-        &format!("{count} Ready {component} pods of the release"),
-        Duration::from_secs(120),
-        || async {
-            let live = pods(lab, component).await?;
-            Ok((live.len() == count && live.iter().all(ready)).then_some(live))
-        },
-    )
-    .await
+/// What the release's test pod printed, as the node agent kept it.
+fn test_log(lab: &Lab) -> Result<String> {
+    let log = pod_dir(&lab.state, NAMESPACE, &format!("{FULLNAME}-test")).join("check.log");
+    std::fs::read_to_string(&log).with_context(|| format!("cannot read {}", log.display()))
 }
 
 #[tokio::test]
@@ -613,7 +487,7 @@ async fn installs_as_a_subchart_and_helm_test_tells_working_from_broken() -> Res
     let _turn = CLUSTER.lock().await;
     let nodes = lab.nodes().len();
     let parent = ParentChart::create(lab)?;
-    let release = Release::install(lab, &parent).await?;
+    let release = install_release(lab, &parent).await?;
 
     // The subchart's objects carry the names the parent gave them, and run.
     for object in [
@@ -624,8 +498,8 @@ async fn installs_as_a_subchart_and_helm_test_tells_working_from_broken() -> Res
         kubectl(lab, &["get", &object, "-n", NAMESPACE, "-o", "name"], None)
             .with_context(|| format!("the parent release has no {object}"))?;
     }
-    let controllers = wait_for_pods(lab, "controller", 2).await?;
-    wait_for_pods(lab, "speaker", nodes).await?;
+    let controllers = release.wait_for_pods("controller", 2).await?;
+    release.wait_for_pods("speaker", nodes).await?;
     // The default spread put the two replicas on two nodes.
     let on: BTreeSet<String> = controllers
         .iter()
@@ -637,7 +511,7 @@ async fn installs_as_a_subchart_and_helm_test_tells_working_from_broken() -> Res
     );
 
     // helm test passes on the working installation, and says why.
-    let (passed, output) = release.test()?;
+    let (passed, output) = helm_test(lab)?;
     ensure!(
         passed,
         "helm test failed on a working installation:\n{output}"
@@ -647,7 +521,7 @@ async fn installs_as_a_subchart_and_helm_test_tells_working_from_broken() -> Res
             && output.contains("Succeeded"),
         "helm test did not run the chart's test pod:\n{output}"
     );
-    let log = release.test_log()?;
+    let log = test_log(lab)?;
     eprintln!("helm test, working installation:\n{log}");
     for line in [
         "ok   crds ".to_owned(),
@@ -664,26 +538,22 @@ async fn installs_as_a_subchart_and_helm_test_tells_working_from_broken() -> Res
 
     // Broken: the speakers are told to run on no node (a nodeSelector no node
     // matches). Nothing announces any IP now, and helm test says so.
-    release.run(
-        &parent,
-        "upgrade",
-        &[
-            "ferrolb.speaker.nodeSelector.ferrolb-compose-test=nowhere",
-            "ferrolb.tests.waitSeconds=3",
-        ],
-    )?;
+    release.upgrade(&[
+        "ferrolb.speaker.nodeSelector.ferrolb-compose-test=nowhere",
+        "ferrolb.tests.waitSeconds=3",
+    ])?;
     wait_for(
         "the release's speakers to be gone",
         Duration::from_secs(60),
-        || async { Ok(pods(lab, "speaker").await?.is_empty().then_some(())) },
+        || async { Ok(release.pods("speaker").await?.is_empty().then_some(())) },
     )
     .await?;
-    let (passed, output) = release.test()?;
+    let (passed, output) = helm_test(lab)?;
     ensure!(
         !passed,
         "helm test passed with no speaker running:\n{output}"
     );
-    let log = release.test_log()?;
+    let log = test_log(lab)?;
     eprintln!("helm test, no speaker running:\n{log}");
     ensure!(
         log.contains(&format!(

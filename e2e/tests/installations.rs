@@ -88,30 +88,14 @@ impl Installation {
         Ok((low..=high).contains(&ip))
     }
 
-    fn install(&self, lab: &Lab) -> Result<()> {
-        let chart = chart::dir().to_string_lossy().into_owned();
+    /// The installation's release, with what an earlier run left removed; not
+    /// installed yet.
+    async fn release(&self, lab: &Lab) -> Result<chart::Release> {
         let class = format!("loadBalancerClass={}", self.class);
-        let mut args = vec![
-            "install",
-            self.release,
-            chart.as_str(),
-            "--namespace",
-            self.release,
-            "--create-namespace",
-            "--wait",
-            "--timeout",
-            "3m",
-            "--set",
-            class.as_str(),
-            // The CRDs are the lab's, applied from this build.
-            "--set",
-            "crds.enabled=false",
-        ];
-        for set in self.ports {
-            args.extend(["--set", set]);
-        }
-        chart::helm_ok(lab, &args).map_err(|e| e.context(self.diagnosis(lab)))?;
-        Ok(())
+        // The CRDs are the lab's, applied from this build.
+        let mut set = vec![class.as_str(), "crds.enabled=false"];
+        set.extend(self.ports);
+        chart::Release::prepare(lab, self.release, self.release, &chart::dir(), &set).await
     }
 
     /// The release's pods and the end of their logs, for a failed install.
@@ -159,44 +143,28 @@ impl Installation {
     }
 }
 
-/// Both releases, their pools and advertisements, and their speakers'
-/// statuses: removed when dropped, also when the test fails, and before the
-/// test starts (an interrupted run's).
+/// Both releases (with their speakers' statuses), their pools and
+/// advertisements: removed when dropped, also when the test fails, and before
+/// the test starts (an interrupted run's).
 struct Installations {
     lab: Lab,
+    releases: Vec<chart::Release>,
 }
 
 impl Installations {
     async fn install(lab: &Lab) -> Result<Self> {
-        remove(lab);
+        let mut guard = Self {
+            lab: lab.clone(),
+            releases: Vec::new(),
+        };
         for installation in [&A, &B] {
-            wait_for(
-                &format!(
-                    "namespace {} of an earlier run to be deleted",
-                    installation.release
-                ),
-                Duration::from_secs(60),
-                || async {
-                    let phase = kubectl(
-                        lab,
-                        &[
-                            "get",
-                            "namespace",
-                            installation.release,
-                            "-o",
-                            "jsonpath={.status.phase}",
-                            "--ignore-not-found",
-                        ],
-                        None,
-                    )?;
-                    Ok((phase != "Terminating").then_some(()))
-                },
-            )
-            .await?;
+            guard.releases.push(installation.release(lab).await?);
         }
-        let guard = Self { lab: lab.clone() };
-        for installation in [&A, &B] {
-            installation.install(lab)?;
+        remove_pools(lab);
+        for (installation, release) in [&A, &B].into_iter().zip(&guard.releases) {
+            release
+                .install(&[])
+                .map_err(|e| e.context(installation.diagnosis(lab)))?;
             kubectl(
                 lab,
                 &["apply", "-f", "-"],
@@ -207,30 +175,8 @@ impl Installations {
     }
 }
 
-fn remove(lab: &Lab) {
+fn remove_pools(lab: &Lab) {
     for installation in [&A, &B] {
-        let _ = chart::helm(
-            lab,
-            &[
-                "uninstall",
-                installation.release,
-                "--namespace",
-                installation.release,
-                "--wait",
-                "--ignore-not-found",
-            ],
-        );
-        let _ = kubectl(
-            lab,
-            &[
-                "delete",
-                "namespace",
-                installation.release,
-                "--ignore-not-found",
-                "--wait=false",
-            ],
-            None,
-        );
         // The controller that would drop the pool's finalizer once no Service
         // holds its IPs is gone with the release.
         let _ = kubectl(
@@ -253,23 +199,13 @@ fn remove(lab: &Lab) {
             );
         }
     }
-    // Cluster-scoped and written by the speakers, not by Helm.
-    let _ = kubectl(
-        lab,
-        &[
-            "delete",
-            "speakerstatuses",
-            "-l",
-            &format!("ferrolb.io/instance in ({},{})", A.release, B.release),
-            "--ignore-not-found",
-        ],
-        None,
-    );
 }
 
 impl Drop for Installations {
     fn drop(&mut self) {
-        remove(&self.lab);
+        // The releases first: their controllers keep pools in use.
+        self.releases.clear();
+        remove_pools(&self.lab);
     }
 }
 

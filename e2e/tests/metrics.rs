@@ -11,11 +11,10 @@
 //! built tools unless `FERROLB_E2E` is set (as `cargo lab test` does).
 
 use std::process::Output;
-use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use ferrolb_e2e::chart;
-use ferrolb_e2e::harness::{self, TestNamespace, exec_in, kubectl, wait_for};
+use ferrolb_e2e::harness::{self, TestNamespace, exec_in, kubectl};
 use ferrolb_e2e::lab::Lab;
 use ferrolb_e2e::lan::Host;
 use ferrolb_e2e::speakers::speaker_binary;
@@ -26,94 +25,24 @@ const CONTROLLER_PORT: u16 = 27572;
 const SPEAKER_PORT: u16 = 27573;
 const GOSSIP_PORT: u16 = 27986;
 
-/// The release, uninstalled with its namespace when dropped.
-struct Release {
-    lab: Lab,
-}
-
-impl Release {
-    async fn install(lab: &Lab) -> Result<Self> {
-        let release = Self { lab: lab.clone() };
-        release.remove();
-        wait_for(
-            &format!("namespace {RELEASE} of an earlier run to be deleted"),
-            Duration::from_secs(60),
-            || async {
-                let found = kubectl(
-                    lab,
-                    &[
-                        "get",
-                        "namespace",
-                        RELEASE,
-                        "--ignore-not-found",
-                        "-o",
-                        "name",
-                    ],
-                    None,
-                )?;
-                Ok(found.trim().is_empty().then_some(()))
-            },
-        )
-        .await?;
-        let chart = chart::dir().to_string_lossy().into_owned();
-        let sets = [
-            format!("loadBalancerClass={CLASS}"),
-            // The CRDs are the lab's, applied from this build.
-            "crds.enabled=false".into(),
-            "controller.replicas=1".into(),
-            format!("controller.metricsPort={CONTROLLER_PORT}"),
-            format!("speaker.metricsPort={SPEAKER_PORT}"),
-            format!("speaker.gossipPort={GOSSIP_PORT}"),
-        ];
-        let mut args = vec![
-            "install",
-            RELEASE,
-            chart.as_str(),
-            "--namespace",
-            RELEASE,
-            "--create-namespace",
-            // Ready pods: the HTTPS probes of /readyz pass without a token.
-            "--wait",
-            "--timeout",
-            "3m",
-        ];
-        for set in &sets {
-            args.extend(["--set", set.as_str()]);
-        }
-        chart::helm_ok(lab, &args)?;
-        Ok(release)
-    }
-
-    fn remove(&self) {
-        let _ = chart::helm(
-            &self.lab,
-            &[
-                "uninstall",
-                RELEASE,
-                "--namespace",
-                RELEASE,
-                "--wait",
-                "--ignore-not-found",
-            ],
-        );
-        let _ = kubectl(
-            &self.lab,
-            &[
-                "delete",
-                "namespace",
-                RELEASE,
-                "--ignore-not-found",
-                "--wait=false",
-            ],
-            None,
-        );
-    }
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        self.remove();
-    }
+/// Installs the release in its own namespace: uninstalled, with its
+/// namespace, when dropped.
+async fn install_release(lab: &Lab) -> Result<chart::Release> {
+    let sets = [
+        format!("loadBalancerClass={CLASS}"),
+        // The CRDs are the lab's, applied from this build.
+        "crds.enabled=false".into(),
+        "controller.replicas=1".into(),
+        format!("controller.metricsPort={CONTROLLER_PORT}"),
+        format!("speaker.metricsPort={SPEAKER_PORT}"),
+        format!("speaker.gossipPort={GOSSIP_PORT}"),
+    ];
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let release = chart::Release::prepare(lab, RELEASE, RELEASE, &chart::dir(), &sets).await?;
+    // Ready pods (helm waits for them): the HTTPS probes of /readyz pass
+    // without a token.
+    release.install(&[])?;
+    Ok(release)
 }
 
 /// A ClusterRoleBinding of this test, deleted when dropped.
@@ -182,7 +111,7 @@ async fn metrics_are_served_on_the_node_address_to_authorised_scrapers_only() ->
         return Ok(());
     };
     let client = lab.client().await?;
-    let release = Release::install(lab).await?;
+    let release = install_release(lab).await?;
     let nodes = lab.nodes();
     let node = nodes.first().context("the lab has no node")?;
     let outside = Host::client();

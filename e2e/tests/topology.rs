@@ -304,6 +304,74 @@ impl Drop for Pinger {
     }
 }
 
+/// `tcpdump` of every ARP frame and neighbour advertisement on a client's
+/// `eth0`, into a file.
+struct Capture {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Capture {
+    /// Starts capturing; returns once tcpdump listens.
+    async fn start(lab: &Lab, on: &Host) -> Result<Self> {
+        let dir = lab.state.join("logs");
+        std::fs::create_dir_all(&dir)?;
+        let log = dir.join(format!(
+            "test-{}-tcpdump-{}.log",
+            on.name,
+            std::process::id()
+        ));
+        let err = dir.join(format!(
+            "test-{}-tcpdump-{}.err",
+            on.name,
+            std::process::id()
+        ));
+        let child = Command::new("ip")
+            .args([
+                "netns", "exec", &on.netns, "tcpdump", "-i", "eth0", "-n", "-e",
+            ])
+            .args(["-l", "-tt", "--immediate-mode"])
+            .arg("arp or (icmp6 and ip6[40] == 136)")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(std::fs::File::create(&err)?)
+            .spawn()
+            .context("cannot start tcpdump")?;
+        let capture = Self { child, log };
+        wait_for(
+            &format!("tcpdump to listen in {}", on.netns),
+            Duration::from_secs(10),
+            || async {
+                Ok(std::fs::read_to_string(&err)?
+                    .contains("listening on")
+                    .then_some(()))
+            },
+        )
+        .await?;
+        Ok(capture)
+    }
+
+    /// Stops it; returns the frames that claim an IP (replies, gratuitous
+    /// ARP, advertisements).
+    fn claims(mut self) -> Result<Vec<capture::Frame>> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let text = std::fs::read_to_string(&self.log)?;
+        Ok(text
+            .lines()
+            .filter_map(capture::parse_tcpdump)
+            .filter(capture::Frame::is_claim)
+            .collect())
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The longest gap between replies after `from`, with where it started.
 fn longest_gap(replies: &[Stamp], from: Stamp) -> (Duration, Stamp) {
     replies
@@ -423,6 +491,14 @@ async fn segment_ips_are_owned_only_by_nodes_of_their_segment() -> Result<()> {
     };
     // Every node of both segments selected: only subnets keep IPs apart.
     let shapes = Shapes::new(lab, "topo-seg", &POOL, (17983, 17513), json!({})).await?;
+    // Every claim made on each segment's wire, from before the first Service.
+    let mut captures = Vec::new();
+    for segment in Segment::ALL {
+        captures.push((
+            segment,
+            Capture::start(lab, &topology::client(segment)).await?,
+        ));
+    }
     let mut services = Vec::new();
     for segment in Segment::ALL {
         for i in 0..4_u8 {
@@ -472,6 +548,44 @@ async fn segment_ips_are_owned_only_by_nodes_of_their_segment() -> Result<()> {
         if round == 0 {
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
+    }
+    // Over the whole test, nobody claimed a VIP on the other segment's wire,
+    // and the VIPs of each segment were announced on it.
+    for (segment, capture) in captures {
+        let claims = capture.claims()?;
+        let ours = |ip: &IpAddr| {
+            services
+                .iter()
+                .filter(|s| s.1 == segment)
+                .any(|s| *ip == IpAddr::V4(s.2) || *ip == IpAddr::V6(s.3))
+        };
+        let theirs = |ip: &IpAddr| {
+            services
+                .iter()
+                .filter(|s| s.1 != segment)
+                .any(|s| *ip == IpAddr::V4(s.2) || *ip == IpAddr::V6(s.3))
+        };
+        let stray: Vec<String> = claims
+            .iter()
+            .filter(|f| theirs(&f.ip))
+            .map(|f| format!("{} at {}", f.ip, f.mac))
+            .collect();
+        let announced = claims.iter().filter(|f| ours(&f.ip)).count();
+        eprintln!(
+            "segment {}: {announced} claims of its own VIPs seen on its wire, {} of the other segment's",
+            segment.letter(),
+            stray.len()
+        );
+        ensure!(
+            stray.is_empty(),
+            "the other segment's VIPs were claimed on segment {}: {stray:?}",
+            segment.letter()
+        );
+        ensure!(
+            announced > 0,
+            "no claim of segment {}'s VIPs was seen on its wire: the capture saw nothing",
+            segment.letter()
+        );
     }
     Ok(())
 }

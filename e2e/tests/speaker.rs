@@ -1167,6 +1167,79 @@ async fn eligibility_follows_interfaces_and_subnets() -> Result<()> {
     Ok(())
 }
 
+/// `preferredNodes`: an eligible preferred node always wins, whatever
+/// rendezvous hashing would pick; without it the IP falls back to the usual
+/// owner, and it goes back to the preferred node when that node's speaker
+/// returns (preference outranks "ownership stays where it is").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preferred_node_wins_and_takes_its_ip_back() -> Result<()> {
+    let Some(lab) = harness::lab().await? else {
+        return Ok(());
+    };
+    let _serial = SERIAL.lock().await;
+    let mut setup = Setup::new(
+        lab,
+        "spk-prefer",
+        &["198.18.0.176-198.18.0.177"],
+        (17956, 17483),
+        true,
+    )
+    .await?;
+    let client_host = Host::client();
+    let names = setup.names.clone();
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    let ip = vip(176);
+    // Prefer a node hashing would not pick, so the preference is what decides.
+    let natural = expected_owner([ip], &all);
+    let preferred = names
+        .iter()
+        .find(|n| **n != natural)
+        .context("the lab has a single node")?
+        .clone();
+    setup
+        .advertise(json!({"preferredNodes": [{
+            "weight": 50,
+            "selector": {"matchLabels": {"kubernetes.io/hostname": preferred}},
+        }]}))
+        .await?;
+    setup.service("web", ip, &names[0], true).await?;
+    owned_by(&setup, &client_host, ip, &preferred)
+        .await
+        .with_context(|| format!("{preferred} is preferred over {natural}, hashing's pick"))?;
+
+    // Without the preferred node, the usual owner among the rest.
+    let i = setup
+        .node_index(&preferred)
+        .context("the preferred node has no speaker")?;
+    setup.kill(i);
+    let rest: Vec<&str> = all.iter().copied().filter(|n| *n != preferred).collect();
+    let fallback = expected_owner([ip], &rest);
+    owned_by(&setup, &client_host, ip, &fallback)
+        .await
+        .with_context(|| format!("with {preferred} gone the IP should fall back to {fallback}"))?;
+
+    // Back: the preferred node takes its IP back.
+    setup.start(i)?;
+    owned_by(&setup, &client_host, ip, &preferred)
+        .await
+        .with_context(|| format!("{preferred} came back but did not take its IP back"))?;
+    Ok(())
+}
+
+/// Waits until only `node`'s MAC answers ARP for `ip` and the Service `web`'s
+/// ServiceL2Status names `node`.
+async fn owned_by(setup: &Setup, client: &Host, ip: Ipv4Addr, node: &str) -> Result<()> {
+    let mac = setup.mac_of(node).context("not a lab node")?.to_owned();
+    wait_for_single_mac(client, ip, &mac, Duration::from_secs(20)).await?;
+    wait_for(
+        &format!("ServiceL2Status web to name {node}"),
+        Duration::from_secs(20),
+        || async { Ok(setup.status_node("web").await?.filter(|n| n == node)) },
+    )
+    .await?;
+    Ok(())
+}
+
 /// The API server process really stopped (connections refused, not just
 /// dropped as in `api_outage_keeps_announcing_and_failing_over`): the
 /// speakers keep answering ARP for what they own and the VIP keeps

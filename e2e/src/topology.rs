@@ -246,8 +246,18 @@ pub struct Support {
 }
 
 impl Support {
-    /// Tries each in a scratch namespace.
+    /// What this kernel supports: tried once per process (tests run in
+    /// parallel, and the scratch namespace has one name), then remembered.
     pub fn probe() -> Result<Self> {
+        static SUPPORT: std::sync::OnceLock<Result<Support, String>> = std::sync::OnceLock::new();
+        SUPPORT
+            .get_or_init(|| Self::try_each().map_err(|e| format!("{e:#}")))
+            .clone()
+            .map_err(anyhow::Error::msg)
+    }
+
+    /// Tries each in a scratch namespace.
+    fn try_each() -> Result<Self> {
         let ns = format!("{PREFIX}probe");
         let _ = run("ip", &["netns", "delete", &ns]);
         ip(&["netns", "add", &ns])?;

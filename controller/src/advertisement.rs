@@ -140,6 +140,20 @@ mod tests {
         serde_json::from_value(v).unwrap()
     }
 
+    /// The status of an advertisement with spec `v`, no generation, no
+    /// strictARP reports, over [`pools`] and [`nodes`].
+    fn plain_status(v: serde_json::Value) -> L2AdvertisementStatus {
+        status(
+            &spec(v),
+            None,
+            &pools(),
+            &nodes(),
+            &Summary::default(),
+            None,
+            Timestamp::UNIX_EPOCH,
+        )
+    }
+
     fn pools() -> BTreeMap<String, BTreeMap<String, String>> {
         BTreeMap::from([
             (
@@ -244,29 +258,13 @@ mod tests {
             assert_eq!(conds(&got), want, "{name}");
             assert_eq!(got.observed_generation, Some(2), "{name}");
         }
-        let got = status(
-            &spec(json!({ "ipAddressPools": ["gone"] })),
-            None,
-            &pools(),
-            &nodes(),
-            &Summary::default(),
-            None,
-            Timestamp::UNIX_EPOCH,
-        );
+        let got = plain_status(json!({ "ipAddressPools": ["gone"] }));
         assert!(got.conditions[0].message.contains("\"gone\""));
-        let got = status(
-            &spec(json!({
-                "ipAddressPoolSelectors": [{ "matchLabels": { "zone": "b" } }],
-                "nodeSelectors": [{ "matchLabels": { "rack": "a" } }, { "matchLabels": { "rack": "c" } }],
-                "preferredNodes": [{ "weight": 10, "selector": { "matchLabels": { "rack": "b" } } }],
-            })),
-            None,
-            &pools(),
-            &nodes(),
-            &Summary::default(),
-            None,
-            Timestamp::UNIX_EPOCH,
-        );
+        let got = plain_status(json!({
+            "ipAddressPoolSelectors": [{ "matchLabels": { "zone": "b" } }],
+            "nodeSelectors": [{ "matchLabels": { "rack": "a" } }, { "matchLabels": { "rack": "c" } }],
+            "preferredNodes": [{ "weight": 10, "selector": { "matchLabels": { "rack": "b" } } }],
+        }));
         assert_eq!(
             got.conditions[1].message,
             "spec.ipAddressPoolSelectors[0] matches no IPAddressPool, spec.nodeSelectors[1] matches no Node, spec.preferredNodes[0].selector matches no Node; check the labels"
